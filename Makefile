@@ -1,0 +1,57 @@
+# Thin wrapper around the meson build; the real logic lives in scripts/ and
+# meson.build. Targets:
+#   make check   host setup, fetch sources, build everything, run all tests
+#   make demo    host setup, build, then the guest demo (tests/guest/demo.sh)
+#   make bench   host setup, build, run the benchmark suite
+#   make build   setup + fetch + compile only
+#   make clean   remove $(BUILD) (downloads and ccache in the cache dir stay)
+# Variables: BUILD (build dir, default build), MESON, MESON_SETUP_ARGS.
+
+BUILD ?= build
+# Debian's meson (>= 1.5 from bookworm-backports) run by Debian's python,
+# never a pyenv/venv python that may come first on PATH.
+MESON ?= /usr/bin/python3 /usr/bin/meson
+MESON_SETUP_ARGS ?=
+SHELL := /bin/bash
+
+.PHONY: all setup fetch configure build check demo bench clean
+
+all: build
+
+setup:
+	scripts/setup-host.sh
+
+# Every scripts/fetch-*.sh takes no arguments, downloads into the cache dir
+# only what is missing, and prints its result dir on stdout.
+fetch: setup
+	@set -e; for f in scripts/fetch-*.sh; do "$$f" >/dev/null; done
+
+configure: fetch
+	@if [ ! -f "$(BUILD)/build.ninja" ]; then \
+	    $(MESON) setup $(if $(wildcard $(BUILD)/meson-private/coredata.dat),--reconfigure) \
+	        $(MESON_SETUP_ARGS) "$(BUILD)"; \
+	fi
+
+build: configure
+	$(MESON) compile -C "$(BUILD)"
+
+check: build
+	$(MESON) test -C "$(BUILD)" --print-errorlogs
+
+demo: build
+	@if [ -x tests/guest/demo.sh ]; then \
+	    tests/guest/demo.sh "$(BUILD)"; \
+	else \
+	    echo "make demo: tests/guest/demo.sh does not exist yet (the guest demo is not written)." >&2; \
+	    exit 1; \
+	fi
+
+bench: build
+	@if $(MESON) test -C "$(BUILD)" --benchmark --list 2>/dev/null | grep -q .; then \
+	    $(MESON) test -C "$(BUILD)" --benchmark --print-errorlogs; \
+	else \
+	    echo "make bench: no benchmarks are defined yet (meson benchmark() in bench/)." >&2; \
+	fi
+
+clean:
+	rm -rf "$(BUILD)"

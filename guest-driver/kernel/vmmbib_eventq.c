@@ -1,0 +1,189 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * The eventq: the device's way to tell the driver about completions and
+ * asynchronous events.  The driver keeps every ring entry filled with a
+ * writable struct vmmbib_event; the device fills one per event and the
+ * callback hands it on and posts the buffer again.
+ *
+ * Events reach ib_core only while the ib_device is registered: before,
+ * ib_core could not take them; after ib_unregister_device() has begun,
+ * they would race with the device's teardown.
+ */
+
+#include <linux/scatterlist.h>
+#include <linux/slab.h>
+#include <linux/virtio.h>
+
+#include "vmmbib.h"
+
+static struct device *vmmbib_eventq_dev(struct vmmbib_dev *dev)
+{
+	return &dev->vdev->dev;
+}
+
+int vmmbib_eventq_init(struct vmmbib_dev *dev, struct virtqueue *vq)
+{
+	struct vmmbib_eventq *eq = &dev->eventq;
+
+	eq->vq = vq;
+	spin_lock_init(&eq->lock);
+	eq->num_bufs = virtqueue_get_vring_size(vq);
+	eq->bufs = kcalloc(eq->num_bufs, sizeof(*eq->bufs), GFP_KERNEL);
+	if (!eq->bufs)
+		return -ENOMEM;
+	return 0;
+}
+
+static int vmmbib_eventq_post(struct vmmbib_eventq *eq,
+			      struct vmmbib_event *ev)
+{
+	struct scatterlist sg;
+
+	sg_init_one(&sg, ev, sizeof(*ev));
+	return virtqueue_add_inbuf(eq->vq, &sg, 1, ev, GFP_ATOMIC);
+}
+
+/* Fills the ring; after virtio_device_ready(). */
+int vmmbib_eventq_start(struct vmmbib_dev *dev)
+{
+	struct vmmbib_eventq *eq = &dev->eventq;
+	unsigned long flags;
+	unsigned int i;
+	int err = 0;
+
+	spin_lock_irqsave(&eq->lock, flags);
+	for (i = 0; i < eq->num_bufs; i++) {
+		err = vmmbib_eventq_post(eq, &eq->bufs[i]);
+		if (err)
+			break;
+	}
+	spin_unlock_irqrestore(&eq->lock, flags);
+	if (err) {
+		dev_err(vmmbib_eventq_dev(dev),
+			"cannot post event buffer %u of %u: %d\n",
+			i, eq->num_bufs, err);
+		return err;
+	}
+
+	virtqueue_kick(eq->vq);
+	return 0;
+}
+
+void vmmbib_eventq_set_dispatch(struct vmmbib_dev *dev, bool dispatch)
+{
+	struct vmmbib_eventq *eq = &dev->eventq;
+	unsigned long flags;
+
+	spin_lock_irqsave(&eq->lock, flags);
+	eq->dispatch = dispatch;
+	spin_unlock_irqrestore(&eq->lock, flags);
+}
+
+/* Called with eq->lock held, which keeps the ib_device registered. */
+static void vmmbib_dispatch(struct vmmbib_dev *dev, enum ib_event_type type,
+			    u32 port)
+{
+	struct ib_event event = {
+		.device = &dev->ibdev,
+		.event = type,
+		.element.port_num = port,
+	};
+
+	if (!dev->eventq.dispatch) {
+		dev_dbg(vmmbib_eventq_dev(dev),
+			"%s on port %u while not registered: dropped\n",
+			ib_event_msg(type), port);
+		return;
+	}
+	/* Allocates atomically and defers to a workqueue: fine in an IRQ. */
+	ib_dispatch_event(&event);
+}
+
+static void vmmbib_port_event(struct vmmbib_dev *dev, u32 port,
+			      enum ib_event_type type)
+{
+	if (port < 1 || port > dev->num_ports) {
+		dev_err_ratelimited(vmmbib_eventq_dev(dev),
+				    "%s for port %u, which does not exist\n",
+				    ib_event_msg(type), port);
+		return;
+	}
+	dev_info(vmmbib_eventq_dev(dev), "port %u: %s\n", port,
+		 ib_event_msg(type));
+	vmmbib_dispatch(dev, type, port);
+}
+
+static void vmmbib_handle_event(struct vmmbib_dev *dev,
+				const struct vmmbib_event *ev)
+{
+	u16 type = le16_to_cpu(ev->type);
+	u32 handle = le32_to_cpu(ev->handle);
+
+	switch (type) {
+	case VMMBIB_EVENT_PORT_ACTIVE:
+		vmmbib_port_event(dev, handle, IB_EVENT_PORT_ACTIVE);
+		break;
+	case VMMBIB_EVENT_PORT_ERR:
+		vmmbib_port_event(dev, handle, IB_EVENT_PORT_ERR);
+		break;
+	case VMMBIB_EVENT_DEVICE_FATAL:
+		vmmbib_ctrlq_fail(dev, "the device reported a fatal error");
+		vmmbib_dispatch(dev, IB_EVENT_DEVICE_FATAL, 1);
+		break;
+	default:
+		/*
+		 * Completion, QP, CQ and SRQ events name objects this driver
+		 * does not create yet; anything else is unknown.
+		 */
+		dev_err_ratelimited(vmmbib_eventq_dev(dev),
+				    "unexpected event type %u (handle %#x) ignored\n",
+				    type, handle);
+		break;
+	}
+}
+
+/* The virtqueue callback; runs in interrupt context. */
+void vmmbib_eventq_done(struct virtqueue *vq)
+{
+	struct vmmbib_dev *dev = vq->vdev->priv;
+	struct vmmbib_eventq *eq = &dev->eventq;
+	struct vmmbib_event *ev;
+	unsigned long flags;
+	unsigned int len;
+	bool kick;
+
+	spin_lock_irqsave(&eq->lock, flags);
+	do {
+		virtqueue_disable_cb(vq);
+		while ((ev = virtqueue_get_buf(vq, &len))) {
+			if (len < sizeof(*ev))
+				dev_err_ratelimited(vmmbib_eventq_dev(dev),
+						    "event of %u bytes ignored\n",
+						    len);
+			else
+				vmmbib_handle_event(dev, ev);
+
+			/* Cannot fail: the ring just gave this entry back. */
+			if (vmmbib_eventq_post(eq, ev))
+				dev_err_ratelimited(vmmbib_eventq_dev(dev),
+						    "cannot repost an event buffer\n");
+		}
+	} while (!virtqueue_enable_cb(vq));
+	kick = virtqueue_kick_prepare(vq);
+	spin_unlock_irqrestore(&eq->lock, flags);
+
+	if (kick)
+		virtqueue_notify(vq);
+}
+
+/* After virtio_reset_device(), before the vq is deleted. */
+void vmmbib_eventq_cleanup(struct vmmbib_dev *dev)
+{
+	struct vmmbib_eventq *eq = &dev->eventq;
+
+	/* Unmaps the buffers; they are all part of eq->bufs. */
+	while (virtqueue_detach_unused_buf(eq->vq))
+		;
+	kfree(eq->bufs);
+	eq->bufs = NULL;
+}

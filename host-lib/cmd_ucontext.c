@@ -1,0 +1,30 @@
+/*
+ * CREATE_UCONTEXT and DESTROY_UCONTEXT.  A context owns a UAR slot and,
+ * through it, every object created with its handle.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include <endian.h>
+
+#include "internal.h"
+
+int vmmbib_cmd_create_ucontext(struct vmmbib_cmd_ctx *c)
+{
+    struct vmmbib_resp_create_ucontext *r = c->resp;
+    struct vmmbib_ucontext *uctx;
+    int status;
+
+    uctx = vmmbib_ucontext_create(c->dev, &status);
+    if (!uctx) {
+        return status;
+    }
+    r->ctx_handle = htole32(uctx->handle);
+    r->uar_slot = htole32(uctx->uar_slot);
+    return VMMBIB_STATUS_OK;
+}
+
+int vmmbib_cmd_destroy_ucontext(struct vmmbib_cmd_ctx *c)
+{
+    vmmbib_ucontext_destroy(c->dev, c->uctx);
+    return VMMBIB_STATUS_OK;
+}

@@ -1,0 +1,237 @@
+/*
+ * The device model: configuration, limits, contexts and reset.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include <endian.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+void vmmbib_limits_default(struct vmmbib_limits *l)
+{
+    *l = (struct vmmbib_limits) {
+        .max_ucontext = 64,
+        .max_pd = 1024,
+        .max_mr = 8192,
+        .max_cq = 4096,
+        .max_cqe = 65536,
+        .max_qp = 4096,
+        .max_qp_wr = 16384,
+        .max_send_sge = 16,
+        .max_recv_sge = 16,
+        .max_srq = 1024,
+        .max_srq_wr = 16384,
+        .max_srq_sge = 16,
+        .max_ah = 4096,
+        .max_inline_data = 256,
+        .max_qp_rd_atom = 16,
+        .max_mr_pages = 262144,
+        .max_pinned_pages = 262144,
+    };
+}
+
+static void set_err(char *err, size_t err_len, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!err || !err_len) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+}
+
+/* Each limit must be at least 1 and fit the handle index space. */
+static bool check_limits(const struct vmmbib_limits *l, char *err,
+                         size_t err_len)
+{
+    static const struct {
+        const char *name;
+        size_t offset;
+        uint32_t max;
+    } rules[] = {
+#define LIMIT(field, max) { #field, offsetof(struct vmmbib_limits, field), max }
+        LIMIT(max_ucontext, 1u << 16),
+        LIMIT(max_pd, VMMBIB_HANDLE_INDEX_MASK),
+        LIMIT(max_mr, VMMBIB_HANDLE_INDEX_MASK),
+        LIMIT(max_cq, VMMBIB_HANDLE_INDEX_MASK),
+        LIMIT(max_cqe, 1u << 22),
+        LIMIT(max_qp, VMMBIB_HANDLE_INDEX_MASK),
+        LIMIT(max_qp_wr, 1u << 20),
+        LIMIT(max_send_sge, 64),
+        LIMIT(max_recv_sge, 64),
+        LIMIT(max_srq, VMMBIB_HANDLE_INDEX_MASK),
+        LIMIT(max_srq_wr, 1u << 20),
+        LIMIT(max_srq_sge, 64),
+        LIMIT(max_ah, VMMBIB_HANDLE_INDEX_MASK),
+        LIMIT(max_inline_data, 1024),
+        LIMIT(max_qp_rd_atom, 128),
+        LIMIT(max_mr_pages, 1u << 27),
+        LIMIT(max_pinned_pages, UINT32_MAX),
+#undef LIMIT
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {
+        uint32_t v;
+
+        memcpy(&v, (const char *)l + rules[i].offset, sizeof(v));
+        if (v < 1 || v > rules[i].max) {
+            set_err(err, err_len, "%s=%u is out of range: use 1 to %u",
+                    rules[i].name, v, rules[i].max);
+            return false;
+        }
+    }
+    return true;
+}
+
+struct vmmbib_dev *vmmbib_dev_new(const struct vmmbib_dev_config *cfg,
+                                  const struct vmmbib_host_ops *ops,
+                                  void *opaque, char *err, size_t err_len)
+{
+    struct vmmbib_dev *dev;
+
+    if (!check_limits(&cfg->limits, err, err_len)) {
+        return NULL;
+    }
+    if (cfg->uar_slots < 1 || cfg->uar_slots > cfg->limits.max_ucontext) {
+        set_err(err, err_len, "uar_slots=%u is out of range: use 1 to "
+                "max_ucontext (%u), one slot per context",
+                cfg->uar_slots, cfg->limits.max_ucontext);
+        return NULL;
+    }
+    if (cfg->doorbell_mode != VMMBIB_DB_MODE_RING &&
+        cfg->doorbell_mode != VMMBIB_DB_MODE_MMIO) {
+        set_err(err, err_len, "doorbell mode %u is unknown: use ring or mmio",
+                cfg->doorbell_mode);
+        return NULL;
+    }
+
+    dev = calloc(1, sizeof(*dev));
+    if (!dev) {
+        set_err(err, err_len, "out of memory");
+        return NULL;
+    }
+    dev->cfg = *cfg;
+    if (ops) {
+        dev->ops = *ops;
+    }
+    dev->opaque = opaque;
+    dev->lid = cfg->lid ? cfg->lid : 1;
+    /* A locally administered EUI-64 that carries the LID. */
+    dev->node_guid = cfg->node_guid ? cfg->node_guid :
+                     0x02aabbfffe000000ull | dev->lid;
+    dev->uar_slot_busy = calloc(cfg->uar_slots, sizeof(bool));
+    if (posix_memalign((void **)&dev->db_pages, VMMBIB_PAGE_SIZE,
+                       (size_t)cfg->uar_slots * VMMBIB_PAGE_SIZE)) {
+        dev->db_pages = NULL;
+    }
+    if (!dev->uar_slot_busy || !dev->db_pages ||
+        !vmmbib_table_init(&dev->ucontexts, cfg->uar_slots)) {
+        set_err(err, err_len, "out of memory");
+        vmmbib_dev_free(dev);
+        return NULL;
+    }
+    return dev;
+}
+
+void vmmbib_dev_reset(struct vmmbib_dev *dev)
+{
+    uint32_t i;
+
+    for (i = 1; i <= dev->ucontexts.size; i++) {
+        struct vmmbib_ucontext *uctx = vmmbib_table_at(&dev->ucontexts, i);
+
+        if (uctx) {
+            vmmbib_ucontext_destroy(dev, uctx);
+        }
+    }
+}
+
+void vmmbib_dev_free(struct vmmbib_dev *dev)
+{
+    if (!dev) {
+        return;
+    }
+    if (dev->ucontexts.objs) {
+        vmmbib_dev_reset(dev);
+    }
+    vmmbib_table_fini(&dev->ucontexts);
+    free(dev->uar_slot_busy);
+    free(dev->db_pages);
+    free(dev);
+}
+
+void *vmmbib_dev_db_pages(struct vmmbib_dev *dev)
+{
+    return dev->db_pages;
+}
+
+void vmmbib_dev_get_stats(struct vmmbib_dev *dev,
+                          struct vmmbib_dev_stats *stats)
+{
+    *stats = dev->stats;
+    stats->ucontexts = dev->ucontexts.used;
+}
+
+struct vmmbib_ucontext *vmmbib_ucontext_create(struct vmmbib_dev *dev,
+                                               int *status)
+{
+    struct vmmbib_ucontext *uctx;
+    uint32_t slot;
+    uint32_t *words;
+
+    for (slot = 0; slot < dev->cfg.uar_slots; slot++) {
+        if (!dev->uar_slot_busy[slot]) {
+            break;
+        }
+    }
+    if (slot == dev->cfg.uar_slots) {
+        *status = VMMBIB_STATUS_NO_RESOURCES;
+        return NULL;
+    }
+
+    uctx = calloc(1, sizeof(*uctx));
+    if (!uctx) {
+        *status = VMMBIB_STATUS_NO_RESOURCES;
+        return NULL;
+    }
+    /* A fresh page: nothing of the slot's previous context shows through. */
+    uctx->db_page = dev->db_pages + (size_t)slot * VMMBIB_PAGE_SIZE;
+    memset(uctx->db_page, 0, VMMBIB_PAGE_SIZE);
+    words = uctx->db_page;
+    words[VMMBIB_DB_ENGINE_STATE / 4] = htole32(VMMBIB_ENGINE_AWAKE);
+    words[VMMBIB_DB_MODE / 4] = htole32(dev->cfg.doorbell_mode);
+    words[VMMBIB_DB_RING_SIZE / 4] = htole32(VMMBIB_DB_RING_ENTRIES);
+
+    uctx->handle = vmmbib_table_insert(&dev->ucontexts, uctx);
+    if (uctx->handle == VMMBIB_HANDLE_NONE) {
+        free(uctx);
+        *status = VMMBIB_STATUS_NO_RESOURCES;
+        return NULL;
+    }
+    uctx->uar_slot = slot;
+    dev->uar_slot_busy[slot] = true;
+    if (dev->ops.uar_map) {
+        dev->ops.uar_map(dev->opaque, slot, uctx->db_page);
+    }
+    *status = VMMBIB_STATUS_OK;
+    return uctx;
+}
+
+void vmmbib_ucontext_destroy(struct vmmbib_dev *dev,
+                             struct vmmbib_ucontext *uctx)
+{
+    /* The guest must lose its mapping before the page is freed. */
+    if (dev->ops.uar_unmap) {
+        dev->ops.uar_unmap(dev->opaque, uctx->uar_slot);
+    }
+    dev->uar_slot_busy[uctx->uar_slot] = false;
+    vmmbib_table_remove(&dev->ucontexts, uctx->handle);
+    free(uctx);
+}

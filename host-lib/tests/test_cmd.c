@@ -1,0 +1,281 @@
+/*
+ * Tests of the command decoder and the commands of the skeleton device:
+ * framing errors, queries, contexts, reset.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include <endian.h>
+#include <string.h>
+
+#include "vmmbib.h"
+#include "tap.h"
+
+struct reply {
+    struct vmmbib_resp_hdr hdr;
+    union {
+        struct vmmbib_resp_query_device dev;
+        struct vmmbib_resp_query_port port;
+        struct vmmbib_resp_query_gid gid;
+        struct vmmbib_resp_query_pkey pkey;
+        struct vmmbib_resp_create_ucontext uctx;
+        uint8_t raw[256];
+    };
+};
+
+struct host_log {
+    int maps;
+    int unmaps;
+    void *pages[8];
+};
+
+static void log_map(void *opaque, uint32_t slot, void *page)
+{
+    struct host_log *log = opaque;
+
+    log->maps++;
+    if (slot < 8) {
+        log->pages[slot] = page;
+    }
+}
+
+static void log_unmap(void *opaque, uint32_t slot)
+{
+    struct host_log *log = opaque;
+
+    log->unmaps++;
+    if (slot < 8) {
+        log->pages[slot] = NULL;
+    }
+}
+
+static const struct vmmbib_host_ops log_ops = {
+    .uar_map = log_map,
+    .uar_unmap = log_unmap,
+};
+
+/* Send opcode with @body; returns the reply status, or -1 for no reply. */
+static int run(struct vmmbib_dev *dev, uint16_t opcode, uint32_t ctx,
+               const void *body, size_t body_len, struct reply *r)
+{
+    uint8_t req[512];
+    struct vmmbib_cmd_hdr hdr = {
+        .opcode = htole16(opcode),
+        .ctx_handle = htole32(ctx),
+    };
+    size_t n;
+
+    memcpy(req, &hdr, sizeof(hdr));
+    memcpy(req + sizeof(hdr), body, body_len);
+    memset(r, 0xa5, sizeof(*r));
+    n = vmmbib_dev_execute(dev, req, sizeof(hdr) + body_len, r, sizeof(*r));
+    if (n < sizeof(r->hdr) ||
+        n != sizeof(r->hdr) + le32toh(r->hdr.length)) {
+        return -1;
+    }
+    return le16toh(r->hdr.status);
+}
+
+static struct vmmbib_dev *new_dev(uint32_t uar_slots, struct host_log *log)
+{
+    struct vmmbib_dev_config cfg = { .uar_slots = uar_slots };
+    char err[128];
+
+    vmmbib_limits_default(&cfg.limits);
+    cfg.limits.max_qp = 123;    /* not the default, so it must come from here */
+    return vmmbib_dev_new(&cfg, &log_ops, log, err, sizeof(err));
+}
+
+static void test_config_errors(void)
+{
+    struct vmmbib_dev_config cfg = { .uar_slots = 0 };
+    char err[128] = "";
+
+    vmmbib_limits_default(&cfg.limits);
+    TAP_CHECK(!vmmbib_dev_new(&cfg, NULL, NULL, err, sizeof(err)) &&
+              strstr(err, "uar_slots"), "uar_slots=0 is refused with a reason");
+    cfg.uar_slots = 4;
+    cfg.limits.max_cq = 0;
+    err[0] = 0;
+    TAP_CHECK(!vmmbib_dev_new(&cfg, NULL, NULL, err, sizeof(err)) &&
+              strstr(err, "max_cq"), "max_cq=0 is refused with a reason");
+    cfg.limits.max_cq = 16;
+    cfg.doorbell_mode = 7;
+    TAP_CHECK(!vmmbib_dev_new(&cfg, NULL, NULL, err, sizeof(err)) &&
+              strstr(err, "doorbell"), "unknown doorbell mode is refused");
+}
+
+static void test_framing(struct vmmbib_dev *dev)
+{
+    struct reply r;
+    uint8_t big[64] = { 0 };
+    struct vmmbib_cmd_hdr hdr = { .opcode = htole16(VMMBIB_CMD_QUERY_DEVICE) };
+    struct vmmbib_dev_stats before, after;
+    size_t n;
+
+    vmmbib_dev_get_stats(dev, &before);
+    n = vmmbib_dev_execute(dev, &hdr, 3, &r, sizeof(r));
+    TAP_CHECK(n == sizeof(r.hdr) &&
+              le16toh(r.hdr.status) == VMMBIB_STATUS_BAD_LENGTH,
+              "short request: BAD_LENGTH");
+    TAP_CHECK(run(dev, VMMBIB_CMD_QUERY_DEVICE, 0, big, 8, &r) ==
+              VMMBIB_STATUS_BAD_LENGTH, "oversized request: BAD_LENGTH");
+    TAP_CHECK(run(dev, 0, 0, NULL, 0, &r) == VMMBIB_STATUS_BAD_OPCODE,
+              "opcode 0: BAD_OPCODE");
+    TAP_CHECK(run(dev, VMMBIB_CMD_MAX + 1, 0, NULL, 0, &r) ==
+              VMMBIB_STATUS_BAD_OPCODE, "opcode past the last: BAD_OPCODE");
+    TAP_CHECK(run(dev, 0xffff, 0, NULL, 0, &r) == VMMBIB_STATUS_BAD_OPCODE,
+              "opcode 0xffff: BAD_OPCODE");
+    TAP_CHECK(le32toh(r.hdr.length) == 0, "error replies carry no body");
+
+    hdr.flags = htole16(1);
+    n = vmmbib_dev_execute(dev, &hdr, sizeof(hdr), &r, sizeof(r));
+    TAP_CHECK(n == sizeof(r.hdr) &&
+              le16toh(r.hdr.status) == VMMBIB_STATUS_INVALID,
+              "unknown flag bits: INVALID");
+
+    hdr.flags = 0;
+    TAP_CHECK(vmmbib_dev_execute(dev, &hdr, sizeof(hdr), &r, 4) == 0,
+              "reply buffer smaller than its header: no reply");
+    n = vmmbib_dev_execute(dev, &hdr, sizeof(hdr), &r, sizeof(r.hdr) + 8);
+    TAP_CHECK(n == sizeof(r.hdr) &&
+              le16toh(r.hdr.status) == VMMBIB_STATUS_BAD_LENGTH,
+              "reply buffer too small for the body: BAD_LENGTH");
+    TAP_CHECK(run(dev, VMMBIB_CMD_QUERY_DEVICE, 77, NULL, 0, &r) ==
+              VMMBIB_STATUS_INVALID, "context on a query: INVALID");
+
+    vmmbib_dev_get_stats(dev, &after);
+    TAP_CHECK(after.command_errors - before.command_errors == 9,
+              "each refused request is counted as an error");
+    TAP_CHECK(run(dev, VMMBIB_CMD_QUERY_DEVICE, 0, NULL, 0, &r) ==
+              VMMBIB_STATUS_OK, "the device answers after bad requests");
+}
+
+static void test_names(void)
+{
+    unsigned int op;
+    int named = 0;
+
+    for (op = 1; op <= VMMBIB_CMD_MAX; op++) {
+        named += strcmp(vmmbib_cmd_name(op), "UNKNOWN") != 0;
+    }
+    TAP_CHECK(named == VMMBIB_CMD_MAX, "every opcode has a table entry");
+    TAP_CHECK(!strcmp(vmmbib_cmd_name(VMMBIB_CMD_CREATE_QP), "CREATE_QP") &&
+              !strcmp(vmmbib_cmd_name(VMMBIB_CMD_MAX + 1), "UNKNOWN"),
+              "command names match their opcodes");
+    TAP_CHECK(!strcmp(vmmbib_status_name(VMMBIB_STATUS_BAD_ADDRESS),
+                      "BAD_ADDRESS") &&
+              !strcmp(vmmbib_status_name(VMMBIB_STATUS_MAX + 1), "UNKNOWN"),
+              "status names match their codes");
+}
+
+static void test_queries(struct vmmbib_dev *dev)
+{
+    struct reply r;
+    struct vmmbib_cmd_query_port qp = { .port_num = 1 };
+    struct vmmbib_cmd_query_gid qg = { .port_num = 1 };
+    struct vmmbib_cmd_query_pkey qk = { .port_num = 1 };
+    static const uint8_t prefix[8] = { 0xfe, 0x80 };
+    uint64_t guid;
+
+    TAP_CHECK(run(dev, VMMBIB_CMD_QUERY_DEVICE, 0, NULL, 0, &r) ==
+              VMMBIB_STATUS_OK &&
+              le32toh(r.hdr.length) == sizeof(r.dev),
+              "QUERY_DEVICE succeeds with a full body");
+    TAP_CHECK(le32toh(r.dev.max_qp) == 123, "max_qp comes from the config");
+    TAP_CHECK(le32toh(r.dev.vendor_id) == VMMBIB_PCI_VENDOR_ID &&
+              le32toh(r.dev.vendor_part_id) == VMMBIB_PCI_DEVICE_ID &&
+              r.dev.phys_port_cnt == 1, "vendor, part and port count");
+    guid = be64toh(r.dev.node_guid);
+    TAP_CHECK(guid != 0, "node GUID is set");
+
+    TAP_CHECK(run(dev, VMMBIB_CMD_QUERY_PORT, 0, &qp, sizeof(qp), &r) ==
+              VMMBIB_STATUS_OK && r.port.state == VMMBIB_PORT_ACTIVE &&
+              le16toh(r.port.lid) != 0 &&
+              r.port.link_layer == VMMBIB_LINK_LAYER_INFINIBAND,
+              "port 1 is an active IB port with a LID");
+    qp.port_num = 2;
+    TAP_CHECK(run(dev, VMMBIB_CMD_QUERY_PORT, 0, &qp, sizeof(qp), &r) ==
+              VMMBIB_STATUS_INVALID, "port 2: INVALID");
+
+    TAP_CHECK(run(dev, VMMBIB_CMD_QUERY_GID, 0, &qg, sizeof(qg), &r) ==
+              VMMBIB_STATUS_OK && !memcmp(r.gid.gid, prefix, 8) &&
+              be64toh(*(uint64_t *)(r.gid.gid + 8)) == guid,
+              "GID 0 is the link-local prefix and the port GUID");
+    qg.index = htole32(1);
+    TAP_CHECK(run(dev, VMMBIB_CMD_QUERY_GID, 0, &qg, sizeof(qg), &r) ==
+              VMMBIB_STATUS_INVALID, "GID index 1: INVALID");
+    TAP_CHECK(run(dev, VMMBIB_CMD_QUERY_PKEY, 0, &qk, sizeof(qk), &r) ==
+              VMMBIB_STATUS_OK && le16toh(r.pkey.pkey) == 0xffff,
+              "P_Key 0 is the default full-member key");
+    qk.index = htole32(0x80000000u);
+    TAP_CHECK(run(dev, VMMBIB_CMD_QUERY_PKEY, 0, &qk, sizeof(qk), &r) ==
+              VMMBIB_STATUS_INVALID, "P_Key index 2^31: INVALID");
+}
+
+static void test_ucontexts(void)
+{
+    struct host_log log = { 0 };
+    struct vmmbib_dev *dev = new_dev(2, &log);
+    struct vmmbib_dev_stats stats;
+    struct reply r;
+    uint32_t a, b, c;
+    uint32_t *db_words;
+
+    TAP_CHECK(run(dev, VMMBIB_CMD_CREATE_UCONTEXT, 0, NULL, 0, &r) ==
+              VMMBIB_STATUS_OK && le32toh(r.uctx.uar_slot) == 0,
+              "first context gets UAR slot 0");
+    a = le32toh(r.uctx.ctx_handle);
+    db_words = log.pages[0];
+    TAP_CHECK(log.maps == 1 && db_words &&
+              le32toh(db_words[VMMBIB_DB_RING_SIZE / 4]) ==
+              VMMBIB_DB_RING_ENTRIES &&
+              le32toh(db_words[VMMBIB_DB_ENGINE_STATE / 4]) ==
+              VMMBIB_ENGINE_AWAKE,
+              "its doorbell page is mapped and initialised");
+    TAP_CHECK(run(dev, VMMBIB_CMD_CREATE_UCONTEXT, 0, NULL, 0, &r) ==
+              VMMBIB_STATUS_OK && le32toh(r.uctx.uar_slot) == 1,
+              "second context gets UAR slot 1");
+    b = le32toh(r.uctx.ctx_handle);
+    TAP_CHECK(run(dev, VMMBIB_CMD_CREATE_UCONTEXT, 0, NULL, 0, &r) ==
+              VMMBIB_STATUS_NO_RESOURCES, "no free slot: NO_RESOURCES");
+
+    TAP_CHECK(run(dev, VMMBIB_CMD_DESTROY_UCONTEXT, 0, NULL, 0, &r) ==
+              VMMBIB_STATUS_BAD_HANDLE, "destroy without a context: BAD_HANDLE");
+    TAP_CHECK(run(dev, VMMBIB_CMD_DESTROY_UCONTEXT, a, NULL, 0, &r) ==
+              VMMBIB_STATUS_OK && log.unmaps == 1 && !log.pages[0],
+              "destroy unmaps the slot");
+    TAP_CHECK(run(dev, VMMBIB_CMD_DESTROY_UCONTEXT, a, NULL, 0, &r) ==
+              VMMBIB_STATUS_BAD_HANDLE, "destroy twice: BAD_HANDLE");
+    TAP_CHECK(run(dev, VMMBIB_CMD_CREATE_UCONTEXT, 0, NULL, 0, &r) ==
+              VMMBIB_STATUS_OK && le32toh(r.uctx.uar_slot) == 0,
+              "a freed slot is reused");
+    c = le32toh(r.uctx.ctx_handle);
+    TAP_CHECK(c != a, "a reused table entry gets a new handle");
+    TAP_CHECK(run(dev, VMMBIB_CMD_CREATE_PD, c, NULL, 0, &r) ==
+              VMMBIB_STATUS_NOT_SUPPORTED,
+              "a command this backend lacks: NOT_SUPPORTED");
+
+    vmmbib_dev_reset(dev);
+    vmmbib_dev_get_stats(dev, &stats);
+    TAP_CHECK(stats.ucontexts == 0 && log.unmaps == 3,
+              "reset destroys every context and unmaps its slot");
+    TAP_CHECK(run(dev, VMMBIB_CMD_DESTROY_UCONTEXT, b, NULL, 0, &r) ==
+              VMMBIB_STATUS_BAD_HANDLE, "handles do not survive a reset");
+    vmmbib_dev_free(dev);
+}
+
+int main(void)
+{
+    struct host_log log = { 0 };
+    struct vmmbib_dev *dev;
+
+    test_config_errors();
+    dev = new_dev(4, &log);
+    TAP_CHECK(dev != NULL, "a device with default limits is created");
+    test_framing(dev);
+    test_names();
+    test_queries(dev);
+    vmmbib_dev_free(dev);
+    test_ucontexts();
+    return tap_done();
+}

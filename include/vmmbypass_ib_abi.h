@@ -1,0 +1,825 @@
+/* SPDX-License-Identifier: ((GPL-2.0 WITH Linux-syscall-note) OR BSD-2-Clause) */
+/*
+ * vmmbypass-ib guest <-> device ABI, version 1.
+ *
+ * The one definition of everything the guest and the device exchange:
+ * virtio identity, device configuration, controlq commands and replies,
+ * eventq entries, the UAR (doorbell) page, and the WQE and CQE formats
+ * of the rings that live in guest memory.  docs/spec.md explains it.
+ *
+ * Every multi-byte field is little-endian unless its type says __be.
+ * Every structure is naturally aligned, a multiple of 8 bytes, and
+ * checked by the static assertions at the end of this file.  Fields named
+ * reserved must be zero when written and are ignored when read.
+ *
+ * Used unchanged by the host library, the QEMU device, the Linux guest
+ * driver and the rdma-core provider.
+ */
+#ifndef VMMBYPASS_IB_ABI_H
+#define VMMBYPASS_IB_ABI_H
+
+#include <linux/types.h>
+
+/* Virtio identity. */
+#define VMMBIB_VIRTIO_ID		42	/* "RDMA device" in the virtio spec */
+#define VMMBIB_PCI_VENDOR_ID		0x1af4
+#define VMMBIB_PCI_DEVICE_ID		(0x1040 + VMMBIB_VIRTIO_ID)
+#define VMMBIB_PCI_CLASS		0x0c06	/* serial bus: InfiniBand */
+
+#define VMMBIB_MAGIC			0x42494d56	/* "VMIB" */
+#define VMMBIB_ABI_VERSION		1
+
+/* Device feature bits (virtio device-specific range, 0..23). */
+#define VMMBIB_F_SRQ			0	/* shared receive queues */
+#define VMMBIB_F_ATOMIC			1	/* 8-byte atomics */
+#define VMMBIB_F_UD			2	/* unreliable datagram QPs */
+
+/* Virtqueues. */
+#define VMMBIB_VQ_CONTROL		0
+#define VMMBIB_VQ_EVENT			1
+#define VMMBIB_NUM_VQS			2
+
+/* Virtio shared memory region id of the UAR window. */
+#define VMMBIB_SHM_ID_UAR		0
+
+/* Device configuration space. */
+struct vmmbib_config {
+	__le32 magic;		/* VMMBIB_MAGIC */
+	__le16 abi_version;	/* VMMBIB_ABI_VERSION */
+	__le16 num_ports;	/* 1 in version 1 */
+	__le32 uar_slots;	/* UAR slots in the UAR window */
+	__le32 uar_slot_size;	/* bytes per slot: VMMBIB_UAR_SLOT_SIZE */
+	__le32 max_cmd_size;	/* largest request the controlq accepts */
+	__le32 event_size;	/* sizeof(struct vmmbib_event) */
+	__le64 reserved;
+};
+
+/*
+ * UAR window: slot i occupies [i * uar_slot_size, (i + 1) * uar_slot_size).
+ * Page 0 of a slot is the doorbell page, host memory shared with the engine
+ * and mapped without traps.  Page 1 is the kick page: trapped registers.
+ * Slot 0 belongs to the kernel driver's own context; each user context gets
+ * its own slot when it is created.
+ */
+#define VMMBIB_PAGE_SHIFT		12
+#define VMMBIB_PAGE_SIZE		(1u << VMMBIB_PAGE_SHIFT)
+#define VMMBIB_UAR_SLOT_SIZE		(2 * VMMBIB_PAGE_SIZE)
+#define VMMBIB_UAR_DB_PAGE_OFFSET	0
+#define VMMBIB_UAR_KICK_PAGE_OFFSET	VMMBIB_PAGE_SIZE
+
+/* Doorbell page layout (offsets within page 0 of a slot). */
+#define VMMBIB_DB_ENGINE_STATE		0x000	/* __le32, device writes */
+#define VMMBIB_DB_MODE			0x004	/* __le32, device writes */
+#define VMMBIB_DB_RING_SIZE		0x008	/* __le32, device writes */
+#define VMMBIB_DB_PRODUCER		0x040	/* __le32, driver writes */
+#define VMMBIB_DB_CONSUMER		0x080	/* __le32, device writes */
+#define VMMBIB_DB_RING			0x800	/* __le64 entries[256] */
+#define VMMBIB_DB_RING_ENTRIES		256
+
+/* Values of the engine state word. */
+#define VMMBIB_ENGINE_AWAKE		0
+#define VMMBIB_ENGINE_ASLEEP		1
+
+/* Values of the mode word. */
+#define VMMBIB_DB_MODE_RING		0	/* exitless ring, kick on sleep */
+#define VMMBIB_DB_MODE_MMIO		1	/* every doorbell is trapped */
+
+/* Kick page registers (offsets within page 1 of a slot). */
+#define VMMBIB_KICK			0x000	/* 32-bit write: wake the engine */
+#define VMMBIB_DOORBELL			0x008	/* 64-bit write: one doorbell */
+
+/*
+ * A doorbell: 64 bits, the same value whether it goes into the ring or to
+ * the DOORBELL register.
+ *   bit 63      VALID (always set by the driver)
+ *   bits 56..59 kind (VMMBIB_DB_KIND_*)
+ *   bits 32..55 queue: the handle index (low 24 bits of a QP, SRQ or CQ
+ *               handle) of an object of the slot's context
+ *   bits 0..31  value: the new free-running producer index of the SQ, RQ
+ *               or SRQ; for CQ_ARM, VMMBIB_DB_ARM_* flags
+ */
+#define VMMBIB_DB_VALID			(1ull << 63)
+#define VMMBIB_DB_KIND_SHIFT		56
+#define VMMBIB_DB_KIND_MASK		0xfull
+#define VMMBIB_DB_QUEUE_SHIFT		32
+#define VMMBIB_DB_QUEUE_MASK		0xffffffull
+#define VMMBIB_DB_VALUE_MASK		0xffffffffull
+
+#define VMMBIB_DB_KIND_SQ		1
+#define VMMBIB_DB_KIND_RQ		2
+#define VMMBIB_DB_KIND_SRQ		3
+#define VMMBIB_DB_KIND_CQ_ARM		4
+
+#define VMMBIB_DB_ARM_NEXT		0
+#define VMMBIB_DB_ARM_SOLICITED		1
+
+#define VMMBIB_DB(kind, queue, value)					\
+	(VMMBIB_DB_VALID |						\
+	 ((__u64)((kind) & VMMBIB_DB_KIND_MASK) << VMMBIB_DB_KIND_SHIFT) | \
+	 ((__u64)((queue) & VMMBIB_DB_QUEUE_MASK) << VMMBIB_DB_QUEUE_SHIFT) | \
+	 ((__u64)(value) & VMMBIB_DB_VALUE_MASK))
+
+/* Handles: low 24 bits index a table, high 8 bits change on reuse. */
+#define VMMBIB_HANDLE_INDEX_MASK	0xffffffu
+#define VMMBIB_HANDLE_INDEX(h)		((h) & VMMBIB_HANDLE_INDEX_MASK)
+#define VMMBIB_HANDLE_NONE		0	/* never a valid handle */
+
+/*
+ * Guest page lists: rings and memory regions are described by the guest
+ * physical (DMA) addresses of 4 KiB pages.
+ *   levels 0: addr is the only page (npages == 1)
+ *   levels 1: addr is a page holding npages __le64 page addresses (<= 512)
+ *   levels 2: addr is a page of up to 512 addresses of level-1 pages
+ *   levels 3: one more level of the same
+ * The device reads the directory once, when the command executes.
+ */
+#define VMMBIB_PAGE_LIST_MAX_LEVELS	3
+#define VMMBIB_PAGE_LIST_FANOUT		(VMMBIB_PAGE_SIZE / 8)
+
+struct vmmbib_page_list {
+	__le64 addr;
+	__le32 npages;
+	__u8 levels;
+	__u8 page_shift;	/* VMMBIB_PAGE_SHIFT in version 1 */
+	__le16 reserved;
+};
+
+/* Controlq: a request is one device-readable buffer, its reply one writable. */
+enum vmmbib_cmd_opcode {
+	VMMBIB_CMD_QUERY_DEVICE = 1,
+	VMMBIB_CMD_QUERY_PORT,
+	VMMBIB_CMD_QUERY_GID,
+	VMMBIB_CMD_QUERY_PKEY,
+	VMMBIB_CMD_CREATE_UCONTEXT,
+	VMMBIB_CMD_DESTROY_UCONTEXT,
+	VMMBIB_CMD_CREATE_PD,
+	VMMBIB_CMD_DESTROY_PD,
+	VMMBIB_CMD_CREATE_DMA_MR,
+	VMMBIB_CMD_REG_MR,
+	VMMBIB_CMD_DEREG_MR,
+	VMMBIB_CMD_CREATE_CQ,
+	VMMBIB_CMD_RESIZE_CQ,
+	VMMBIB_CMD_DESTROY_CQ,
+	VMMBIB_CMD_CREATE_QP,
+	VMMBIB_CMD_MODIFY_QP,
+	VMMBIB_CMD_QUERY_QP,
+	VMMBIB_CMD_DESTROY_QP,
+	VMMBIB_CMD_CREATE_SRQ,
+	VMMBIB_CMD_MODIFY_SRQ,
+	VMMBIB_CMD_QUERY_SRQ,
+	VMMBIB_CMD_DESTROY_SRQ,
+	VMMBIB_CMD_CREATE_AH,
+	VMMBIB_CMD_DESTROY_AH,
+	VMMBIB_CMD_MAX = VMMBIB_CMD_DESTROY_AH,
+};
+
+enum vmmbib_status {
+	VMMBIB_STATUS_OK = 0,
+	VMMBIB_STATUS_BAD_OPCODE,	/* unknown command */
+	VMMBIB_STATUS_BAD_LENGTH,	/* request or reply buffer size */
+	VMMBIB_STATUS_INVALID,		/* a field's value or reserved bits */
+	VMMBIB_STATUS_BAD_HANDLE,	/* no such object */
+	VMMBIB_STATUS_NOT_OWNER,	/* object of another context or PD */
+	VMMBIB_STATUS_BUSY,		/* object still in use */
+	VMMBIB_STATUS_NO_RESOURCES,	/* quota or table full */
+	VMMBIB_STATUS_BAD_ADDRESS,	/* page outside guest memory */
+	VMMBIB_STATUS_BAD_STATE,	/* QP state transition not allowed */
+	VMMBIB_STATUS_NOT_SUPPORTED,	/* valid, but not offered */
+	VMMBIB_STATUS_DEVICE_ERROR,	/* the backend failed */
+	VMMBIB_STATUS_MAX = VMMBIB_STATUS_DEVICE_ERROR,
+};
+
+struct vmmbib_cmd_hdr {
+	__le16 opcode;		/* enum vmmbib_cmd_opcode */
+	__le16 flags;		/* none defined: 0 */
+	__le32 ctx_handle;	/* issuing context (from CREATE_UCONTEXT) */
+};
+
+struct vmmbib_resp_hdr {
+	__le16 status;		/* enum vmmbib_status */
+	__le16 reserved;
+	__le32 length;		/* bytes of reply body that follow */
+};
+
+/* QUERY_DEVICE: no body; ctx_handle may be 0. */
+struct vmmbib_resp_query_device {
+	__le64 fw_ver;
+	__be64 node_guid;
+	__be64 sys_image_guid;
+	__le64 max_mr_size;
+	__le64 page_size_cap;
+	__le32 vendor_id;
+	__le32 vendor_part_id;
+	__le32 hw_ver;
+	__le32 max_qp;
+	__le32 max_qp_wr;
+	__le32 device_cap_flags;	/* VMMBIB_DEV_CAP_* */
+	__le32 max_send_sge;
+	__le32 max_recv_sge;
+	__le32 max_sge_rd;
+	__le32 max_cq;
+	__le32 max_cqe;
+	__le32 max_mr;
+	__le32 max_pd;
+	__le32 max_qp_rd_atom;
+	__le32 max_qp_init_rd_atom;
+	__le32 max_srq;
+	__le32 max_srq_wr;
+	__le32 max_srq_sge;
+	__le32 max_ah;
+	__le32 max_inline_data;
+	__le32 max_mr_pages;		/* pages in one page list */
+	__le32 max_pinned_pages;	/* quota over all MRs and rings */
+	__le32 max_ucontext;
+	__le16 max_pkeys;
+	__u8 atomic_cap;		/* VMMBIB_ATOMIC_* */
+	__u8 local_ca_ack_delay;
+	__u8 phys_port_cnt;
+	__u8 reserved[7];
+};
+
+#define VMMBIB_DEV_CAP_RC_RNR_NAK_GEN	(1u << 0)
+#define VMMBIB_DEV_CAP_SRQ_RESIZE	(1u << 1)
+#define VMMBIB_DEV_CAP_PORT_ACTIVE_EVENT (1u << 2)
+
+#define VMMBIB_ATOMIC_NONE		0
+#define VMMBIB_ATOMIC_HCA		1
+#define VMMBIB_ATOMIC_GLOB		2
+
+/* QUERY_PORT */
+struct vmmbib_cmd_query_port {
+	__u8 port_num;		/* 1 */
+	__u8 reserved[7];
+};
+
+struct vmmbib_resp_query_port {
+	__le32 port_cap_flags;	/* IB PortInfo:CapabilityMask */
+	__le32 max_msg_sz;
+	__le32 bad_pkey_cntr;
+	__le32 qkey_viol_cntr;
+	__le16 gid_tbl_len;
+	__le16 pkey_tbl_len;
+	__le16 lid;
+	__le16 sm_lid;
+	__u8 state;		/* VMMBIB_PORT_* */
+	__u8 max_mtu;		/* VMMBIB_MTU_* */
+	__u8 active_mtu;
+	__u8 lmc;
+	__u8 max_vl_num;
+	__u8 sm_sl;
+	__u8 subnet_timeout;
+	__u8 init_type_reply;
+	__u8 active_width;	/* IB encoding: 1 = 1x, 2 = 4x, ... */
+	__u8 active_speed;	/* IB encoding: 1 = SDR ... */
+	__u8 phys_state;	/* 5 = LinkUp */
+	__u8 link_layer;	/* VMMBIB_LINK_LAYER_* */
+	__u8 reserved[4];
+};
+
+#define VMMBIB_PORT_DOWN		1
+#define VMMBIB_PORT_INIT		2
+#define VMMBIB_PORT_ARMED		3
+#define VMMBIB_PORT_ACTIVE		4
+
+#define VMMBIB_MTU_256			1
+#define VMMBIB_MTU_512			2
+#define VMMBIB_MTU_1024			3
+#define VMMBIB_MTU_2048			4
+#define VMMBIB_MTU_4096			5
+
+#define VMMBIB_LINK_LAYER_INFINIBAND	1
+
+/* QUERY_GID */
+struct vmmbib_cmd_query_gid {
+	__u8 port_num;
+	__u8 reserved[3];
+	__le32 index;
+};
+
+struct vmmbib_resp_query_gid {
+	__u8 gid[16];		/* subnet prefix, then port GUID */
+};
+
+/* QUERY_PKEY */
+struct vmmbib_cmd_query_pkey {
+	__u8 port_num;
+	__u8 reserved[3];
+	__le32 index;
+};
+
+struct vmmbib_resp_query_pkey {
+	__le16 pkey;
+	__u8 reserved[6];
+};
+
+/*
+ * CREATE_UCONTEXT: no body; ctx_handle must be 0.  The reply names the new
+ * context and its UAR slot.  The kernel driver creates the first context
+ * at probe time and uses its slot for kernel-owned queues.
+ */
+struct vmmbib_resp_create_ucontext {
+	__le32 ctx_handle;
+	__le32 uar_slot;
+};
+
+/* DESTROY_UCONTEXT: no body; destroys ctx_handle and all its objects. */
+
+/* CREATE_PD: no body. */
+struct vmmbib_resp_create_pd {
+	__le32 pd_handle;
+	__le32 reserved;
+};
+
+/* DESTROY_PD, DEREG_MR, DESTROY_CQ, DESTROY_QP, DESTROY_SRQ, DESTROY_AH */
+struct vmmbib_cmd_destroy {
+	__le32 handle;
+	__le32 reserved;
+};
+
+/* Access flags (same values as IB verbs). */
+#define VMMBIB_ACCESS_LOCAL_WRITE	(1u << 0)
+#define VMMBIB_ACCESS_REMOTE_WRITE	(1u << 1)
+#define VMMBIB_ACCESS_REMOTE_READ	(1u << 2)
+#define VMMBIB_ACCESS_REMOTE_ATOMIC	(1u << 3)
+#define VMMBIB_ACCESS_ALL		0xfu
+
+/* CREATE_DMA_MR: an MR whose addresses are guest physical addresses. */
+struct vmmbib_cmd_create_dma_mr {
+	__le32 pd_handle;
+	__le32 access;
+};
+
+/* REG_MR: the MR covers [iova, iova + length) of the pages listed. */
+struct vmmbib_cmd_reg_mr {
+	__le32 pd_handle;
+	__le32 access;
+	__le64 iova;
+	__le64 length;
+	__le32 first_page_offset;	/* byte offset of iova in page 0 */
+	__le32 reserved;
+	struct vmmbib_page_list pages;
+};
+
+struct vmmbib_resp_mr {
+	__le32 mr_handle;
+	__le32 lkey;
+	__le32 rkey;
+	__le32 reserved;
+};
+
+/*
+ * CREATE_CQ: the ring is a 64-byte header (struct vmmbib_cq_header) and
+ * then cqe entries of 64 bytes; cqe is a power of two.
+ */
+struct vmmbib_cmd_create_cq {
+	__le32 cqe;
+	__le32 comp_vector;
+	struct vmmbib_page_list pages;
+};
+
+struct vmmbib_resp_create_cq {
+	__le32 cq_handle;
+	__le32 cqe;
+};
+
+/*
+ * RESIZE_CQ: the device moves the CQEs not yet consumed to the start of the
+ * new ring, in order, as lap 0 entries; the driver continues consuming at
+ * index 0 of the new ring.
+ */
+struct vmmbib_cmd_resize_cq {
+	__le32 cq_handle;
+	__le32 cqe;
+	struct vmmbib_page_list pages;
+};
+
+struct vmmbib_resp_resize_cq {
+	__le32 cqe;
+	__le32 moved;		/* CQEs moved to the new ring */
+};
+
+/* QP types (same values as IB verbs). */
+#define VMMBIB_QPT_RC			2
+#define VMMBIB_QPT_UD			4
+
+/* QP states (same values as IB verbs). */
+enum vmmbib_qp_state {
+	VMMBIB_QPS_RESET,
+	VMMBIB_QPS_INIT,
+	VMMBIB_QPS_RTR,
+	VMMBIB_QPS_RTS,
+	VMMBIB_QPS_SQD,
+	VMMBIB_QPS_SQE,
+	VMMBIB_QPS_ERR,
+};
+
+struct vmmbib_qp_caps {
+	__le32 max_send_wr;	/* SQ entries, power of two */
+	__le32 max_recv_wr;	/* RQ entries, power of two; 0 with an SRQ */
+	__le32 max_send_sge;
+	__le32 max_recv_sge;
+	__le32 max_inline_data;
+	__u8 sq_wqe_shift;	/* log2 of the SQ WQE stride */
+	__u8 rq_wqe_shift;	/* log2 of the RQ WQE stride */
+	__u8 reserved[2];
+};
+
+struct vmmbib_cmd_create_qp {
+	__le32 pd_handle;
+	__le32 send_cq_handle;
+	__le32 recv_cq_handle;
+	__le32 srq_handle;	/* VMMBIB_HANDLE_NONE for none */
+	__u8 qp_type;		/* VMMBIB_QPT_* */
+	__u8 sq_sig_all;
+	__u8 reserved[6];
+	struct vmmbib_qp_caps caps;
+	struct vmmbib_page_list sq_pages;
+	struct vmmbib_page_list rq_pages;	/* npages 0 with an SRQ */
+};
+
+struct vmmbib_resp_create_qp {
+	__le32 qp_handle;
+	__le32 qpn;
+	struct vmmbib_qp_caps caps;	/* what the device granted */
+};
+
+/* Address vector, as in an IB address handle. */
+struct vmmbib_ah_attr {
+	__u8 dgid[16];
+	__le32 flow_label;
+	__le16 dlid;
+	__u8 sgid_index;
+	__u8 hop_limit;
+	__u8 traffic_class;
+	__u8 sl;
+	__u8 src_path_bits;
+	__u8 static_rate;
+	__u8 port_num;
+	__u8 ah_flags;		/* VMMBIB_AH_GRH */
+	__u8 reserved[10];
+};
+
+#define VMMBIB_AH_GRH			(1u << 0)
+
+/* MODIFY_QP attribute mask bits (same values as IB verbs). */
+#define VMMBIB_QP_STATE			(1u << 0)
+#define VMMBIB_QP_CUR_STATE		(1u << 1)
+#define VMMBIB_QP_EN_SQD_ASYNC_NOTIFY	(1u << 2)
+#define VMMBIB_QP_ACCESS_FLAGS		(1u << 3)
+#define VMMBIB_QP_PKEY_INDEX		(1u << 4)
+#define VMMBIB_QP_PORT			(1u << 5)
+#define VMMBIB_QP_QKEY			(1u << 6)
+#define VMMBIB_QP_AV			(1u << 7)
+#define VMMBIB_QP_PATH_MTU		(1u << 8)
+#define VMMBIB_QP_TIMEOUT		(1u << 9)
+#define VMMBIB_QP_RETRY_CNT		(1u << 10)
+#define VMMBIB_QP_RNR_RETRY		(1u << 11)
+#define VMMBIB_QP_RQ_PSN		(1u << 12)
+#define VMMBIB_QP_MAX_QP_RD_ATOMIC	(1u << 13)
+#define VMMBIB_QP_ALT_PATH		(1u << 14)
+#define VMMBIB_QP_MIN_RNR_TIMER		(1u << 15)
+#define VMMBIB_QP_SQ_PSN		(1u << 16)
+#define VMMBIB_QP_MAX_DEST_RD_ATOMIC	(1u << 17)
+#define VMMBIB_QP_PATH_MIG_STATE	(1u << 18)
+#define VMMBIB_QP_CAP			(1u << 19)
+#define VMMBIB_QP_DEST_QPN		(1u << 20)
+#define VMMBIB_QP_ATTR_MASK_SUPPORTED	0x1fffffu
+
+struct vmmbib_qp_attr {
+	__le32 qkey;
+	__le32 rq_psn;
+	__le32 sq_psn;
+	__le32 dest_qp_num;
+	__le32 qp_access_flags;
+	__le16 pkey_index;
+	__u8 qp_state;
+	__u8 cur_qp_state;
+	__u8 path_mtu;
+	__u8 path_mig_state;
+	__u8 en_sqd_async_notify;
+	__u8 sq_draining;	/* QUERY_QP only */
+	__u8 max_rd_atomic;
+	__u8 max_dest_rd_atomic;
+	__u8 min_rnr_timer;
+	__u8 port_num;
+	__u8 timeout;
+	__u8 retry_cnt;
+	__u8 rnr_retry;
+	__u8 reserved[5];
+	struct vmmbib_ah_attr ah_attr;
+};
+
+struct vmmbib_cmd_modify_qp {
+	__le32 qp_handle;
+	__le32 attr_mask;	/* VMMBIB_QP_* */
+	struct vmmbib_qp_attr attr;
+};
+
+struct vmmbib_cmd_query_qp {
+	__le32 qp_handle;
+	__le32 reserved;
+};
+
+struct vmmbib_resp_query_qp {
+	struct vmmbib_qp_attr attr;
+	struct vmmbib_qp_caps caps;
+};
+
+/* CREATE_SRQ: WQEs use the receive WQE format. */
+struct vmmbib_cmd_create_srq {
+	__le32 pd_handle;
+	__le32 max_wr;		/* entries, power of two */
+	__le32 max_sge;
+	__le32 srq_limit;
+	__u8 wqe_shift;
+	__u8 reserved[7];
+	struct vmmbib_page_list pages;
+};
+
+struct vmmbib_resp_create_srq {
+	__le32 srq_handle;
+	__le32 srqn;
+	__le32 max_wr;
+	__le32 max_sge;
+};
+
+#define VMMBIB_SRQ_MAX_WR		(1u << 0)
+#define VMMBIB_SRQ_LIMIT		(1u << 1)
+
+struct vmmbib_cmd_modify_srq {
+	__le32 srq_handle;
+	__le32 attr_mask;	/* VMMBIB_SRQ_LIMIT; MAX_WR is not supported */
+	__le32 max_wr;
+	__le32 srq_limit;
+};
+
+struct vmmbib_cmd_query_srq {
+	__le32 srq_handle;
+	__le32 reserved;
+};
+
+struct vmmbib_resp_query_srq {
+	__le32 max_wr;
+	__le32 max_sge;
+	__le32 srq_limit;
+	__le32 reserved;
+};
+
+struct vmmbib_cmd_create_ah {
+	__le32 pd_handle;
+	__le32 reserved;
+	struct vmmbib_ah_attr attr;
+};
+
+struct vmmbib_resp_create_ah {
+	__le32 ah_handle;
+	__le32 reserved;
+};
+
+/* Eventq: the driver posts writable buffers; the device fills one each. */
+enum vmmbib_event_type {
+	VMMBIB_EVENT_COMP = 1,		/* handle: CQ */
+	VMMBIB_EVENT_CQ_ERR,		/* handle: CQ (overflow, bad ring) */
+	VMMBIB_EVENT_QP_FATAL,		/* handle: QP */
+	VMMBIB_EVENT_QP_REQ_ERR,
+	VMMBIB_EVENT_QP_ACCESS_ERR,
+	VMMBIB_EVENT_COMM_EST,
+	VMMBIB_EVENT_SQ_DRAINED,
+	VMMBIB_EVENT_QP_LAST_WQE_REACHED,
+	VMMBIB_EVENT_SRQ_LIMIT_REACHED,	/* handle: SRQ */
+	VMMBIB_EVENT_SRQ_ERR,
+	VMMBIB_EVENT_PORT_ACTIVE,	/* handle: port number */
+	VMMBIB_EVENT_PORT_ERR,
+	VMMBIB_EVENT_DEVICE_FATAL,	/* handle: 0 */
+	VMMBIB_EVENT_MAX = VMMBIB_EVENT_DEVICE_FATAL,
+};
+
+struct vmmbib_event {
+	__le16 type;		/* enum vmmbib_event_type */
+	__le16 reserved;
+	__le32 handle;
+	__le32 ctx_handle;	/* context owning the object, 0 for ports */
+	__le32 reserved2;
+};
+
+/* Send WQE opcodes (same values as IB verbs). */
+enum vmmbib_wr_opcode {
+	VMMBIB_WR_RDMA_WRITE,
+	VMMBIB_WR_RDMA_WRITE_WITH_IMM,
+	VMMBIB_WR_SEND,
+	VMMBIB_WR_SEND_WITH_IMM,
+	VMMBIB_WR_RDMA_READ,
+	VMMBIB_WR_ATOMIC_CMP_AND_SWP,
+	VMMBIB_WR_ATOMIC_FETCH_AND_ADD,
+};
+
+#define VMMBIB_WQE_SIGNALED		(1u << 0)
+#define VMMBIB_WQE_SOLICITED		(1u << 1)
+#define VMMBIB_WQE_INLINE		(1u << 2)
+#define VMMBIB_WQE_FENCE		(1u << 3)
+
+struct vmmbib_sge {
+	__le64 addr;
+	__le32 length;
+	__le32 lkey;
+};
+
+/*
+ * Send WQE: a 64-byte header, then num_sge SGEs or, with VMMBIB_WQE_INLINE,
+ * inline_len bytes of data.  The stride is 1 << sq_wqe_shift.
+ */
+struct vmmbib_send_wqe {
+	__le64 wr_id;
+	__u8 opcode;		/* enum vmmbib_wr_opcode */
+	__u8 flags;		/* VMMBIB_WQE_* */
+	__u8 num_sge;
+	__u8 reserved;
+	__be32 imm_data;
+	__le32 inline_len;
+	__le32 reserved2;
+	union {
+		struct {
+			__le64 remote_addr;
+			__le32 rkey;
+			__le32 reserved;
+		} rdma;
+		struct {
+			__le64 remote_addr;
+			__le32 rkey;
+			__le32 reserved;
+			__le64 compare_add;
+			__le64 swap;
+		} atomic;
+		struct {
+			__le32 ah_handle;
+			__le32 remote_qpn;
+			__le32 remote_qkey;
+			__le32 reserved;
+		} ud;
+		__u8 raw[40];
+	};
+};
+
+/* Receive WQE: a 16-byte header, then num_sge SGEs. */
+struct vmmbib_recv_wqe {
+	__le64 wr_id;
+	__le32 num_sge;
+	__le32 reserved;
+};
+
+/* Completion opcodes and statuses (same values as IB verbs). */
+enum vmmbib_wc_opcode {
+	VMMBIB_WC_SEND,
+	VMMBIB_WC_RDMA_WRITE,
+	VMMBIB_WC_RDMA_READ,
+	VMMBIB_WC_COMP_SWAP,
+	VMMBIB_WC_FETCH_ADD,
+	VMMBIB_WC_RECV = 128,
+	VMMBIB_WC_RECV_RDMA_WITH_IMM,
+};
+
+enum vmmbib_wc_status {
+	VMMBIB_WC_SUCCESS,
+	VMMBIB_WC_LOC_LEN_ERR,
+	VMMBIB_WC_LOC_QP_OP_ERR,
+	VMMBIB_WC_LOC_EEC_OP_ERR,
+	VMMBIB_WC_LOC_PROT_ERR,
+	VMMBIB_WC_WR_FLUSH_ERR,
+	VMMBIB_WC_MW_BIND_ERR,
+	VMMBIB_WC_BAD_RESP_ERR,
+	VMMBIB_WC_LOC_ACCESS_ERR,
+	VMMBIB_WC_REM_INV_REQ_ERR,
+	VMMBIB_WC_REM_ACCESS_ERR,
+	VMMBIB_WC_REM_OP_ERR,
+	VMMBIB_WC_RETRY_EXC_ERR,
+	VMMBIB_WC_RNR_RETRY_EXC_ERR,
+	VMMBIB_WC_LOC_RDD_VIOL_ERR,
+	VMMBIB_WC_REM_INV_RD_REQ_ERR,
+	VMMBIB_WC_REM_ABORT_ERR,
+	VMMBIB_WC_INV_EECN_ERR,
+	VMMBIB_WC_INV_EEC_STATE_ERR,
+	VMMBIB_WC_FATAL_ERR,
+	VMMBIB_WC_RESP_TIMEOUT_ERR,
+	VMMBIB_WC_GENERAL_ERR,
+};
+
+#define VMMBIB_WC_F_GRH			(1u << 0)
+#define VMMBIB_WC_F_WITH_IMM		(1u << 1)
+
+/* The device sets owner to 1 on even laps of the ring and to 0 on odd. */
+#define VMMBIB_CQE_OWNER		(1u << 7)
+
+struct vmmbib_cqe {
+	__le64 wr_id;
+	__le32 qpn;
+	__le32 byte_len;
+	__be32 imm_data;
+	__le32 src_qp;
+	__le32 wqe_index;	/* free-running index of the completed WQE */
+	__le16 slid;
+	__le16 pkey_index;
+	__u8 opcode;		/* enum vmmbib_wc_opcode */
+	__u8 status;		/* enum vmmbib_wc_status */
+	__u8 wc_flags;		/* VMMBIB_WC_F_* */
+	__u8 sl;
+	__u8 dlid_path_bits;
+	__u8 vendor_err;
+	__u8 reserved[24];
+	__u8 reserved2;
+	__u8 owner;		/* written last: VMMBIB_CQE_OWNER or 0 */
+};
+
+/* First 64 bytes of a CQ ring; the CQEs follow it. */
+struct vmmbib_cq_header {
+	__le32 consumer_index;	/* free-running, written by the driver */
+	__le32 reserved[15];
+};
+
+#define VMMBIB_GRH_SIZE			40	/* UD receive: GRH area first */
+
+
+/*
+ * Driver-private uverbs data between the guest kernel driver and the
+ * rdma-core provider (udata of the uverbs commands).  Version 1 defines
+ * the context reply; queue creation data is added with a comp_mask bit.
+ */
+#define VMMBIB_UVERBS_ABI_VERSION	1
+
+struct vmmbib_ualloc_ucontext_resp {
+	__u32 comp_mask;
+	__u32 uar_slot;		/* slot in the UAR window */
+	__aligned_u64 uar_mmap_key;	/* mmap offset of the slot's two pages */
+	__u32 uar_size;		/* VMMBIB_UAR_SLOT_SIZE */
+	__u32 db_ring_entries;
+};
+
+/*
+ * Layout checks.  C11 _Static_assert works in every consumer: the kernel,
+ * QEMU, rdma-core and host-lib all build as C11 or later.
+ */
+#define VMMBIB_ABI_ASSERT_SIZE(type, size) \
+	_Static_assert(sizeof(struct type) == (size), #type " size")
+#define VMMBIB_ABI_ASSERT_OFFSET(type, field, off) \
+	_Static_assert(__builtin_offsetof(struct type, field) == (off), \
+		       #type "." #field " offset")
+
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_config, 32);
+VMMBIB_ABI_ASSERT_OFFSET(vmmbib_config, uar_slots, 8);
+VMMBIB_ABI_ASSERT_OFFSET(vmmbib_config, event_size, 20);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_page_list, 16);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_cmd_hdr, 8);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_resp_hdr, 8);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_resp_query_device, 144);
+VMMBIB_ABI_ASSERT_OFFSET(vmmbib_resp_query_device, max_qp, 52);
+VMMBIB_ABI_ASSERT_OFFSET(vmmbib_resp_query_device, max_pkeys, 132);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_cmd_query_port, 8);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_resp_query_port, 40);
+VMMBIB_ABI_ASSERT_OFFSET(vmmbib_resp_query_port, lid, 20);
+VMMBIB_ABI_ASSERT_OFFSET(vmmbib_resp_query_port, state, 24);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_cmd_query_gid, 8);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_resp_query_gid, 16);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_cmd_query_pkey, 8);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_resp_query_pkey, 8);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_resp_create_ucontext, 8);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_resp_create_pd, 8);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_cmd_destroy, 8);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_cmd_create_dma_mr, 8);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_cmd_reg_mr, 48);
+VMMBIB_ABI_ASSERT_OFFSET(vmmbib_cmd_reg_mr, pages, 32);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_resp_mr, 16);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_cmd_create_cq, 24);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_resp_create_cq, 8);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_cmd_resize_cq, 24);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_resp_resize_cq, 8);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_qp_caps, 24);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_cmd_create_qp, 80);
+VMMBIB_ABI_ASSERT_OFFSET(vmmbib_cmd_create_qp, caps, 24);
+VMMBIB_ABI_ASSERT_OFFSET(vmmbib_cmd_create_qp, sq_pages, 48);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_resp_create_qp, 32);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_ah_attr, 40);
+VMMBIB_ABI_ASSERT_OFFSET(vmmbib_ah_attr, dlid, 20);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_qp_attr, 80);
+VMMBIB_ABI_ASSERT_OFFSET(vmmbib_qp_attr, qp_state, 22);
+VMMBIB_ABI_ASSERT_OFFSET(vmmbib_qp_attr, ah_attr, 40);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_cmd_modify_qp, 88);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_cmd_query_qp, 8);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_resp_query_qp, 104);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_cmd_create_srq, 40);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_resp_create_srq, 16);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_cmd_modify_srq, 16);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_cmd_query_srq, 8);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_resp_query_srq, 16);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_cmd_create_ah, 48);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_resp_create_ah, 8);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_event, 16);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_sge, 16);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_send_wqe, 64);
+VMMBIB_ABI_ASSERT_OFFSET(vmmbib_send_wqe, rdma, 24);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_recv_wqe, 16);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_cqe, 64);
+VMMBIB_ABI_ASSERT_OFFSET(vmmbib_cqe, opcode, 32);
+VMMBIB_ABI_ASSERT_OFFSET(vmmbib_cqe, owner, 63);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_cq_header, 64);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_ualloc_ucontext_resp, 24);
+
+#endif /* VMMBYPASS_IB_ABI_H */

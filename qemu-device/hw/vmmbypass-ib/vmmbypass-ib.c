@@ -1,0 +1,501 @@
+/*
+ * vmmbypass-ib: a virtio RDMA device whose data path bypasses QEMU
+ *
+ * This file is the virtio side: the controlq that carries privileged verbs
+ * to libvmmbib, the eventq, and the UAR window of doorbell and kick pages.
+ * The guest<->device ABI is include/vmmbypass_ib_abi.h (docs/spec.md).
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/iov.h"
+#include "qemu/log.h"
+#include "qemu/main-loop.h"
+#include "qemu/module.h"
+#include "qapi/error.h"
+#include "qapi/visitor.h"
+#include "hw/qdev-properties.h"
+#include "hw/core/qdev-prop-internal.h"
+#include "hw/virtio/virtio.h"
+#include "hw/vmmbypass-ib/vmmbypass-ib.h"
+#include "migration/vmstate.h"
+#include "standard-headers/linux/virtio_ids.h"
+#include "trace.h"
+
+#include "vmmbib.h"
+
+/* Largest request the controlq accepts; every command is smaller. */
+#define VMMBIB_MAX_CMD_SIZE     256
+/* Largest reply we build; the guest may offer a larger buffer. */
+#define VMMBIB_MAX_REPLY_SIZE   512
+
+uint64_t vmmbypass_ib_uar_window_size(VMMBypassIB *vib)
+{
+    return (uint64_t)vib->conf.uar_slots * VMMBIB_UAR_SLOT_SIZE;
+}
+
+/*
+ * Execute one controlq element.  Returns false if the guest broke the
+ * virtio protocol (the device is then marked broken by virtio_error).
+ */
+static bool vmmbib_ctrl_execute(VMMBypassIB *vib, VirtQueueElement *elem)
+{
+    VirtIODevice *vdev = VIRTIO_DEVICE(vib);
+    uint8_t req[VMMBIB_MAX_CMD_SIZE + 1];
+    uint8_t reply[VMMBIB_MAX_REPLY_SIZE];
+    size_t out_len, in_len, req_len, reply_len;
+    struct vmmbib_resp_hdr *hdr = (struct vmmbib_resp_hdr *)reply;
+
+    out_len = iov_size(elem->out_sg, elem->out_num);
+    in_len = iov_size(elem->in_sg, elem->in_num);
+    if (in_len < sizeof(struct vmmbib_resp_hdr)) {
+        virtio_error(vdev, "vmmbypass-ib: controlq reply buffer of %zu bytes "
+                     "cannot hold a %zu-byte status", in_len,
+                     sizeof(struct vmmbib_resp_hdr));
+        return false;
+    }
+
+    /*
+     * Copy at most one byte more than any command: the backend then sees
+     * an oversized request as such and answers BAD_LENGTH, and we never
+     * read the rest.  The copy is the only read of the request.
+     */
+    req_len = iov_to_buf(elem->out_sg, elem->out_num, 0, req,
+                         MIN(out_len, sizeof(req)));
+    reply_len = vmmbib_dev_execute(vib->backend, req, req_len, reply,
+                                   MIN(in_len, sizeof(reply)));
+    assert(reply_len >= sizeof(*hdr));
+
+    trace_vmmbib_cmd(vib, req_len >= 2 ? vmmbib_cmd_name(lduw_le_p(req)) :
+                     "SHORT", vmmbib_status_name(le16_to_cpu(hdr->status)),
+                     out_len);
+
+    iov_from_buf(elem->in_sg, elem->in_num, 0, reply, reply_len);
+    virtqueue_push(vib->ctrl_vq, elem, reply_len);
+    return true;
+}
+
+/*
+ * Drain the controlq, at most one queue's worth per call so a guest that
+ * keeps adding requests cannot hold the main loop; the rest runs from a BH.
+ */
+static void vmmbib_ctrl_drain(VMMBypassIB *vib)
+{
+    VirtIODevice *vdev = VIRTIO_DEVICE(vib);
+    unsigned int done;
+
+    for (done = 0; done < VMMBYPASS_IB_QUEUE_SIZE; done++) {
+        VirtQueueElement *elem = virtqueue_pop(vib->ctrl_vq,
+                                               sizeof(VirtQueueElement));
+        bool ok;
+
+        if (!elem) {
+            break;
+        }
+        ok = vmmbib_ctrl_execute(vib, elem);
+        if (!ok) {
+            virtqueue_detach_element(vib->ctrl_vq, elem, 0);
+            g_free(elem);
+            return;
+        }
+        g_free(elem);
+    }
+    if (done) {
+        virtio_notify(vdev, vib->ctrl_vq);
+    }
+    if (done == VMMBYPASS_IB_QUEUE_SIZE) {
+        qemu_bh_schedule(vib->ctrl_bh);
+    }
+}
+
+static void vmmbib_handle_ctrl(VirtIODevice *vdev, VirtQueue *vq)
+{
+    vmmbib_ctrl_drain(VMMBYPASS_IB(vdev));
+}
+
+static void vmmbib_ctrl_bh(void *opaque)
+{
+    VMMBypassIB *vib = opaque;
+
+    if (virtio_device_started(VIRTIO_DEVICE(vib),
+                              VIRTIO_DEVICE(vib)->status)) {
+        vmmbib_ctrl_drain(vib);
+    }
+}
+
+/* Eventq buffers are consumed when an event occurs; nothing to do here. */
+static void vmmbib_handle_event(VirtIODevice *vdev, VirtQueue *vq)
+{
+}
+
+/*
+ * Kick page of a slot: KICK wakes the engine, DOORBELL is one trapped
+ * doorbell (doorbell=mmio).  Reads and other offsets are no register:
+ * they read as zero and are counted, never fatal.
+ */
+static uint64_t vmmbib_kick_read(void *opaque, hwaddr addr, unsigned size)
+{
+    MemoryRegion *mr = opaque;
+    VMMBypassIB *vib = VMMBYPASS_IB(memory_region_owner(mr));
+
+    vib->stats.bad_register_accesses++;
+    trace_vmmbib_bad_register(vib, mr - vib->kick_mmio, addr, size, false);
+    return 0;
+}
+
+static void vmmbib_kick_write(void *opaque, hwaddr addr, uint64_t val,
+                              unsigned size)
+{
+    MemoryRegion *mr = opaque;
+    VMMBypassIB *vib = VMMBYPASS_IB(memory_region_owner(mr));
+    unsigned int slot = mr - vib->kick_mmio;
+
+    if (addr == VMMBIB_KICK && size == 4) {
+        vib->stats.kicks++;
+        trace_vmmbib_kick(vib, slot);
+        return;
+    }
+    if (addr == VMMBIB_DOORBELL && size == 8) {
+        vib->stats.doorbell_writes++;
+        trace_vmmbib_doorbell(vib, slot, val);
+        return;
+    }
+    vib->stats.bad_register_accesses++;
+    trace_vmmbib_bad_register(vib, slot, addr, size, true);
+    qemu_log_mask(LOG_GUEST_ERROR, "vmmbypass-ib: write of %u bytes to UAR "
+                  "slot %u kick page offset 0x%" HWADDR_PRIx " is no "
+                  "register\n", size, slot, addr);
+}
+
+static const MemoryRegionOps vmmbib_kick_ops = {
+    .read = vmmbib_kick_read,
+    .write = vmmbib_kick_write,
+    .endianness = DEVICE_LITTLE_ENDIAN,
+    .valid = {
+        .min_access_size = 1,
+        .max_access_size = 8,
+    },
+    .impl = {
+        .min_access_size = 1,
+        .max_access_size = 8,
+    },
+};
+
+/* libvmmbib callbacks: a context's doorbell page enters or leaves its slot. */
+static void vmmbib_uar_map(void *opaque, uint32_t slot, void *db_page)
+{
+    VMMBypassIB *vib = opaque;
+
+    assert(slot < vib->conf.uar_slots && !vib->slot_mapped[slot]);
+    memory_region_add_subregion(&vib->uar_window,
+                                (hwaddr)slot * VMMBIB_UAR_SLOT_SIZE +
+                                VMMBIB_UAR_DB_PAGE_OFFSET,
+                                &vib->db_alias[slot]);
+    vib->slot_mapped[slot] = true;
+    trace_vmmbib_uar_map(vib, slot);
+}
+
+static void vmmbib_uar_unmap(void *opaque, uint32_t slot)
+{
+    VMMBypassIB *vib = opaque;
+
+    assert(slot < vib->conf.uar_slots && vib->slot_mapped[slot]);
+    memory_region_del_subregion(&vib->uar_window, &vib->db_alias[slot]);
+    vib->slot_mapped[slot] = false;
+    trace_vmmbib_uar_unmap(vib, slot);
+}
+
+static const struct vmmbib_host_ops vmmbib_host_ops = {
+    .uar_map = vmmbib_uar_map,
+    .uar_unmap = vmmbib_uar_unmap,
+};
+
+static void vmmbib_get_config(VirtIODevice *vdev, uint8_t *config)
+{
+    VMMBypassIB *vib = VMMBYPASS_IB(vdev);
+    struct vmmbib_config cfg = {
+        .magic = cpu_to_le32(VMMBIB_MAGIC),
+        .abi_version = cpu_to_le16(VMMBIB_ABI_VERSION),
+        .num_ports = cpu_to_le16(1),
+        .uar_slots = cpu_to_le32(vib->conf.uar_slots),
+        .uar_slot_size = cpu_to_le32(VMMBIB_UAR_SLOT_SIZE),
+        .max_cmd_size = cpu_to_le32(VMMBIB_MAX_CMD_SIZE),
+        .event_size = cpu_to_le32(sizeof(struct vmmbib_event)),
+    };
+
+    memcpy(config, &cfg, sizeof(cfg));
+}
+
+static uint64_t vmmbib_get_features(VirtIODevice *vdev, uint64_t features,
+                                    Error **errp)
+{
+    /* No optional device features are offered yet. */
+    return features;
+}
+
+static bool vmmbib_backend_create(VMMBypassIB *vib, Error **errp)
+{
+    const VMMBypassIBConf *c = &vib->conf;
+    struct vmmbib_dev_config cfg = {
+        .node_guid = c->node_guid,
+        .lid = c->lid,
+        .uar_slots = c->uar_slots,
+        .doorbell_mode = c->doorbell,
+    };
+    char err[256];
+
+    vmmbib_limits_default(&cfg.limits);
+    cfg.limits.max_ucontext = c->uar_slots;
+    cfg.limits.max_pd = c->max_pd;
+    cfg.limits.max_mr = c->max_mr;
+    cfg.limits.max_mr_pages = c->max_mr_pages;
+    cfg.limits.max_pinned_pages = MIN((uint64_t)c->max_pinned_mb <<
+                                      (20 - VMMBIB_PAGE_SHIFT), UINT32_MAX);
+    cfg.limits.max_cq = c->max_cq;
+    cfg.limits.max_cqe = c->max_cqe;
+    cfg.limits.max_qp = c->max_qp;
+    cfg.limits.max_qp_wr = c->max_qp_wr;
+    cfg.limits.max_send_sge = c->max_sge;
+    cfg.limits.max_recv_sge = c->max_sge;
+    cfg.limits.max_srq = c->max_srq;
+    cfg.limits.max_srq_wr = c->max_srq_wr;
+    cfg.limits.max_srq_sge = c->max_sge;
+    cfg.limits.max_ah = c->max_ah;
+    cfg.limits.max_inline_data = c->max_inline_data;
+
+    vib->backend = vmmbib_dev_new(&cfg, &vmmbib_host_ops, vib, err,
+                                  sizeof(err));
+    if (!vib->backend) {
+        error_setg(errp, "vmmbypass-ib: %s", err);
+        return false;
+    }
+    return true;
+}
+
+/* The UAR window; the PCI wrapper maps it as a BAR. */
+static void vmmbib_uar_window_init(VMMBypassIB *vib)
+{
+    Object *owner = OBJECT(vib);
+    uint32_t slots = vib->conf.uar_slots;
+    uint32_t i;
+
+    memory_region_init(&vib->uar_window, owner, "vmmbypass-ib-uar",
+                       vmmbypass_ib_uar_window_size(vib));
+    /*
+     * Plain RAM, not a RAM device: TCG then accesses it directly, so a
+     * doorbell in steady state is a store, not a call into QEMU.
+     */
+    memory_region_init_ram_ptr(&vib->db_ram, owner, "vmmbypass-ib-doorbells",
+                               (uint64_t)slots * VMMBIB_PAGE_SIZE,
+                               vmmbib_dev_db_pages(vib->backend));
+    vib->db_alias = g_new0(MemoryRegion, slots);
+    vib->kick_mmio = g_new0(MemoryRegion, slots);
+    vib->slot_mapped = g_new0(bool, slots);
+    for (i = 0; i < slots; i++) {
+        memory_region_init_alias(&vib->db_alias[i], owner,
+                                 "vmmbypass-ib-doorbell-page", &vib->db_ram,
+                                 (hwaddr)i * VMMBIB_PAGE_SIZE,
+                                 VMMBIB_PAGE_SIZE);
+        memory_region_init_io(&vib->kick_mmio[i], owner, &vmmbib_kick_ops,
+                              &vib->kick_mmio[i], "vmmbypass-ib-kick-page",
+                              VMMBIB_PAGE_SIZE);
+        memory_region_add_subregion(&vib->uar_window,
+                                    (hwaddr)i * VMMBIB_UAR_SLOT_SIZE +
+                                    VMMBIB_UAR_KICK_PAGE_OFFSET,
+                                    &vib->kick_mmio[i]);
+    }
+}
+
+static void vmmbib_uar_window_fini(VMMBypassIB *vib)
+{
+    uint32_t i;
+
+    for (i = 0; i < vib->conf.uar_slots; i++) {
+        memory_region_del_subregion(&vib->uar_window, &vib->kick_mmio[i]);
+        object_unparent(OBJECT(&vib->kick_mmio[i]));
+        object_unparent(OBJECT(&vib->db_alias[i]));
+    }
+    object_unparent(OBJECT(&vib->db_ram));
+    g_free(vib->db_alias);
+    g_free(vib->kick_mmio);
+    g_free(vib->slot_mapped);
+    vib->db_alias = NULL;
+    vib->kick_mmio = NULL;
+    vib->slot_mapped = NULL;
+}
+
+static void vmmbib_realize(DeviceState *dev, Error **errp)
+{
+    VirtIODevice *vdev = VIRTIO_DEVICE(dev);
+    VMMBypassIB *vib = VMMBYPASS_IB(dev);
+
+    if (!vmmbib_backend_create(vib, errp)) {
+        return;
+    }
+    vmmbib_uar_window_init(vib);
+
+    virtio_init(vdev, VIRTIO_ID_RDMA, sizeof(struct vmmbib_config));
+    vib->ctrl_vq = virtio_add_queue(vdev, VMMBYPASS_IB_QUEUE_SIZE,
+                                    vmmbib_handle_ctrl);
+    vib->event_vq = virtio_add_queue(vdev, VMMBYPASS_IB_QUEUE_SIZE,
+                                     vmmbib_handle_event);
+    vib->ctrl_bh = virtio_bh_new_guarded(dev, vmmbib_ctrl_bh, vib);
+    trace_vmmbib_realize(vib, vib->conf.uar_slots, vib->conf.doorbell);
+}
+
+static void vmmbib_unrealize(DeviceState *dev)
+{
+    VirtIODevice *vdev = VIRTIO_DEVICE(dev);
+    VMMBypassIB *vib = VMMBYPASS_IB(dev);
+
+    qemu_bh_delete(vib->ctrl_bh);
+    virtio_delete_queue(vib->event_vq);
+    virtio_delete_queue(vib->ctrl_vq);
+    virtio_cleanup(vdev);
+    /* Destroys every context, which unmaps its doorbell page. */
+    vmmbib_dev_reset(vib->backend);
+    vmmbib_uar_window_fini(vib);
+    vmmbib_dev_free(vib->backend);
+    vib->backend = NULL;
+}
+
+/* A virtio reset (driver unload, guest reboot) drops every guest object. */
+static void vmmbib_reset(VirtIODevice *vdev)
+{
+    VMMBypassIB *vib = VMMBYPASS_IB(vdev);
+
+    qemu_bh_cancel(vib->ctrl_bh);
+    vmmbib_dev_reset(vib->backend);
+    trace_vmmbib_reset(vib);
+}
+
+static void vmmbib_get_stat(Object *obj, Visitor *v, const char *name,
+                            void *opaque, Error **errp)
+{
+    VMMBypassIB *vib = VMMBYPASS_IB(obj);
+    struct vmmbib_dev_stats bs = { 0 };
+    uint64_t value;
+
+    if (vib->backend) {
+        vmmbib_dev_get_stats(vib->backend, &bs);
+    }
+    if (!strcmp(name, "stats-kicks")) {
+        value = vib->stats.kicks;
+    } else if (!strcmp(name, "stats-doorbell-writes")) {
+        value = vib->stats.doorbell_writes;
+    } else if (!strcmp(name, "stats-bad-register-accesses")) {
+        value = vib->stats.bad_register_accesses;
+    } else if (!strcmp(name, "stats-commands")) {
+        value = bs.commands;
+    } else if (!strcmp(name, "stats-command-errors")) {
+        value = bs.command_errors;
+    } else {
+        value = bs.ucontexts;
+    }
+    visit_type_uint64(v, name, &value, errp);
+}
+
+static const char *const vmmbib_stat_names[] = {
+    "stats-kicks", "stats-doorbell-writes", "stats-bad-register-accesses",
+    "stats-commands", "stats-command-errors", "stats-ucontexts",
+};
+
+static void vmmbib_instance_init(Object *obj)
+{
+    size_t i;
+
+    /* Read-only counters, e.g. qom-get path=... property=stats-commands. */
+    for (i = 0; i < ARRAY_SIZE(vmmbib_stat_names); i++) {
+        object_property_add(obj, vmmbib_stat_names[i], "uint64",
+                            vmmbib_get_stat, NULL, NULL, NULL);
+    }
+}
+
+void vmmbypass_ib_alias_stats(VMMBypassIB *vib, Object *proxy)
+{
+    size_t i;
+
+    for (i = 0; i < ARRAY_SIZE(vmmbib_stat_names); i++) {
+        object_property_add_alias(proxy, vmmbib_stat_names[i], OBJECT(vib),
+                                  vmmbib_stat_names[i]);
+    }
+}
+
+static const QEnumLookup vmmbib_doorbell_lookup = {
+    .array = (const char *const[]) { "ring", "mmio" },
+    .size = 2,
+};
+
+static const PropertyInfo vmmbib_prop_doorbell = {
+    .type = "VMMBypassIBDoorbell",
+    .description = "ring (exitless, kick only to wake the engine) or mmio "
+                   "(every doorbell is a trapped write)",
+    .enum_table = &vmmbib_doorbell_lookup,
+    .get = qdev_propinfo_get_enum,
+    .set = qdev_propinfo_set_enum,
+    .set_default_value = qdev_propinfo_set_default_value_enum,
+};
+
+static const Property vmmbib_properties[] = {
+    DEFINE_PROP_UINT32("max-pd", VMMBypassIB, conf.max_pd, 1024),
+    DEFINE_PROP_UINT32("max-mr", VMMBypassIB, conf.max_mr, 8192),
+    DEFINE_PROP_UINT32("max-mr-pages", VMMBypassIB, conf.max_mr_pages,
+                       262144),
+    DEFINE_PROP_UINT32("max-pinned-mb", VMMBypassIB, conf.max_pinned_mb,
+                       1024),
+    DEFINE_PROP_UINT32("max-cq", VMMBypassIB, conf.max_cq, 4096),
+    DEFINE_PROP_UINT32("max-cqe", VMMBypassIB, conf.max_cqe, 65536),
+    DEFINE_PROP_UINT32("max-qp", VMMBypassIB, conf.max_qp, 4096),
+    DEFINE_PROP_UINT32("max-qp-wr", VMMBypassIB, conf.max_qp_wr, 16384),
+    DEFINE_PROP_UINT32("max-sge", VMMBypassIB, conf.max_sge, 16),
+    DEFINE_PROP_UINT32("max-srq", VMMBypassIB, conf.max_srq, 1024),
+    DEFINE_PROP_UINT32("max-srq-wr", VMMBypassIB, conf.max_srq_wr, 16384),
+    DEFINE_PROP_UINT32("max-ah", VMMBypassIB, conf.max_ah, 4096),
+    DEFINE_PROP_UINT32("max-inline-data", VMMBypassIB, conf.max_inline_data,
+                       256),
+    DEFINE_PROP_UINT32("uar-slots", VMMBypassIB, conf.uar_slots, 64),
+    DEFINE_PROP_UINT64("node-guid", VMMBypassIB, conf.node_guid, 0),
+    DEFINE_PROP_UINT16("lid", VMMBypassIB, conf.lid, 0),
+    DEFINE_PROP_SIGNED("doorbell", VMMBypassIB, conf.doorbell,
+                       VMMBIB_DB_MODE_RING, vmmbib_prop_doorbell, int),
+};
+
+/*
+ * Guest objects live in libvmmbib and doorbell pages in host memory that
+ * migration does not know about yet, so the device blocks migration.
+ */
+static const VMStateDescription vmstate_vmmbib = {
+    .name = "vmmbypass-ib",
+    .unmigratable = 1,
+};
+
+static void vmmbib_class_init(ObjectClass *klass, void *data)
+{
+    DeviceClass *dc = DEVICE_CLASS(klass);
+    VirtioDeviceClass *vdc = VIRTIO_DEVICE_CLASS(klass);
+
+    device_class_set_props(dc, vmmbib_properties);
+    dc->vmsd = &vmstate_vmmbib;
+    set_bit(DEVICE_CATEGORY_NETWORK, dc->categories);
+    vdc->realize = vmmbib_realize;
+    vdc->unrealize = vmmbib_unrealize;
+    vdc->get_config = vmmbib_get_config;
+    vdc->get_features = vmmbib_get_features;
+    vdc->reset = vmmbib_reset;
+}
+
+static const TypeInfo vmmbib_info = {
+    .name = TYPE_VMMBYPASS_IB,
+    .parent = TYPE_VIRTIO_DEVICE,
+    .instance_size = sizeof(VMMBypassIB),
+    .instance_init = vmmbib_instance_init,
+    .class_init = vmmbib_class_init,
+};
+
+static void vmmbib_register_types(void)
+{
+    type_register_static(&vmmbib_info);
+}
+
+type_init(vmmbib_register_types)

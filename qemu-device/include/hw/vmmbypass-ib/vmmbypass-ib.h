@@ -1,0 +1,80 @@
+/*
+ * vmmbypass-ib: a virtio RDMA device whose data path bypasses QEMU
+ *
+ * Privileged verbs arrive on the controlq and are executed by libvmmbib;
+ * work requests and completions live in rings in guest memory, and the
+ * guest rings doorbells in UAR pages mapped through a PCI BAR.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#ifndef HW_VMMBYPASS_IB_H
+#define HW_VMMBYPASS_IB_H
+
+#include "hw/virtio/virtio.h"
+#include "exec/memory.h"
+#include "qom/object.h"
+
+#define TYPE_VMMBYPASS_IB "vmmbypass-ib-device"
+OBJECT_DECLARE_SIMPLE_TYPE(VMMBypassIB, VMMBYPASS_IB)
+
+#define VMMBYPASS_IB_QUEUE_SIZE 128
+
+struct vmmbib_dev;
+
+typedef struct VMMBypassIBConf {
+    uint32_t max_pd;
+    uint32_t max_mr;
+    uint32_t max_mr_pages;
+    uint32_t max_pinned_mb;
+    uint32_t max_cq;
+    uint32_t max_cqe;
+    uint32_t max_qp;
+    uint32_t max_qp_wr;
+    uint32_t max_sge;
+    uint32_t max_srq;
+    uint32_t max_srq_wr;
+    uint32_t max_ah;
+    uint32_t max_inline_data;
+    uint32_t uar_slots;
+    uint64_t node_guid;
+    uint16_t lid;
+    int doorbell;               /* VMMBIB_DB_MODE_* */
+} VMMBypassIBConf;
+
+/* Guest-visible counters, read through QOM properties. */
+typedef struct VMMBypassIBStats {
+    uint64_t kicks;             /* trapped KICK writes */
+    uint64_t doorbell_writes;   /* trapped DOORBELL writes */
+    uint64_t bad_register_accesses;
+} VMMBypassIBStats;
+
+struct VMMBypassIB {
+    VirtIODevice parent_obj;
+
+    VMMBypassIBConf conf;
+    VirtQueue *ctrl_vq;
+    VirtQueue *event_vq;
+    QEMUBH *ctrl_bh;            /* resumes a controlq drain cut short */
+
+    /*
+     * The UAR window: uar_slots slots of a doorbell page (host RAM shared
+     * with the backend, an alias of db_ram mapped while a context owns the
+     * slot) and a kick page (trapped registers, always present).
+     */
+    MemoryRegion uar_window;
+    MemoryRegion db_ram;
+    MemoryRegion *db_alias;     /* [uar_slots] */
+    MemoryRegion *kick_mmio;    /* [uar_slots] */
+    bool *slot_mapped;          /* [uar_slots] */
+
+    struct vmmbib_dev *backend;
+    VMMBypassIBStats stats;
+};
+
+/* Size of the UAR window BAR for the configured number of slots. */
+uint64_t vmmbypass_ib_uar_window_size(VMMBypassIB *vib);
+
+/* Show the device's counters on @proxy too (the PCI device users name). */
+void vmmbypass_ib_alias_stats(VMMBypassIB *vib, Object *proxy);
+
+#endif

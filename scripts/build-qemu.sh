@@ -1,0 +1,149 @@
+#!/bin/bash
+# Builds our QEMU: Debian's QEMU 10.0 source + our device and qtests overlaid.
+#
+#   scripts/build-qemu.sh BUILD_DIR [STAMP]
+#
+# BUILD_DIR is the top-level meson build dir (it must already contain
+# meson-uninstalled/vmmbib-uninstalled.pc, i.e. `meson setup` has run).
+# Produces:
+#   BUILD_DIR/qemu-src/                   patched copy of the pristine cache source
+#                                         (our files are symlinks into the repo)
+#   BUILD_DIR/qemu/qemu-system-x86_64     the emulator
+#   BUILD_DIR/qemu/tests/qtest/qos-test   the qos test driver with our test in it
+# STAMP (optional) is touched on success (meson custom_target output).
+#
+# Incremental: the tree is re-copied only when glue.patch or the pinned QEMU
+# version changed, configure re-runs only when its options changed, and ccache
+# (in $VMMBIB_CACHE/ccache) makes even a fresh build dir cheap.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+[[ $# -ge 1 ]] || die "usage: $0 BUILD_DIR [STAMP]"
+mkdir -p "$1"
+B="$(cd "$1" && pwd)"
+STAMP="${2:-}"
+TREE="$B/qemu-src"
+QBUILD="$B/qemu"
+GLUE="$VMMBIB_ROOT/qemu-device/glue.patch"
+PY=/usr/bin/python3     # Debian's python (has meson >= 1.5); never a pyenv shim
+
+need_cmd ccache
+need_cmd ninja
+need_cmd patch
+[[ -x $PY ]] || die "$PY missing; run scripts/setup-host.sh"
+
+# Our host library, seen by QEMU's dependency('vmmbib') through pkg-config;
+# pkg-config prefers vmmbib-uninstalled.pc, which points into our build dir.
+export PKG_CONFIG_PATH="$B/meson-uninstalled${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+[[ -e "$B/meson-uninstalled/vmmbib-uninstalled.pc" ]] ||
+    die "$B/meson-uninstalled/vmmbib-uninstalled.pc not found.
+  Run 'meson setup $B' first (host-lib/meson.build must pkg.generate() the 'vmmbib' library)."
+
+# --- 1. pristine source -> private, patched tree -------------------------
+
+PRISTINE="$("$VMMBIB_ROOT/scripts/fetch-qemu.sh")"
+[[ -d "$PRISTINE" ]] || die "fetch-qemu.sh did not produce a source dir"
+tree_id="$QEMU_DEB_VERSION $(sha256sum <"$GLUE" | cut -d' ' -f1)"
+
+if [[ "$(cat "$TREE/.vmmbib-tree" 2>/dev/null || true)" != "$tree_id" ]]; then
+    log "qemu: copying pristine source into $TREE and applying glue.patch"
+    rm -rf "$TREE" "$TREE.tmp"
+    # A real copy, not hardlinks: patch and meson's subproject handling write
+    # into the tree and must never alter the pristine copy in the cache.
+    cp -a "$PRISTINE" "$TREE.tmp"
+    patch -d "$TREE.tmp" -p1 --batch --forward --quiet <"$GLUE" ||
+        die "qemu-device/glue.patch does not apply to $PRISTINE.
+  Regenerate it with diff -u against that tree (see the header of glue.patch)."
+    printf '%s\n' "$tree_id" >"$TREE.tmp/.vmmbib-tree"
+    mv "$TREE.tmp" "$TREE"
+fi
+
+# --- 2. overlay our files as symlinks (every run: picks up new files) -----
+
+overlay() {   # overlay SRC_DIR DEST_DIR [find args to exclude]
+    local src=$1 dst=$2 f rel target
+    shift 2
+    [[ -d "$src" ]] || return 0
+    while IFS= read -r -d '' f; do
+        rel="${f#"$src"/}"
+        target="$dst/$rel"
+        if [[ -L "$target" ]]; then
+            [[ "$(readlink "$target")" == "$f" ]] && continue
+        elif [[ -e "$target" ]]; then
+            die "overlay: $target is a file of QEMU itself; rename $f (we never shadow QEMU files)"
+        fi
+        mkdir -p "$(dirname "$target")"
+        ln -sfn "$f" "$target"
+    done < <(find "$src" -type f ! -name '*~' ! -name '.*' "$@" -print0)
+}
+overlay "$VMMBIB_ROOT/qemu-device" "$TREE" ! -name glue.patch
+overlay "$VMMBIB_ROOT/tests/qtest" "$TREE/tests/qtest"
+# The ABI header, so the device and the qtests can #include "vmmbypass_ib_abi.h".
+overlay "$VMMBIB_ROOT/include" "$TREE/include" -name '*.h'
+# Drop links to files that were removed or renamed in the repo.
+find "$TREE" -type l -lname "$VMMBIB_ROOT/*" ! -exec test -e {} \; -delete
+
+# --- 3. configure (only when not yet done or the options changed) --------
+
+# Debian's firmware (seabios, qemu-system-data, ipxe-qemu from setup-host.sh):
+# the source package carries no blobs, and we install none.
+FIRMWARE_DIRS=(/usr/share/qemu /usr/share/seabios /usr/lib/ipxe/qemu)
+
+# Neither the tests nor the demo need a UI, audio, USB passthrough, network
+# backends or the tools: start from no optional feature at all and enable
+# what we use, so the result doesn't depend on which -dev packages happen
+# to be installed. -Werror keeps our files warning-free (QEMU itself is
+# clean with gcc 12).
+CONFIGURE_ARGS=(
+    --target-list=x86_64-softmmu
+    --python="$PY"
+    --cc="ccache gcc" --cxx="ccache g++" --host-cc=gcc
+    --without-default-features
+    --enable-tcg --enable-kvm --enable-pixman --enable-fdt=system
+    --enable-vhost-user --enable-vhost-kernel
+    --enable-trace-backends=log
+    --disable-docs --disable-tools --disable-guest-agent --disable-user
+    --disable-install-blobs --disable-download
+    --enable-werror
+    --firmwarepath="$(IFS=:; echo "${FIRMWARE_DIRS[*]}")"
+)
+config_id="$tree_id ${CONFIGURE_ARGS[*]}"
+
+# ccache: keep hits across build dirs (e.g. a fresh CI clone elsewhere) by
+# hashing paths relative to the build dir. Debug info of a cache hit may then
+# name another build dir's paths; gdb's `set substitute-path` fixes that.
+export CCACHE_BASEDIR="$B" CCACHE_NOHASHDIR=1
+mkdir -p "$CCACHE_DIR"
+
+if [[ ! -f "$QBUILD/build.ninja" || "$(cat "$QBUILD/.vmmbib-config" 2>/dev/null || true)" != "$config_id" ]]; then
+    log "qemu: configure (output: $B/qemu-configure.log)"
+    rm -rf "$QBUILD"
+    mkdir -p "$QBUILD"
+    (cd "$QBUILD" && heavy "$TREE/configure" "${CONFIGURE_ARGS[@]}") >"$B/qemu-configure.log" 2>&1 || {
+        tail -n 40 "$B/qemu-configure.log" >&2
+        die "QEMU configure failed; full output in $B/qemu-configure.log"
+    }
+    printf '%s\n' "$config_id" >"$QBUILD/.vmmbib-config"
+fi
+
+# Run from its build dir, QEMU resolves every firmware dir under
+# qemu-bundle/ (its uninstalled image of the install tree): link Debian's
+# dirs there so `build/qemu/qemu-system-x86_64` finds bios-256k.bin & co.
+for d in "${FIRMWARE_DIRS[@]}"; do
+    link="$QBUILD/qemu-bundle$d"
+    if [[ "$(readlink "$link" 2>/dev/null)" != "$d" ]]; then
+        mkdir -p "$(dirname "$link")"
+        ln -sfn "$d" "$link"
+    fi
+done
+
+# --- 4. build -------------------------------------------------------------
+
+log "qemu: building qemu-system-x86_64 and qos-test (ninja, $(nproc) jobs)"
+# -k 0: a broken qtest must not keep the emulator from being (re)built.
+heavy ninja -C "$QBUILD" -j"$(nproc)" -k 0 qemu-system-x86_64 tests/qtest/qos-test ||
+    die "QEMU build failed (see the compiler output above)"
+
+log "qemu: ready: $QBUILD/qemu-system-x86_64"
+[[ -z "$STAMP" ]] || touch "$STAMP"

@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""Boot the test guest under our QEMU, run one guest script, report TAP.
+
+The guest (scripts/build-guest-image.sh) runs the script given with --script
+and writes its results to a second serial port (see tests/guest/init):
+    VMMBIB-BOOT uptime=SECONDS      /init started
+    VMMBIB-TAP: ok N - NAME         a result (also "not ok", "# diagnostic")
+    VMMBIB-OUT: TEXT                any other output line of the script
+    VMMBIB-DONE rc=N                the script finished with exit status N
+This program turns that into TAP on stdout (meson's `protocol: 'tap'`), adds a
+check that the guest kernel logged no oops/BUG/WARNING, enforces a timeout,
+and on any failure prints the whole guest console log as TAP comments.
+
+Examples:
+  run-guest-test.py --qemu build/qemu/qemu-system-x86_64 \\
+      --kernel build/guest/vmlinuz --initrd build/guest/initramfs.cpio.zst \\
+      --script tests/guest/devinfo.sh --device-args max-qp=77 \\
+      --env VMMBIB_EXPECT="max_qp=77"
+  ... --shell            interactive: console on this terminal, shell after the
+                         script (or instead of it); Ctrl-A X quits QEMU
+  ... --show-output      print the script's output instead of TAP (for demos)
+"""
+
+import argparse
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+DEVICE = "vmmbypass-ib"
+# Kernel messages that mean the guest kernel hit a bug, whatever the script said.
+KERNEL_TROUBLE = re.compile(
+    r"(?:^|\] )(?:BUG:|WARNING:|Oops|Kernel panic|general protection fault|"
+    r"UBSAN:|KASAN:|Call Trace:|kernel BUG at|INFO: task .* blocked)"
+)
+TAP_LINE = re.compile(r"^(ok|not ok)\b\s*(\d+)?\s*(?:-\s*)?(.*)$")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--qemu", required=True, help="qemu-system-x86_64 to run")
+    p.add_argument("--kernel", required=True, help="guest kernel (build/guest/vmlinuz)")
+    p.add_argument("--initrd", required=True, help="guest initramfs (build/guest/initramfs.cpio.zst)")
+    p.add_argument("--script", help="guest test script (busybox sh) to run in the guest")
+    p.add_argument(
+        "--device-args", action="append", metavar="PROPS",
+        help=f"properties of one -device {DEVICE} (e.g. max-qp=77,max-cq=9); "
+        "repeat for more devices; default: one device without properties",
+    )
+    p.add_argument("--no-device", action="store_true", help=f"boot without any {DEVICE}")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="variable exported to the guest script (repeatable)")
+    p.add_argument("--file", action="append", default=[], metavar="NAME=PATH",
+                   help="host file copied into the guest as /run/vmmbib/files/NAME, "
+                   "which is on the script's PATH (repeatable)")
+    p.add_argument("--share", metavar="DIR",
+                   help="host directory mounted in the guest at /mnt/host (virtio-9p)")
+    p.add_argument("--timeout", type=float, default=300, help="seconds (default 300)")
+    p.add_argument("--machine", default="q35", help="QEMU machine type (default q35)")
+    p.add_argument("--memory", default="1G", help="guest RAM (default 1G)")
+    p.add_argument("--append", default="", help="extra kernel command line")
+    p.add_argument("--qemu-arg", action="append", default=[], metavar="ARG",
+                   help="extra QEMU argument, e.g. --qemu-arg=-trace --qemu-arg='vmmbib_*'")
+    p.add_argument("--log-dir", help="keep the console/results/QEMU logs here "
+                   "(default: a temporary directory, kept only on failure)")
+    p.add_argument("--allow-kernel-warnings", action="store_true",
+                   help="do not fail on oops/BUG/WARNING in the guest kernel log")
+    p.add_argument("--show-output", action="store_true",
+                   help="print the script's output (live) instead of TAP")
+    p.add_argument("--shell", action="store_true",
+                   help="interactive: guest console on this terminal, then a shell")
+    args = p.parse_args(argv)
+    for path, what in ((args.qemu, "--qemu"), (args.kernel, "--kernel"), (args.initrd, "--initrd")):
+        if not os.path.isfile(path):
+            hint = "build QEMU first (make)" if what == "--qemu" else \
+                "build the guest image: scripts/build-guest-image.sh build"
+            p.error(f"{what} {path}: no such file; {hint}")
+    if args.script and not os.path.isfile(args.script):
+        p.error(f"--script {args.script}: no such file")
+    if not args.script and not args.shell:
+        p.error("--script is required (or --shell for an interactive guest)")
+    for item in args.env + args.file:
+        if "=" not in item or item.startswith("="):
+            p.error(f"'{item}': expected NAME=VALUE")
+    return args
+
+
+def qemu_command(args, logdir, interactive):
+    """The QEMU command line: a small, deterministic TCG machine."""
+    cmdline = "console=ttyS0,115200 panic=-1 oops=panic " + args.append
+    cmd = [
+        args.qemu, "-nodefaults", "-no-user-config", "-nographic",
+        "-machine", args.machine, "-accel", "tcg", "-cpu", "max", "-smp", "1",
+        "-m", args.memory, "-nic", "none", "-no-reboot",
+        "-kernel", args.kernel, "-initrd", args.initrd, "-append", cmdline.strip(),
+    ]
+    if interactive:
+        cmd += ["-serial", "mon:stdio"]
+    else:
+        cmd += [
+            "-monitor", "none",
+            "-chardev", f"file,id=console,path={logdir}/console.log",
+            "-serial", "chardev:console",
+            "-chardev", f"file,id=results,path={logdir}/results.log",
+            "-serial", "chardev:results",
+        ]
+    if not args.no_device:
+        for props in args.device_args or [""]:
+            cmd += ["-device", DEVICE + ("," + props if props else "")]
+
+    env_lines = []
+    for item in args.env:
+        key, value = item.split("=", 1)
+        env_lines.append(f"{key}={shlex.quote(value)}\n")
+    if interactive:
+        env_lines.append("VMMBIB_SHELL=1\n")
+    if env_lines:
+        with open(os.path.join(logdir, "env"), "w") as f:
+            f.writelines(env_lines)
+        cmd += ["-fw_cfg", f"name=opt/vmmbib/env,file={logdir}/env"]
+    if args.script:
+        cmd += ["-fw_cfg", f"name=opt/vmmbib/script,file={os.path.abspath(args.script)}"]
+    for item in args.file:
+        name, path = item.split("=", 1)
+        cmd += ["-fw_cfg", f"name=opt/vmmbib/files/{name},file={os.path.abspath(path)}"]
+    if args.share:
+        cmd += ["-virtfs", f"local,path={os.path.abspath(args.share)},"
+                "mount_tag=vmmbib,security_model=none,readonly=on"]
+    return cmd + args.qemu_arg
+
+
+class Results:
+    """What the guest wrote to its results port, parsed line by line."""
+
+    def __init__(self, show_output):
+        self.show_output = show_output
+        self.events = []       # ("tap", ok: bool, name) or ("diag", text), in order
+        self.boot_uptime = None
+        self.rc = None
+        self._partial = ""
+
+    def feed(self, text):
+        self._partial += text
+        *lines, self._partial = self._partial.split("\n")
+        for line in lines:
+            self._line(line.rstrip("\r"))
+
+    def _line(self, line):
+        if line.startswith("VMMBIB-TAP:"):
+            body = line[len("VMMBIB-TAP:"):].strip()
+            if body.startswith("#"):
+                self.events.append(("diag", body[1:].strip()))
+                return
+            m = TAP_LINE.match(body)
+            if m:
+                self.events.append(("tap", m.group(1) == "ok", m.group(3)))
+        elif line.startswith("VMMBIB-OUT: ") or line == "VMMBIB-OUT:":
+            if self.show_output:
+                print(line[len("VMMBIB-OUT: "):], flush=True)
+        elif line.startswith("VMMBIB-BOOT uptime="):
+            self.boot_uptime = line.split("=", 1)[1]
+        elif line.startswith("VMMBIB-DONE rc="):
+            try:
+                self.rc = int(line.split("=", 1)[1])
+            except ValueError:
+                self.rc = 255
+
+    def tap(self):
+        return [(e[1], e[2]) for e in self.events if e[0] == "tap"]
+
+
+def run_guest(cmd, logdir, results, timeout):
+    """Runs QEMU, following results.log; returns (qemu exit code or None, why, seconds)."""
+    start = time.monotonic()
+    with open(os.path.join(logdir, "qemu.log"), "wb") as qlog:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=qlog,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    res_path = os.path.join(logdir, "results.log")
+    pos, done_at, why = 0, None, None
+    try:
+        while True:
+            exited = proc.poll() is not None
+            if os.path.exists(res_path):
+                with open(res_path, "rb") as f:
+                    f.seek(pos)
+                    data = f.read()
+                    pos += len(data)
+                results.feed(data.decode("utf-8", "replace"))
+            if exited:
+                break
+            now = time.monotonic()
+            if results.rc is not None and done_at is None:
+                done_at = now
+            if done_at is not None and now - done_at > 15:
+                why = "the guest did not power off after it finished"
+                break
+            if now - start > timeout:
+                why = f"timed out after {timeout:.0f} s"
+                break
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    results.feed("\n")
+    return proc.returncode, why, time.monotonic() - start
+
+
+def read_text(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace").replace("\r", "")
+    except FileNotFoundError:
+        return ""
+
+
+def report_tap(results, qemu_rc, why, elapsed, logdir, args, cmd):
+    """Prints TAP; returns True when everything passed."""
+    console = read_text(os.path.join(logdir, "console.log"))
+    out, n, failed = [], 0, False
+
+    def result(ok, name):
+        nonlocal n, failed
+        n += 1
+        failed |= not ok
+        out.append(f"{'ok' if ok else 'not ok'} {n} - {name}")
+
+    # The guest's own numbering is replaced by ours (a guest that lost count
+    # must not produce invalid TAP).
+    for event in results.events:
+        if event[0] == "tap":
+            result(event[1], event[2])
+        else:
+            out.append(f"# {event[1]}")
+
+    if why:
+        result(False, f"guest run ({why})")
+    elif results.rc is None:
+        result(False, f"guest run (QEMU exited with status {qemu_rc} before the script finished)")
+    elif not results.tap():
+        result(False, f"guest script reported results (it reported none; rc={results.rc})")
+    elif results.rc != 0:
+        result(False, f"guest script exit status is 0 (it was {results.rc})")
+    trouble = [l for l in console.splitlines() if KERNEL_TROUBLE.search(l)]
+    if not args.allow_kernel_warnings:
+        result(not trouble, "guest kernel log has no oops/BUG/WARNING")
+        if trouble:
+            out.extend(f"# {l}" for l in trouble[:20])
+
+    boot = f"init started at {results.boot_uptime} s guest uptime, " if results.boot_uptime else ""
+    out.append(f"# {boot}{elapsed:.1f} s wall time in all")
+    if failed:
+        out.append(f"# ---- QEMU command: {shlex.join(cmd)}")
+        qemu_log = read_text(os.path.join(logdir, "qemu.log")).strip()
+        if qemu_log:
+            out.append("# ---- QEMU output:")
+            out.extend(f"# {l}" for l in qemu_log.splitlines())
+        out.append("# ---- guest console log:")
+        out.extend(f"# {l}" for l in console.splitlines())
+        out.append("# ---- end of guest console log")
+    out.append(f"1..{n}")
+    print("\n".join(out), flush=True)
+    return not failed
+
+
+def main(argv):
+    args = parse_args(argv)
+    if args.shell:
+        logdir = args.log_dir or tempfile.mkdtemp(prefix="vmmbib-guest-")
+        os.makedirs(logdir, exist_ok=True)
+        cmd = qemu_command(args, logdir, True)
+        print("# " + shlex.join(cmd), file=sys.stderr)
+        return subprocess.call(cmd)
+
+    if args.log_dir:
+        logdir = args.log_dir
+        shutil.rmtree(logdir, ignore_errors=True)
+        os.makedirs(logdir)
+    else:
+        logdir = tempfile.mkdtemp(prefix="vmmbib-guest-")
+    cmd = qemu_command(args, logdir, False)
+    results = Results(args.show_output)
+    qemu_rc, why, elapsed = run_guest(cmd, logdir, results, args.timeout)
+
+    if args.show_output:
+        # Demo mode: the output was printed live; summarise, and on failure show
+        # the whole console so the user sees why.
+        ok = why is None and results.rc == 0 and all(ok for ok, _ in results.tap())
+        if not ok:
+            print(f"guest run failed: {why or f'script status {results.rc}, QEMU status {qemu_rc}'}",
+                  file=sys.stderr)
+            print(read_text(os.path.join(logdir, "qemu.log")), file=sys.stderr)
+            print(read_text(os.path.join(logdir, "console.log")), file=sys.stderr)
+    else:
+        ok = report_tap(results, qemu_rc, why, elapsed, logdir, args, cmd)
+
+    if ok and not args.log_dir:
+        shutil.rmtree(logdir, ignore_errors=True)
+    elif not ok:
+        print(f"# logs kept in {logdir}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,65 @@
+# tests/guest/tap.sh — TAP helpers for guest test scripts (busybox sh).
+# Installed in the guest as /usr/share/vmmbib/tap.sh; /init sources it before
+# it runs the test script, so scripts just call:
+#   tap_ok NAME                 record a pass
+#   tap_fail NAME [WHY...]      record a failure, WHY lines become diagnostics
+#   tap_skip NAME REASON        record a skipped test
+#   tap_check NAME CMD [ARG...] run CMD; pass if it exits 0, else fail and show
+#                               its output (always shown with VMMBIB_VERBOSE=1)
+#   tap_diag TEXT...            a diagnostic line ("# ...")
+# Each result is one line "VMMBIB-TAP: ok N - NAME" on stdout; /init forwards
+# the script's stdout to the console and to the host's results port, where
+# tests/guest/run-guest-test.py turns these lines into TAP for meson. Call the
+# helpers from the script's own shell (not inside $(...)), or the line is lost.
+
+# The counter lives in a file so that subshells ( ... ) can record results too.
+VMMBIB_TAP_STATE=${VMMBIB_TAP_STATE:-/run/vmmbib/tap}
+
+_tap_next() {
+    _tap_n=$(($(cat "$VMMBIB_TAP_STATE.count" 2>/dev/null || echo 0) + 1))
+    echo "$_tap_n" >"$VMMBIB_TAP_STATE.count"
+}
+
+tap_ok() {
+    _tap_next
+    echo "VMMBIB-TAP: ok $_tap_n - $*"
+}
+
+tap_fail() {
+    _tap_next
+    _tap_name=$1
+    shift
+    echo "VMMBIB-TAP: not ok $_tap_n - $_tap_name"
+    echo 1 >"$VMMBIB_TAP_STATE.failed"
+    for _tap_line in "$@"; do
+        tap_diag "$_tap_line"
+    done
+}
+
+tap_skip() {
+    _tap_next
+    echo "VMMBIB-TAP: ok $_tap_n - $1 # SKIP ${2:-}"
+}
+
+tap_diag() {
+    echo "$*" | while IFS= read -r _tap_l; do echo "VMMBIB-TAP: # $_tap_l"; done
+}
+
+tap_check() {
+    _tap_name=$1
+    shift
+    _tap_out=$("$@" 2>&1)
+    _tap_rc=$?
+    if [ "$_tap_rc" -eq 0 ]; then
+        tap_ok "$_tap_name"
+        [ "${VMMBIB_VERBOSE:-0}" = 1 ] && [ -n "$_tap_out" ] && tap_diag "$_tap_out"
+    else
+        tap_fail "$_tap_name" "command: $*" "exit status: $_tap_rc" "$_tap_out"
+    fi
+    return "$_tap_rc"
+}
+
+# True when any result so far was "not ok"; /init uses it for the exit status.
+tap_any_failed() {
+    [ -e "$VMMBIB_TAP_STATE.failed" ]
+}
