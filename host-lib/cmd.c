@@ -7,6 +7,7 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 #include <endian.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "internal.h"
@@ -25,10 +26,7 @@ struct cmd_desc {
 #define CMD(op, fn, req, resp, ctx) \
     [VMMBIB_CMD_##op] = { #op, fn, req, resp, ctx }
 
-/*
- * Indexed by opcode.  A command without a handler is known but not yet
- * offered by this backend: it gets NOT_SUPPORTED, not BAD_OPCODE.
- */
+/* Indexed by opcode; a test checks that every opcode has its entry. */
 static const struct cmd_desc cmd_table[VMMBIB_CMD_MAX + 1] = {
     CMD(QUERY_DEVICE, vmmbib_cmd_query_device, 0,
         sizeof(struct vmmbib_resp_query_device), false),
@@ -44,33 +42,33 @@ static const struct cmd_desc cmd_table[VMMBIB_CMD_MAX + 1] = {
     CMD(CREATE_UCONTEXT, vmmbib_cmd_create_ucontext, 0,
         sizeof(struct vmmbib_resp_create_ucontext), false),
     CMD(DESTROY_UCONTEXT, vmmbib_cmd_destroy_ucontext, 0, 0, true),
-    CMD(CREATE_PD, NULL, 0, sizeof(struct vmmbib_resp_create_pd), true),
-    CMD(DESTROY_PD, NULL, sizeof(struct vmmbib_cmd_destroy), 0, true),
-    CMD(CREATE_DMA_MR, NULL, sizeof(struct vmmbib_cmd_create_dma_mr),
+    CMD(CREATE_PD, vmmbib_cmd_create_pd, 0, sizeof(struct vmmbib_resp_create_pd), true),
+    CMD(DESTROY_PD, vmmbib_cmd_destroy_pd, sizeof(struct vmmbib_cmd_destroy), 0, true),
+    CMD(CREATE_DMA_MR, vmmbib_cmd_create_dma_mr, sizeof(struct vmmbib_cmd_create_dma_mr),
         sizeof(struct vmmbib_resp_mr), true),
-    CMD(REG_MR, NULL, sizeof(struct vmmbib_cmd_reg_mr),
+    CMD(REG_MR, vmmbib_cmd_reg_mr, sizeof(struct vmmbib_cmd_reg_mr),
         sizeof(struct vmmbib_resp_mr), true),
-    CMD(DEREG_MR, NULL, sizeof(struct vmmbib_cmd_destroy), 0, true),
-    CMD(CREATE_CQ, NULL, sizeof(struct vmmbib_cmd_create_cq),
+    CMD(DEREG_MR, vmmbib_cmd_dereg_mr, sizeof(struct vmmbib_cmd_destroy), 0, true),
+    CMD(CREATE_CQ, vmmbib_cmd_create_cq, sizeof(struct vmmbib_cmd_create_cq),
         sizeof(struct vmmbib_resp_create_cq), true),
-    CMD(RESIZE_CQ, NULL, sizeof(struct vmmbib_cmd_resize_cq),
+    CMD(RESIZE_CQ, vmmbib_cmd_resize_cq, sizeof(struct vmmbib_cmd_resize_cq),
         sizeof(struct vmmbib_resp_resize_cq), true),
-    CMD(DESTROY_CQ, NULL, sizeof(struct vmmbib_cmd_destroy), 0, true),
-    CMD(CREATE_QP, NULL, sizeof(struct vmmbib_cmd_create_qp),
+    CMD(DESTROY_CQ, vmmbib_cmd_destroy_cq, sizeof(struct vmmbib_cmd_destroy), 0, true),
+    CMD(CREATE_QP, vmmbib_cmd_create_qp, sizeof(struct vmmbib_cmd_create_qp),
         sizeof(struct vmmbib_resp_create_qp), true),
-    CMD(MODIFY_QP, NULL, sizeof(struct vmmbib_cmd_modify_qp), 0, true),
-    CMD(QUERY_QP, NULL, sizeof(struct vmmbib_cmd_query_qp),
+    CMD(MODIFY_QP, vmmbib_cmd_modify_qp, sizeof(struct vmmbib_cmd_modify_qp), 0, true),
+    CMD(QUERY_QP, vmmbib_cmd_query_qp, sizeof(struct vmmbib_cmd_query_qp),
         sizeof(struct vmmbib_resp_query_qp), true),
-    CMD(DESTROY_QP, NULL, sizeof(struct vmmbib_cmd_destroy), 0, true),
-    CMD(CREATE_SRQ, NULL, sizeof(struct vmmbib_cmd_create_srq),
+    CMD(DESTROY_QP, vmmbib_cmd_destroy_qp, sizeof(struct vmmbib_cmd_destroy), 0, true),
+    CMD(CREATE_SRQ, vmmbib_cmd_create_srq, sizeof(struct vmmbib_cmd_create_srq),
         sizeof(struct vmmbib_resp_create_srq), true),
-    CMD(MODIFY_SRQ, NULL, sizeof(struct vmmbib_cmd_modify_srq), 0, true),
-    CMD(QUERY_SRQ, NULL, sizeof(struct vmmbib_cmd_query_srq),
+    CMD(MODIFY_SRQ, vmmbib_cmd_modify_srq, sizeof(struct vmmbib_cmd_modify_srq), 0, true),
+    CMD(QUERY_SRQ, vmmbib_cmd_query_srq, sizeof(struct vmmbib_cmd_query_srq),
         sizeof(struct vmmbib_resp_query_srq), true),
-    CMD(DESTROY_SRQ, NULL, sizeof(struct vmmbib_cmd_destroy), 0, true),
-    CMD(CREATE_AH, NULL, sizeof(struct vmmbib_cmd_create_ah),
+    CMD(DESTROY_SRQ, vmmbib_cmd_destroy_srq, sizeof(struct vmmbib_cmd_destroy), 0, true),
+    CMD(CREATE_AH, vmmbib_cmd_create_ah, sizeof(struct vmmbib_cmd_create_ah),
         sizeof(struct vmmbib_resp_create_ah), true),
-    CMD(DESTROY_AH, NULL, sizeof(struct vmmbib_cmd_destroy), 0, true),
+    CMD(DESTROY_AH, vmmbib_cmd_destroy_ah, sizeof(struct vmmbib_cmd_destroy), 0, true),
 };
 
 static const char *const status_names[VMMBIB_STATUS_MAX + 1] = {
@@ -136,9 +134,6 @@ static int dispatch(struct vmmbib_dev *dev, const uint8_t *req,
     if (hdr.flags) {
         return VMMBIB_STATUS_INVALID;
     }
-    if (!desc->handler) {
-        return VMMBIB_STATUS_NOT_SUPPORTED;
-    }
 
     if (desc->needs_ctx) {
         c.uctx = vmmbib_table_lookup(&dev->ucontexts, ctx_handle);
@@ -168,9 +163,11 @@ size_t vmmbib_dev_execute(struct vmmbib_dev *dev,
     size_t body_len = 0;
     int status;
 
+    pthread_mutex_lock(dev->lock);
     dev->stats.commands++;
     if (reply_cap < sizeof(hdr)) {
         dev->stats.command_errors++;
+        pthread_mutex_unlock(dev->lock);
         return 0;
     }
     status = dispatch(dev, req, req_len, (uint8_t *)reply + sizeof(hdr),
@@ -179,6 +176,7 @@ size_t vmmbib_dev_execute(struct vmmbib_dev *dev,
         dev->stats.command_errors++;
         body_len = 0;
     }
+    pthread_mutex_unlock(dev->lock);
     hdr.status = htole16(status);
     hdr.length = htole32(body_len);
     memcpy(reply, &hdr, sizeof(hdr));
@@ -190,3 +188,33 @@ _Static_assert(sizeof(struct vmmbib_cmd_modify_qp) <= CMD_BODY_MAX,
                "CMD_BODY_MAX too small");
 _Static_assert(sizeof(struct vmmbib_resp_query_device) <= CMD_BODY_MAX,
                "CMD_BODY_MAX too small");
+
+void *vmmbib_lookup(struct vmmbib_cmd_ctx *c, struct vmmbib_table *t,
+                    uint32_t handle, int *status)
+{
+    /* Every object starts with its handle and its context. */
+    struct {
+        uint32_t handle;
+        struct vmmbib_ucontext *uctx;
+    } *obj = vmmbib_table_lookup(t, handle);
+
+    if (!obj) {
+        *status = VMMBIB_STATUS_BAD_HANDLE;
+        return NULL;
+    }
+    if (obj->uctx != c->uctx) {
+        *status = VMMBIB_STATUS_NOT_OWNER;
+        return NULL;
+    }
+    return obj;
+}
+
+#define SAME_HEAD(type)                                                 \
+    _Static_assert(offsetof(struct type, handle) == 0 &&               \
+                   offsetof(struct type, uctx) ==                      \
+                   offsetof(struct vmmbib_pd, uctx), #type " head")
+SAME_HEAD(vmmbib_mr);
+SAME_HEAD(vmmbib_cq);
+SAME_HEAD(vmmbib_qp);
+SAME_HEAD(vmmbib_srq);
+SAME_HEAD(vmmbib_ah);

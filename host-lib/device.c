@@ -55,24 +55,25 @@ static bool check_limits(const struct vmmbib_limits *l, char *err,
         size_t offset;
         uint32_t max;
     } rules[] = {
-#define LIMIT(field, max) { #field, offsetof(struct vmmbib_limits, field), max }
-        LIMIT(max_ucontext, 1u << 16),
-        LIMIT(max_pd, VMMBIB_HANDLE_INDEX_MASK),
-        LIMIT(max_mr, VMMBIB_HANDLE_INDEX_MASK),
-        LIMIT(max_cq, VMMBIB_HANDLE_INDEX_MASK),
-        LIMIT(max_cqe, 1u << 22),
-        LIMIT(max_qp, VMMBIB_HANDLE_INDEX_MASK),
-        LIMIT(max_qp_wr, 1u << 20),
-        LIMIT(max_send_sge, 64),
-        LIMIT(max_recv_sge, 64),
-        LIMIT(max_srq, VMMBIB_HANDLE_INDEX_MASK),
-        LIMIT(max_srq_wr, 1u << 20),
-        LIMIT(max_srq_sge, 64),
-        LIMIT(max_ah, VMMBIB_HANDLE_INDEX_MASK),
-        LIMIT(max_inline_data, 1024),
-        LIMIT(max_qp_rd_atom, 128),
-        LIMIT(max_mr_pages, 1u << 27),
-        LIMIT(max_pinned_pages, UINT32_MAX),
+#define LIMIT(field, name, max) \
+        { name, offsetof(struct vmmbib_limits, field), max }
+        LIMIT(max_ucontext, "max-ucontext", 1u << 16),
+        LIMIT(max_pd, "max-pd", VMMBIB_HANDLE_INDEX_MASK),
+        LIMIT(max_mr, "max-mr", VMMBIB_HANDLE_INDEX_MASK),
+        LIMIT(max_cq, "max-cq", VMMBIB_HANDLE_INDEX_MASK),
+        LIMIT(max_cqe, "max-cqe", 1u << 22),
+        LIMIT(max_qp, "max-qp", VMMBIB_HANDLE_INDEX_MASK),
+        LIMIT(max_qp_wr, "max-qp-wr", 1u << 20),
+        LIMIT(max_send_sge, "max-send-sge", 64),
+        LIMIT(max_recv_sge, "max-recv-sge", 64),
+        LIMIT(max_srq, "max-srq", VMMBIB_HANDLE_INDEX_MASK),
+        LIMIT(max_srq_wr, "max-srq-wr", 1u << 20),
+        LIMIT(max_srq_sge, "max-srq-sge", 64),
+        LIMIT(max_ah, "max-ah", VMMBIB_HANDLE_INDEX_MASK),
+        LIMIT(max_inline_data, "max-inline-data", 1024),
+        LIMIT(max_qp_rd_atom, "max-qp-rd-atom", 128),
+        LIMIT(max_mr_pages, "max-mr-pages", 1u << 27),
+        LIMIT(max_pinned_pages, "max-pinned-pages", UINT32_MAX),
 #undef LIMIT
     };
     size_t i;
@@ -90,7 +91,32 @@ static bool check_limits(const struct vmmbib_limits *l, char *err,
     return true;
 }
 
+static bool init_tables(struct vmmbib_dev *dev)
+{
+    const struct vmmbib_limits *l = &dev->cfg.limits;
+
+    return vmmbib_table_init(&dev->ucontexts, dev->cfg.uar_slots) &&
+           vmmbib_table_init(&dev->pds, l->max_pd) &&
+           vmmbib_table_init(&dev->mrs, l->max_mr) &&
+           vmmbib_table_init(&dev->cqs, l->max_cq) &&
+           vmmbib_table_init(&dev->qps, l->max_qp) &&
+           vmmbib_table_init(&dev->srqs, l->max_srq) &&
+           vmmbib_table_init(&dev->ahs, l->max_ah);
+}
+
+static void fini_tables(struct vmmbib_dev *dev)
+{
+    vmmbib_table_fini(&dev->ucontexts);
+    vmmbib_table_fini(&dev->pds);
+    vmmbib_table_fini(&dev->mrs);
+    vmmbib_table_fini(&dev->cqs);
+    vmmbib_table_fini(&dev->qps);
+    vmmbib_table_fini(&dev->srqs);
+    vmmbib_table_fini(&dev->ahs);
+}
+
 struct vmmbib_dev *vmmbib_dev_new(const struct vmmbib_dev_config *cfg,
+                                  struct vmmbib_engine *engine,
                                   const struct vmmbib_host_ops *ops,
                                   void *opaque, char *err, size_t err_len)
 {
@@ -100,9 +126,15 @@ struct vmmbib_dev *vmmbib_dev_new(const struct vmmbib_dev_config *cfg,
         return NULL;
     }
     if (cfg->uar_slots < 1 || cfg->uar_slots > cfg->limits.max_ucontext) {
-        set_err(err, err_len, "uar_slots=%u is out of range: use 1 to "
-                "max_ucontext (%u), one slot per context",
+        set_err(err, err_len, "uar-slots=%u is out of range: use 1 to "
+                "max-ucontext (%u), one slot per context",
                 cfg->uar_slots, cfg->limits.max_ucontext);
+        return NULL;
+    }
+    if (cfg->limits.max_qp > VMMBIB_MAX_QPN - 1) {
+        set_err(err, err_len, "max-qp=%u is out of range: QP numbers are "
+                "24 bits, use at most %u", cfg->limits.max_qp,
+                VMMBIB_MAX_QPN - 1);
         return NULL;
     }
     if (cfg->doorbell_mode != VMMBIB_DB_MODE_RING &&
@@ -122,25 +154,49 @@ struct vmmbib_dev *vmmbib_dev_new(const struct vmmbib_dev_config *cfg,
         dev->ops = *ops;
     }
     dev->opaque = opaque;
-    dev->lid = cfg->lid ? cfg->lid : 1;
-    /* A locally administered EUI-64 that carries the LID. */
-    dev->node_guid = cfg->node_guid ? cfg->node_guid :
-                     0x02aabbfffe000000ull | dev->lid;
     dev->uar_slot_busy = calloc(cfg->uar_slots, sizeof(bool));
     if (posix_memalign((void **)&dev->db_pages, VMMBIB_PAGE_SIZE,
                        (size_t)cfg->uar_slots * VMMBIB_PAGE_SIZE)) {
         dev->db_pages = NULL;
     }
-    if (!dev->uar_slot_busy || !dev->db_pages ||
-        !vmmbib_table_init(&dev->ucontexts, cfg->uar_slots)) {
+    if (!dev->uar_slot_busy || !dev->db_pages || !init_tables(dev)) {
         set_err(err, err_len, "out of memory");
         vmmbib_dev_free(dev);
         return NULL;
     }
+    memset(dev->db_pages, 0, (size_t)cfg->uar_slots * VMMBIB_PAGE_SIZE);
+
+    if (!engine) {
+        struct vmmbib_engine_config ecfg = { .idle_poll_us = 50 };
+
+        engine = vmmbib_engine_new(&ecfg, err, err_len);
+        if (!engine) {
+            vmmbib_dev_free(dev);
+            return NULL;
+        }
+        dev->own_engine = true;
+    }
+    dev->engine = engine;
+    dev->lock = vmmbib_engine_lock(engine);
+    pthread_mutex_lock(dev->lock);
+    if (cfg->lid && vmmbib_engine_find_lid(engine, cfg->lid)) {
+        pthread_mutex_unlock(dev->lock);
+        set_err(err, err_len, "lid=%u is taken by another device of this "
+                "engine: choose another or 0 to have one assigned", cfg->lid);
+        vmmbib_dev_free(dev);
+        return NULL;
+    }
+    dev->lid = cfg->lid ? cfg->lid : vmmbib_engine_assign_lid(engine);
+    /* A locally administered EUI-64 that carries the LID. */
+    dev->node_guid = cfg->node_guid ? cfg->node_guid :
+                     0x02aabbfffe000000ull | dev->lid;
+    vmmbib_engine_attach(engine, dev);
+    pthread_mutex_unlock(dev->lock);
     return dev;
 }
 
-void vmmbib_dev_reset(struct vmmbib_dev *dev)
+/* Destroy every object; the engine lock is held. */
+static void reset_locked(struct vmmbib_dev *dev)
 {
     uint32_t i;
 
@@ -153,15 +209,28 @@ void vmmbib_dev_reset(struct vmmbib_dev *dev)
     }
 }
 
+void vmmbib_dev_reset(struct vmmbib_dev *dev)
+{
+    pthread_mutex_lock(dev->lock);
+    reset_locked(dev);
+    pthread_mutex_unlock(dev->lock);
+}
+
 void vmmbib_dev_free(struct vmmbib_dev *dev)
 {
     if (!dev) {
         return;
     }
-    if (dev->ucontexts.objs) {
-        vmmbib_dev_reset(dev);
+    if (dev->engine) {
+        pthread_mutex_lock(dev->lock);
+        reset_locked(dev);
+        vmmbib_engine_detach(dev->engine, dev);
+        pthread_mutex_unlock(dev->lock);
+        if (dev->own_engine) {
+            vmmbib_engine_free(dev->engine);
+        }
     }
-    vmmbib_table_fini(&dev->ucontexts);
+    fini_tables(dev);
     free(dev->uar_slot_busy);
     free(dev->db_pages);
     free(dev);
@@ -175,8 +244,32 @@ void *vmmbib_dev_db_pages(struct vmmbib_dev *dev)
 void vmmbib_dev_get_stats(struct vmmbib_dev *dev,
                           struct vmmbib_dev_stats *stats)
 {
+    pthread_mutex_lock(dev->lock);
     *stats = dev->stats;
     stats->ucontexts = dev->ucontexts.used;
+    stats->pds = dev->pds.used;
+    stats->mrs = dev->mrs.used;
+    stats->cqs = dev->cqs.used;
+    stats->qps = dev->qps.used;
+    stats->srqs = dev->srqs.used;
+    stats->ahs = dev->ahs.used;
+    stats->pinned_pages = dev->pinned_pages;
+    pthread_mutex_unlock(dev->lock);
+}
+
+void vmmbib_dev_event(struct vmmbib_dev *dev, uint16_t type, uint32_t handle,
+                      struct vmmbib_ucontext *uctx)
+{
+    struct vmmbib_event ev = {
+        .type = htole16(type),
+        .handle = htole32(handle),
+        .ctx_handle = htole32(uctx ? uctx->handle : 0),
+    };
+
+    dev->stats.events++;
+    if (dev->ops.event) {
+        dev->ops.event(dev->opaque, &ev);
+    }
 }
 
 struct vmmbib_ucontext *vmmbib_ucontext_create(struct vmmbib_dev *dev,
@@ -224,10 +317,27 @@ struct vmmbib_ucontext *vmmbib_ucontext_create(struct vmmbib_dev *dev,
     return uctx;
 }
 
+/* Free every object of @t owned by @uctx with @fn. */
+#define FREE_OWNED(dev, t, type, fn, uctx)                          \
+    for (uint32_t i_ = 1; i_ <= (t)->size; i_++) {                  \
+        type *o_ = vmmbib_table_at((t), i_);                        \
+        if (o_ && o_->uctx == (uctx)) {                             \
+            fn((dev), o_);                                          \
+        }                                                           \
+    }
+
 void vmmbib_ucontext_destroy(struct vmmbib_dev *dev,
                              struct vmmbib_ucontext *uctx)
 {
-    /* The guest must lose its mapping before the page is freed. */
+    /* Users before what they use: QPs, then SRQs, CQs, AHs, MRs, PDs. */
+    FREE_OWNED(dev, &dev->qps, struct vmmbib_qp, vmmbib_qp_free, uctx);
+    FREE_OWNED(dev, &dev->srqs, struct vmmbib_srq, vmmbib_srq_free, uctx);
+    FREE_OWNED(dev, &dev->cqs, struct vmmbib_cq, vmmbib_cq_free, uctx);
+    FREE_OWNED(dev, &dev->ahs, struct vmmbib_ah, vmmbib_ah_free, uctx);
+    FREE_OWNED(dev, &dev->mrs, struct vmmbib_mr, vmmbib_mr_free, uctx);
+    FREE_OWNED(dev, &dev->pds, struct vmmbib_pd, vmmbib_pd_free, uctx);
+
+    /* The guest must lose its mapping before the slot is reused. */
     if (dev->ops.uar_unmap) {
         dev->ops.uar_unmap(dev->opaque, uctx->uar_slot);
     }

@@ -24,6 +24,7 @@ bool vmmbib_table_init(struct vmmbib_table *t, uint32_t size)
     }
     t->size = size;
     t->used = 0;
+    t->hint = 1;
     return true;
 }
 
@@ -39,20 +40,26 @@ void vmmbib_table_fini(struct vmmbib_table *t)
 
 uint32_t vmmbib_table_insert(struct vmmbib_table *t, void *obj)
 {
-    uint32_t i;
+    uint32_t n, i = t->hint;
 
     if (t->used == t->size) {
         return VMMBIB_HANDLE_NONE;
     }
-    /* Lowest free index first: small tables stay dense. */
-    for (i = 1; i <= t->size; i++) {
+    /* Start after the last insert: amortised O(1) while the table fills. */
+    for (n = 0; n < t->size; n++, i = i == t->size ? 1 : i + 1) {
         if (!t->objs[i]) {
             t->objs[i] = obj;
             t->used++;
+            t->hint = i == t->size ? 1 : i + 1;
             return ((uint32_t)t->gens[i] << GEN_SHIFT) | i;
         }
     }
     return VMMBIB_HANDLE_NONE;
+}
+
+uint8_t vmmbib_table_gen(const struct vmmbib_table *t, uint32_t index)
+{
+    return t->gens[index];
 }
 
 void *vmmbib_table_at(const struct vmmbib_table *t, uint32_t index)

@@ -51,19 +51,58 @@ struct vmmbib_dev_config {
     uint32_t doorbell_mode;     /* VMMBIB_DB_MODE_* */
 };
 
-/* Callbacks into the host side; all optional. */
+/*
+ * Callbacks into the host side.  guest_ptr is required for anything that
+ * touches guest memory; the others are optional.  uar_map/uar_unmap run in
+ * the thread that executes commands; event may run in an engine thread.
+ */
 struct vmmbib_host_ops {
+    /*
+     * Host address of guest physical [gpa, gpa + len), or NULL unless all
+     * of it is guest RAM.  The address stays valid while the device exists.
+     */
+    void *(*guest_ptr)(void *opaque, uint64_t gpa, uint64_t len);
     /* A context's doorbell page appears in / leaves UAR slot @slot. */
     void (*uar_map)(void *opaque, uint32_t slot, void *db_page);
     void (*uar_unmap)(void *opaque, uint32_t slot);
+    /* An eventq entry for the guest. */
+    void (*event)(void *opaque, const struct vmmbib_event *event);
 };
 
 /* Counters readable by the host (QMP, tests). */
 struct vmmbib_dev_stats {
     uint64_t commands;
     uint64_t command_errors;
+    uint64_t doorbells;         /* executed, from the ring or trapped */
+    uint64_t bad_doorbells;     /* naming no queue of their context */
+    uint64_t wqes;              /* send and receive WQEs consumed */
+    uint64_t cqes;
+    uint64_t events;
+    uint64_t error_completions;
     uint32_t ucontexts;
+    uint32_t pds;
+    uint32_t mrs;
+    uint32_t cqs;
+    uint32_t qps;
+    uint32_t srqs;
+    uint32_t ahs;
+    uint64_t pinned_pages;
 };
+
+/*
+ * An engine executes the work requests of every device attached to it, on
+ * its own thread; its devices form one InfiniBand subnet.
+ */
+struct vmmbib_engine_config {
+    uint32_t idle_poll_us;      /* poll this long without work, then sleep */
+};
+
+struct vmmbib_engine;
+
+struct vmmbib_engine *vmmbib_engine_new(const struct vmmbib_engine_config *cfg,
+                                        char *err, size_t err_len);
+/* All devices must be freed first. */
+void vmmbib_engine_free(struct vmmbib_engine *eng);
 
 struct vmmbib_dev;
 
@@ -71,10 +110,12 @@ struct vmmbib_dev;
 void vmmbib_limits_default(struct vmmbib_limits *limits);
 
 /*
- * Check @cfg and create a device.  On failure returns NULL and writes a
+ * Check @cfg and create a device attached to @engine, or to an engine of
+ * its own if @engine is NULL (default idle_poll_us).  On failure returns NULL and writes a
  * sentence saying what is wrong into @err.
  */
 struct vmmbib_dev *vmmbib_dev_new(const struct vmmbib_dev_config *cfg,
+                                  struct vmmbib_engine *engine,
                                   const struct vmmbib_host_ops *ops,
                                   void *opaque, char *err, size_t err_len);
 void vmmbib_dev_free(struct vmmbib_dev *dev);
@@ -97,6 +138,13 @@ void vmmbib_dev_reset(struct vmmbib_dev *dev);
 size_t vmmbib_dev_execute(struct vmmbib_dev *dev,
                           const void *req, size_t req_len,
                           void *reply, size_t reply_cap);
+
+/* The guest wrote KICK of a slot: wake the engine. */
+void vmmbib_dev_kick(struct vmmbib_dev *dev);
+
+/* The guest wrote DOORBELL of @slot (doorbell=mmio): execute it now. */
+void vmmbib_dev_doorbell(struct vmmbib_dev *dev, uint32_t slot,
+                         uint64_t doorbell);
 
 void vmmbib_dev_get_stats(struct vmmbib_dev *dev,
                           struct vmmbib_dev_stats *stats);

@@ -82,7 +82,7 @@ static struct vmmbib_dev *new_dev(uint32_t uar_slots, struct host_log *log)
 
     vmmbib_limits_default(&cfg.limits);
     cfg.limits.max_qp = 123;    /* not the default, so it must come from here */
-    return vmmbib_dev_new(&cfg, &log_ops, log, err, sizeof(err));
+    return vmmbib_dev_new(&cfg, NULL, &log_ops, log, err, sizeof(err));
 }
 
 static void test_config_errors(void)
@@ -91,16 +91,16 @@ static void test_config_errors(void)
     char err[128] = "";
 
     vmmbib_limits_default(&cfg.limits);
-    TAP_CHECK(!vmmbib_dev_new(&cfg, NULL, NULL, err, sizeof(err)) &&
-              strstr(err, "uar_slots"), "uar_slots=0 is refused with a reason");
+    TAP_CHECK(!vmmbib_dev_new(&cfg, NULL, NULL, NULL, err, sizeof(err)) &&
+              strstr(err, "uar-slots"), "uar-slots=0 is refused with a reason");
     cfg.uar_slots = 4;
     cfg.limits.max_cq = 0;
     err[0] = 0;
-    TAP_CHECK(!vmmbib_dev_new(&cfg, NULL, NULL, err, sizeof(err)) &&
-              strstr(err, "max_cq"), "max_cq=0 is refused with a reason");
+    TAP_CHECK(!vmmbib_dev_new(&cfg, NULL, NULL, NULL, err, sizeof(err)) &&
+              strstr(err, "max-cq"), "max-cq=0 is refused with a reason");
     cfg.limits.max_cq = 16;
     cfg.doorbell_mode = 7;
-    TAP_CHECK(!vmmbib_dev_new(&cfg, NULL, NULL, err, sizeof(err)) &&
+    TAP_CHECK(!vmmbib_dev_new(&cfg, NULL, NULL, NULL, err, sizeof(err)) &&
               strstr(err, "doorbell"), "unknown doorbell mode is refused");
 }
 
@@ -252,13 +252,14 @@ static void test_ucontexts(void)
     c = le32toh(r.uctx.ctx_handle);
     TAP_CHECK(c != a, "a reused table entry gets a new handle");
     TAP_CHECK(run(dev, VMMBIB_CMD_CREATE_PD, c, NULL, 0, &r) ==
-              VMMBIB_STATUS_NOT_SUPPORTED,
-              "a command this backend lacks: NOT_SUPPORTED");
+              VMMBIB_STATUS_OK, "a PD of the new context");
+    TAP_CHECK(run(dev, VMMBIB_CMD_CREATE_PD, 0, NULL, 0, &r) ==
+              VMMBIB_STATUS_BAD_HANDLE, "a PD without a context: BAD_HANDLE");
 
     vmmbib_dev_reset(dev);
     vmmbib_dev_get_stats(dev, &stats);
-    TAP_CHECK(stats.ucontexts == 0 && log.unmaps == 3,
-              "reset destroys every context and unmaps its slot");
+    TAP_CHECK(stats.ucontexts == 0 && stats.pds == 0 && log.unmaps == 3,
+              "reset destroys every context, its objects, and unmaps");
     TAP_CHECK(run(dev, VMMBIB_CMD_DESTROY_UCONTEXT, b, NULL, 0, &r) ==
               VMMBIB_STATUS_BAD_HANDLE, "handles do not survive a reset");
     vmmbib_dev_free(dev);

@@ -1,0 +1,62 @@
+/*
+ * The data path's internal interfaces: scatter/gather segments (mem.c),
+ * the requester (requester.c) and the responder (responder.c).
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#ifndef VMMBIB_DATA_H
+#define VMMBIB_DATA_H
+
+#include "internal.h"
+
+/* Most SGEs a WQE can carry: the max-*-sge limit of device.c. */
+#define VMMBIB_MAX_WQE_SGE  64
+
+/* A checked range of guest memory, or inline data. */
+struct vmmbib_seg {
+    struct vmmbib_dev *dev;
+    struct vmmbib_mr *mr;
+    uint64_t addr;
+    uint64_t len;
+    const uint8_t *inline_data;
+};
+
+/* 0, or -1 if the key does not grant @access to [addr, addr + len). */
+int vmmbib_mr_check(struct vmmbib_dev *dev, struct vmmbib_pd *pd,
+                    uint32_t key, uint64_t addr, uint64_t len,
+                    uint32_t access, struct vmmbib_mr **out);
+uint64_t vmmbib_sg_len(const struct vmmbib_seg *segs, unsigned int n);
+/* Copy @len bytes; -1 if a list is too short or memory vanished. */
+int vmmbib_sg_copy(const struct vmmbib_seg *dst, unsigned int ndst,
+                   uint64_t dst_skip, const struct vmmbib_seg *src,
+                   unsigned int nsrc, uint64_t len);
+/* Host address of 8 bytes at the start of @seg, or NULL. */
+uint8_t *vmmbib_seg_ptr8(const struct vmmbib_seg *seg);
+
+/* A receive WQE taken from an RQ or SRQ, its SGEs checked. */
+struct vmmbib_recv {
+    uint64_t wr_id;
+    uint32_t wqe_index;
+    unsigned int nsegs;
+    struct vmmbib_seg segs[VMMBIB_MAX_WQE_SGE];
+};
+
+/* What a requester learns from delivering to a responder. */
+enum vmmbib_deliver {
+    VMMBIB_DELIVERED,
+    VMMBIB_RNR,             /* no receive WQE: retry later */
+    VMMBIB_NO_PEER,         /* nobody answers: the requester times out */
+    VMMBIB_REMOTE_ERROR,    /* the responder rejected it: status given */
+};
+
+/* responder.c */
+struct vmmbib_qp *vmmbib_find_qp(struct vmmbib_engine *eng, uint16_t lid,
+                                 uint32_t qpn, struct vmmbib_dev **dev);
+/* Take the next receive WQE of @qp; 1 taken, 0 none, -1 malformed. */
+int vmmbib_recv_take(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
+                     struct vmmbib_recv *recv);
+void vmmbib_recv_complete(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
+                          const struct vmmbib_recv *recv,
+                          struct vmmbib_cqe *cqe, bool solicited);
+
+#endif /* VMMBIB_DATA_H */
