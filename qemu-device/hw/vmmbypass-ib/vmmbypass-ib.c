@@ -20,6 +20,8 @@
 #include "hw/virtio/virtio.h"
 #include "hw/vmmbypass-ib/vmmbypass-ib.h"
 #include "migration/vmstate.h"
+#include "exec/address-spaces.h"
+#include "exec/ramblock.h"
 #include "standard-headers/linux/virtio_ids.h"
 #include "trace.h"
 
@@ -124,9 +126,136 @@ static void vmmbib_ctrl_bh(void *opaque)
     }
 }
 
-/* Eventq buffers are consumed when an event occurs; nothing to do here. */
+/*
+ * Deliver pending events into the guest's eventq buffers.  Events wait in
+ * the pending queue while the guest has posted no buffer.
+ */
+static void vmmbib_event_bh(void *opaque)
+{
+    VMMBypassIB *vib = opaque;
+    VirtIODevice *vdev = VIRTIO_DEVICE(vib);
+    bool pushed = false;
+
+    qemu_mutex_lock(&vib->event_lock);
+    while (vib->pending_count) {
+        VirtQueueElement *elem = virtqueue_pop(vib->event_vq,
+                                               sizeof(VirtQueueElement));
+        struct vmmbib_event *ev = &vib->pending[vib->pending_head];
+
+        if (!elem) {
+            break;
+        }
+        if (elem->out_num || iov_size(elem->in_sg, elem->in_num) <
+            sizeof(*ev)) {
+            virtio_error(vdev, "vmmbypass-ib: eventq buffers must be "
+                         "device-writable and hold %zu bytes", sizeof(*ev));
+            virtqueue_detach_element(vib->event_vq, elem, 0);
+            g_free(elem);
+            break;
+        }
+        iov_from_buf(elem->in_sg, elem->in_num, 0, ev, sizeof(*ev));
+        virtqueue_push(vib->event_vq, elem, sizeof(*ev));
+        g_free(elem);
+        trace_vmmbib_event(vib, le16_to_cpu(ev->type),
+                           le32_to_cpu(ev->handle));
+        vib->pending_head = (vib->pending_head + 1) %
+                            VMMBYPASS_IB_PENDING_EVENTS;
+        vib->pending_count--;
+        pushed = true;
+    }
+    qemu_mutex_unlock(&vib->event_lock);
+    if (pushed) {
+        virtio_notify(vdev, vib->event_vq);
+    }
+}
+
 static void vmmbib_handle_event(VirtIODevice *vdev, VirtQueue *vq)
 {
+    /* New buffers: events may be waiting for them. */
+    qemu_bh_schedule(VMMBYPASS_IB(vdev)->event_bh);
+}
+
+/* libvmmbib callback, from the engine thread or a command. */
+static void vmmbib_event(void *opaque, const struct vmmbib_event *ev)
+{
+    VMMBypassIB *vib = opaque;
+
+    qemu_mutex_lock(&vib->event_lock);
+    if (vib->pending_count == VMMBYPASS_IB_PENDING_EVENTS) {
+        vib->stats.events_dropped++;
+    } else {
+        vib->pending[(vib->pending_head + vib->pending_count) %
+                     VMMBYPASS_IB_PENDING_EVENTS] = *ev;
+        vib->pending_count++;
+    }
+    qemu_mutex_unlock(&vib->event_lock);
+    qemu_bh_schedule(vib->event_bh);
+}
+
+/* libvmmbib callback: host address of guest RAM, from any thread. */
+static void *vmmbib_guest_ptr(void *opaque, uint64_t gpa, uint64_t len)
+{
+    VMMBypassIB *vib = opaque;
+    void *ptr = NULL;
+    unsigned int i;
+
+    qemu_mutex_lock(&vib->ram_lock);
+    for (i = 0; i < vib->ram_count; i++) {
+        VMMBypassIBRamSection *r = &vib->ram[i];
+
+        /* Written so that no sum can wrap. */
+        if (gpa >= r->gpa && len <= r->size && gpa - r->gpa <= r->size - len) {
+            ptr = r->hva + (gpa - r->gpa);
+            break;
+        }
+    }
+    qemu_mutex_unlock(&vib->ram_lock);
+    return ptr;
+}
+
+/* Only ordinary writable guest RAM: not ROM, not a device's RAM. */
+static bool vmmbib_section_is_guest_ram(VMMBypassIB *vib,
+                                        MemoryRegionSection *section)
+{
+    MemoryRegion *mr = section->mr;
+
+    return memory_region_is_ram(mr) && !memory_region_is_ram_device(mr) &&
+           !mr->readonly && !memory_region_is_rom(mr) && mr != &vib->db_ram;
+}
+
+static void vmmbib_ram_add(MemoryListener *listener,
+                           MemoryRegionSection *section)
+{
+    VMMBypassIB *vib = container_of(listener, VMMBypassIB, ram_listener);
+    VMMBypassIBRamSection *r;
+
+    if (!vmmbib_section_is_guest_ram(vib, section)) {
+        return;
+    }
+    qemu_mutex_lock(&vib->ram_lock);
+    vib->ram = g_renew(VMMBypassIBRamSection, vib->ram, vib->ram_count + 1);
+    r = &vib->ram[vib->ram_count++];
+    r->gpa = section->offset_within_address_space;
+    r->size = int128_get64(section->size);
+    r->hva = (uint8_t *)memory_region_get_ram_ptr(section->mr) +
+             section->offset_within_region;
+    qemu_mutex_unlock(&vib->ram_lock);
+}
+
+static void vmmbib_ram_del(MemoryListener *listener,
+                           MemoryRegionSection *section)
+{
+    VMMBypassIB *vib = container_of(listener, VMMBypassIB, ram_listener);
+    unsigned int i;
+
+    qemu_mutex_lock(&vib->ram_lock);
+    for (i = 0; i < vib->ram_count; i++) {
+        if (vib->ram[i].gpa == section->offset_within_address_space) {
+            vib->ram[i] = vib->ram[--vib->ram_count];
+            break;
+        }
+    }
+    qemu_mutex_unlock(&vib->ram_lock);
 }
 
 /*
@@ -154,11 +283,13 @@ static void vmmbib_kick_write(void *opaque, hwaddr addr, uint64_t val,
     if (addr == VMMBIB_KICK && size == 4) {
         vib->stats.kicks++;
         trace_vmmbib_kick(vib, slot);
+        vmmbib_dev_kick(vib->backend);
         return;
     }
     if (addr == VMMBIB_DOORBELL && size == 8) {
         vib->stats.doorbell_writes++;
         trace_vmmbib_doorbell(vib, slot, val);
+        vmmbib_dev_doorbell(vib->backend, slot, val);
         return;
     }
     vib->stats.bad_register_accesses++;
@@ -207,8 +338,10 @@ static void vmmbib_uar_unmap(void *opaque, uint32_t slot)
 }
 
 static const struct vmmbib_host_ops vmmbib_host_ops = {
+    .guest_ptr = vmmbib_guest_ptr,
     .uar_map = vmmbib_uar_map,
     .uar_unmap = vmmbib_uar_unmap,
+    .event = vmmbib_event,
 };
 
 static void vmmbib_get_config(VirtIODevice *vdev, uint8_t *config)
@@ -264,7 +397,7 @@ static bool vmmbib_backend_create(VMMBypassIB *vib, Error **errp)
     cfg.limits.max_ah = c->max_ah;
     cfg.limits.max_inline_data = c->max_inline_data;
 
-    vib->backend = vmmbib_dev_new(&cfg, &vmmbib_host_ops, vib, err,
+    vib->backend = vmmbib_dev_new(&cfg, NULL, &vmmbib_host_ops, vib, err,
                                   sizeof(err));
     if (!vib->backend) {
         error_setg(errp, "vmmbypass-ib: %s", err);
@@ -330,10 +463,20 @@ static void vmmbib_realize(DeviceState *dev, Error **errp)
     VirtIODevice *vdev = VIRTIO_DEVICE(dev);
     VMMBypassIB *vib = VMMBYPASS_IB(dev);
 
+    qemu_mutex_init(&vib->ram_lock);
+    qemu_mutex_init(&vib->event_lock);
     if (!vmmbib_backend_create(vib, errp)) {
+        qemu_mutex_destroy(&vib->event_lock);
+        qemu_mutex_destroy(&vib->ram_lock);
         return;
     }
     vmmbib_uar_window_init(vib);
+    vib->ram_listener = (MemoryListener) {
+        .name = "vmmbypass-ib",
+        .region_add = vmmbib_ram_add,
+        .region_del = vmmbib_ram_del,
+    };
+    memory_listener_register(&vib->ram_listener, &address_space_memory);
 
     virtio_init(vdev, VIRTIO_ID_RDMA, sizeof(struct vmmbib_config));
     vib->ctrl_vq = virtio_add_queue(vdev, VMMBYPASS_IB_QUEUE_SIZE,
@@ -341,6 +484,7 @@ static void vmmbib_realize(DeviceState *dev, Error **errp)
     vib->event_vq = virtio_add_queue(vdev, VMMBYPASS_IB_QUEUE_SIZE,
                                      vmmbib_handle_event);
     vib->ctrl_bh = virtio_bh_new_guarded(dev, vmmbib_ctrl_bh, vib);
+    vib->event_bh = virtio_bh_new_guarded(dev, vmmbib_event_bh, vib);
     trace_vmmbib_realize(vib, vib->conf.uar_slots, vib->conf.doorbell);
 }
 
@@ -349,15 +493,22 @@ static void vmmbib_unrealize(DeviceState *dev)
     VirtIODevice *vdev = VIRTIO_DEVICE(dev);
     VMMBypassIB *vib = VMMBYPASS_IB(dev);
 
+    /* Stops the engine: nothing raises events or reads guest RAM after. */
+    vmmbib_dev_reset(vib->backend);
+    vmmbib_dev_free(vib->backend);
+    vib->backend = NULL;
+    memory_listener_unregister(&vib->ram_listener);
+    qemu_bh_delete(vib->event_bh);
     qemu_bh_delete(vib->ctrl_bh);
     virtio_delete_queue(vib->event_vq);
     virtio_delete_queue(vib->ctrl_vq);
     virtio_cleanup(vdev);
-    /* Destroys every context, which unmaps its doorbell page. */
-    vmmbib_dev_reset(vib->backend);
     vmmbib_uar_window_fini(vib);
-    vmmbib_dev_free(vib->backend);
-    vib->backend = NULL;
+    g_free(vib->ram);
+    vib->ram = NULL;
+    vib->ram_count = 0;
+    qemu_mutex_destroy(&vib->event_lock);
+    qemu_mutex_destroy(&vib->ram_lock);
 }
 
 /* A virtio reset (driver unload, guest reboot) drops every guest object. */
@@ -367,6 +518,11 @@ static void vmmbib_reset(VirtIODevice *vdev)
 
     qemu_bh_cancel(vib->ctrl_bh);
     vmmbib_dev_reset(vib->backend);
+    /* Events of objects that no longer exist must not reach the guest. */
+    qemu_mutex_lock(&vib->event_lock);
+    vib->pending_head = 0;
+    vib->pending_count = 0;
+    qemu_mutex_unlock(&vib->event_lock);
     trace_vmmbib_reset(vib);
 }
 
@@ -375,30 +531,54 @@ static void vmmbib_get_stat(Object *obj, Visitor *v, const char *name,
 {
     VMMBypassIB *vib = VMMBYPASS_IB(obj);
     struct vmmbib_dev_stats bs = { 0 };
-    uint64_t value;
+    uint64_t value = 0;
+    size_t i;
 
     if (vib->backend) {
         vmmbib_dev_get_stats(vib->backend, &bs);
     }
-    if (!strcmp(name, "stats-kicks")) {
-        value = vib->stats.kicks;
-    } else if (!strcmp(name, "stats-doorbell-writes")) {
-        value = vib->stats.doorbell_writes;
-    } else if (!strcmp(name, "stats-bad-register-accesses")) {
-        value = vib->stats.bad_register_accesses;
-    } else if (!strcmp(name, "stats-commands")) {
-        value = bs.commands;
-    } else if (!strcmp(name, "stats-command-errors")) {
-        value = bs.command_errors;
-    } else {
-        value = bs.ucontexts;
+
+    const struct {
+        const char *name;
+        uint64_t value;
+    } stats[] = {
+        { "stats-kicks", vib->stats.kicks },
+        { "stats-doorbell-writes", vib->stats.doorbell_writes },
+        { "stats-bad-register-accesses", vib->stats.bad_register_accesses },
+        { "stats-events-dropped", vib->stats.events_dropped },
+        { "stats-commands", bs.commands },
+        { "stats-command-errors", bs.command_errors },
+        { "stats-doorbells", bs.doorbells },
+        { "stats-bad-doorbells", bs.bad_doorbells },
+        { "stats-wqes", bs.wqes },
+        { "stats-cqes", bs.cqes },
+        { "stats-events", bs.events },
+        { "stats-error-completions", bs.error_completions },
+        { "stats-ucontexts", bs.ucontexts },
+        { "stats-pds", bs.pds },
+        { "stats-mrs", bs.mrs },
+        { "stats-cqs", bs.cqs },
+        { "stats-qps", bs.qps },
+        { "stats-srqs", bs.srqs },
+        { "stats-ahs", bs.ahs },
+        { "stats-pinned-pages", bs.pinned_pages },
+    };
+
+    for (i = 0; i < ARRAY_SIZE(stats); i++) {
+        if (!strcmp(name, stats[i].name)) {
+            value = stats[i].value;
+        }
     }
     visit_type_uint64(v, name, &value, errp);
 }
 
 static const char *const vmmbib_stat_names[] = {
     "stats-kicks", "stats-doorbell-writes", "stats-bad-register-accesses",
-    "stats-commands", "stats-command-errors", "stats-ucontexts",
+    "stats-events-dropped", "stats-commands", "stats-command-errors",
+    "stats-doorbells", "stats-bad-doorbells", "stats-wqes", "stats-cqes",
+    "stats-events", "stats-error-completions", "stats-ucontexts",
+    "stats-pds", "stats-mrs", "stats-cqs", "stats-qps", "stats-srqs",
+    "stats-ahs", "stats-pinned-pages",
 };
 
 static void vmmbib_instance_init(Object *obj)

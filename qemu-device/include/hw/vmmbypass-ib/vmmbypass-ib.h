@@ -12,7 +12,10 @@
 
 #include "hw/virtio/virtio.h"
 #include "exec/memory.h"
+#include "qemu/thread.h"
 #include "qom/object.h"
+
+#include "vmmbypass_ib_abi.h"
 
 #define TYPE_VMMBYPASS_IB "vmmbypass-ib-device"
 OBJECT_DECLARE_SIMPLE_TYPE(VMMBypassIB, VMMBYPASS_IB)
@@ -41,11 +44,22 @@ typedef struct VMMBypassIBConf {
     int doorbell;               /* VMMBIB_DB_MODE_* */
 } VMMBypassIBConf;
 
+/* A RAM section of guest memory, as the engine may touch it. */
+typedef struct VMMBypassIBRamSection {
+    uint64_t gpa;
+    uint64_t size;
+    uint8_t *hva;
+} VMMBypassIBRamSection;
+
+/* Events from the engine thread waiting for eventq buffers. */
+#define VMMBYPASS_IB_PENDING_EVENTS 1024
+
 /* Guest-visible counters, read through QOM properties. */
 typedef struct VMMBypassIBStats {
     uint64_t kicks;             /* trapped KICK writes */
     uint64_t doorbell_writes;   /* trapped DOORBELL writes */
     uint64_t bad_register_accesses;
+    uint64_t events_dropped;    /* pending queue full */
 } VMMBypassIBStats;
 
 struct VMMBypassIB {
@@ -66,6 +80,23 @@ struct VMMBypassIB {
     MemoryRegion *db_alias;     /* [uar_slots] */
     MemoryRegion *kick_mmio;    /* [uar_slots] */
     bool *slot_mapped;          /* [uar_slots] */
+
+    /*
+     * Guest RAM as the engine thread sees it: maintained by a memory
+     * listener, read under ram_lock, so the engine never needs the BQL or
+     * QEMU's RCU.
+     */
+    MemoryListener ram_listener;
+    QemuMutex ram_lock;
+    VMMBypassIBRamSection *ram;
+    unsigned int ram_count;
+
+    /* Events raised by the engine, delivered by event_bh. */
+    QemuMutex event_lock;
+    QEMUBH *event_bh;
+    struct vmmbib_event pending[VMMBYPASS_IB_PENDING_EVENTS];
+    unsigned int pending_head;
+    unsigned int pending_count;
 
     struct vmmbib_dev *backend;
     VMMBypassIBStats stats;
