@@ -201,7 +201,7 @@ struct vmmbib_resp_hdr {
 	__le32 length;		/* bytes of reply body that follow */
 };
 
-/* QUERY_DEVICE: no body; ctx_handle may be 0. */
+/* QUERY_DEVICE: no body.  Queries and CREATE_UCONTEXT take ctx_handle 0. */
 struct vmmbib_resp_query_device {
 	__le64 fw_ver;
 	__be64 node_guid;

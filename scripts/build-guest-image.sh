@@ -25,6 +25,8 @@ GUEST_MODULES=(
     qemu_fw_cfg                                   # -fw_cfg inputs from the host
     ib_core ib_uverbs ib_umad ib_cm iw_cm rdma_cm rdma_ucm  # RDMA core + user access
     rdma_rxe                                      # soft-RoCE, for comparisons
+    crc32_generic crc32_pclmul                    # rxe's ICRC ("crc32" shash, requested
+                                                  # by name at run time, not a module dep)
     9p 9pnet_virtio                               # optional host directory share
     virtio_net dummy                              # netdevs for rxe tests
 )
@@ -59,6 +61,11 @@ need_cmd xz
 
 "$VMMBIB_ROOT/scripts/fetch-guest.sh" >/dev/null
 
+# One assembler per build dir at a time (meson and demo.sh may both ask).
+mkdir -p "$OUT"
+exec 9>"$OUT/.lock"
+flock 9
+
 KMODDIR="$GUEST_KERNEL_ROOT/lib/modules/$GUEST_KREL"
 KCONFIG="$GUEST_KERNEL_ROOT/boot/config-$GUEST_KREL"
 
@@ -85,7 +92,6 @@ if [[ -f "$OUT/.inputs" && "$(cat "$OUT/.inputs")" == "$digest" &&
 fi
 
 log "assembling the guest image in $OUT"
-mkdir -p "$OUT"
 ROOT="$OUT/rootfs"
 rm -rf "$ROOT"
 mkdir -p "$ROOT"
@@ -95,7 +101,9 @@ mkdir -p "$ROOT"
 # normally made by base-files, which a test guest does without.
 cp -a "$GUEST_USERSPACE_ROOT/usr" "$GUEST_USERSPACE_ROOT/etc" "$ROOT/"
 rm -f "$ROOT/.vmmbib-unpacked"
-rm -rf "$ROOT"/usr/share/{doc,man,info,lintian,locale,bug} "$ROOT/usr/include"
+# (gconv: iconv charset modules, ~8 MB no test uses)
+rm -rf "$ROOT"/usr/share/{doc,man,info,lintian,locale,bug} "$ROOT/usr/include" \
+    "$ROOT/usr/lib/x86_64-linux-gnu/gconv"
 for d in bin sbin lib lib64; do ln -s "usr/$d" "$ROOT/$d"; done
 mkdir -p "$ROOT"/{proc,sys,dev,run,tmp,root,mnt}
 chmod 1777 "$ROOT/tmp"
@@ -112,6 +120,23 @@ while read -r applet; do
     [[ -e "$ROOT/usr/bin/$name" || -e "$ROOT/usr/sbin/$name" || -L "$ROOT/$dir/$name" ]] && continue
     ln -s /usr/bin/busybox "$ROOT/$dir/$name"
 done < <(guest_tool /usr/bin/busybox --list-full)
+
+# Every shared library a program or library in the image asks for must be in
+# the image: a missing one shows up only as a guest that cannot modprobe.
+check_needed() {
+    local f lib missing=""
+    while IFS= read -r -d '' f; do
+        [[ "$(head -c4 "$f")" == $'\x7fELF' ]] || continue
+        for lib in $(readelf -d "$f" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
+            [[ -e "$ROOT/usr/lib/x86_64-linux-gnu/$lib" || -e "$ROOT/usr/lib64/$lib" ]] ||
+                missing+="  ${f#"$ROOT"} needs $lib"$'\n'
+        done
+    done < <(find "$ROOT/usr/bin" "$ROOT/usr/sbin" "$ROOT/usr/lib/x86_64-linux-gnu" -type f -print0)
+    [[ -z "$missing" ]] || die "libraries missing from the guest image:
+$missing  Add their packages to GUEST_SEED_PACKAGES in scripts/fetch-guest.sh, then run
+  scripts/fetch-guest.sh --update-pins"
+}
+need_cmd readelf "install binutils"
 
 install -m 755 "$VMMBIB_ROOT/tests/guest/init" "$ROOT/init"
 install -D -m 644 "$VMMBIB_ROOT/tests/guest/tap.sh" "$ROOT/usr/share/vmmbib/tap.sh"
@@ -189,6 +214,8 @@ if [[ -f "$PROVIDER" ]]; then
     fi
     note_provider="$PROVIDER"
 fi
+
+check_needed
 
 # ---- archive ---------------------------------------------------------------
 # newc as the kernel wants it, owned by root, in a stable order; zstd because

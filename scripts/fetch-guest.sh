@@ -87,13 +87,20 @@ compute_closure() {
         while read -r dep; do
             [[ -n "$dep" && -z "${seen[$dep]:-}" ]] || continue
             seen[$dep]=1
-            if [[ "$dep" =~ ^lib ]] && ! [[ "$dep" =~ $GUEST_SKIP_RE ]]; then
+            if is_library "$dep" && ! [[ "$dep" =~ $GUEST_SKIP_RE ]]; then
                 queue+=("$dep")
             fi
         done < <(apt_cache_guest depends --no-recommends --no-suggests --no-conflicts \
             --no-breaks --no-replaces --no-enhances "$p" | pick_first_alternatives)
         printf '%s\n' "$p"
     done | sort -u
+}
+
+# A library package: Debian's "libs" section (zlib1g is one, without the lib
+# prefix), or a lib* name.
+is_library() {
+    [[ "$1" =~ ^lib ]] ||
+        apt_cache_guest show --no-all-versions "$1" 2>/dev/null | grep -qx 'Section: libs'
 }
 
 # Reads `apt-cache depends PKG` and prints one chosen package per dependency.
@@ -220,6 +227,10 @@ main() {
     esac
     need_cmd dpkg-deb
     need_cmd apt-get
+    # Concurrent builds share the cache: one fetch/unpack at a time.
+    mkdir -p "$VMMBIB_CACHE"
+    exec 9>"$VMMBIB_CACHE/.fetch-guest.lock"
+    flock 9
     # Only ask the archive when something is missing (offline re-runs work).
     local missing=0 name version arch n
     for n in "${KERNEL_PACKAGES[@]}"; do

@@ -9,8 +9,9 @@
 #   warn MSG...        warning on stderr
 #   die MSG...         error on stderr, exit 1
 #   need_cmd CMD [HINT]  die unless CMD is on PATH
-#   heavy CMD...       run CMD holding /tmp/vmmbib-heavy.lock (one heavy job at a time
-#                      on this 2-core machine); re-entrant via VMMBIB_HEAVY_LOCKED
+#   heavy CMD...       run CMD (a program or shell function) holding /tmp/vmmbib-heavy.lock
+#                      (one heavy job at a time on this 2-core machine); re-entrant:
+#                      children see VMMBIB_HEAVY_LOCKED=1 and don't wait again
 #   apt_host ARGS...   apt-get with the private "host" config
 #                      (bookworm + updates + security + backports binaries, system dpkg status)
 #   apt_guest ARGS...  apt-get with the private "guest" config
@@ -19,6 +20,8 @@
 #   apt_update_if_stale host|guest   `apt-get update` through that config only when its
 #                      lists are missing or older than a day (VMMBIB_APT_REFRESH=1 forces)
 #   apt_conf host|guest  prints the path of that config file (for APT_CONFIG=...)
+#   QEMU_DEB_VERSION   pinned Debian qemu source version; qemu_src_dir prints its
+#                      unpacked, pristine dir in the cache (scripts/fetch-qemu.sh fills it)
 #
 # Neither config touches /etc/apt: each has its own sources.list, lists and cache,
 # and SourceParts/Preferences point at empty dirs so the system's extra repositories
@@ -42,7 +45,9 @@ DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 DEBIAN_SECURITY_MIRROR="${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
 DEBIAN_KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 
-log()  { printf '\033[1m[vmmbib %(%H:%M:%S)T]\033[0m %s\n' -1 "$*" >&2; }
+# Bold prefix only on a terminal, so logs and CI output stay plain text.
+if [[ -t 2 ]]; then _VMMBIB_B=$'\033[1m' _VMMBIB_N=$'\033[0m'; else _VMMBIB_B='' _VMMBIB_N=''; fi
+log()  { printf '%s[vmmbib %(%H:%M:%S)T]%s %s\n' "$_VMMBIB_B" -1 "$_VMMBIB_N" "$*" >&2; }
 warn() { printf '[vmmbib] WARNING: %s\n' "$*" >&2; }
 die()  { printf '[vmmbib] ERROR: %s\n' "$*" >&2; exit 1; }
 
@@ -53,12 +58,21 @@ need_cmd() {
 
 # Serialise CPU-heavy steps between concurrent builds on this machine. A nested
 # call from a child that already holds the lock must not wait for itself.
+# CMD may be a shell function. The lock lives on fd 9 of a subshell; CMD runs
+# with fd 9 closed so that nothing it leaves running keeps the lock.
 heavy() {
     if [[ -n "${VMMBIB_HEAVY_LOCKED:-}" ]]; then
         "$@"
-    else
-        VMMBIB_HEAVY_LOCKED=1 flock "$VMMBIB_HEAVY_LOCK" "$@"
+        return
     fi
+    (
+        exec 9>>"$VMMBIB_HEAVY_LOCK"
+        if ! flock -n 9; then
+            log "waiting for $VMMBIB_HEAVY_LOCK (another heavy build is running)"
+            flock 9
+        fi
+        VMMBIB_HEAVY_LOCKED=1 "$@" 9>&-
+    )
 }
 
 # --- private apt configurations -------------------------------------------
@@ -117,7 +131,8 @@ APT::Get::Show-Versions \"true\";
 
 _write_if_changed() {
     local f=$1 content=$2
-    if [[ ! -f "$f" ]] || [[ "$(cat "$f")" != "$content" ]]; then
+    # (both sides through $(...), which drops trailing newlines alike)
+    if [[ ! -f "$f" ]] || [[ "$(cat "$f")" != "$(printf '%s' "$content")" ]]; then
         printf '%s\n' "$content" >"$f.tmp.$$" && mv -f "$f.tmp.$$" "$f"
     fi
 }

@@ -250,10 +250,11 @@ def report_tap(results, qemu_rc, why, elapsed, logdir, args, cmd):
         result(False, f"guest run (QEMU exited with status {qemu_rc} before the script finished)")
     elif not results.tap():
         result(False, f"guest script reported results (it reported none; rc={results.rc})")
-    elif results.rc != 0:
+    elif results.rc != 0 and not failed:
+        # (a failed result already explains a non-zero status)
         result(False, f"guest script exit status is 0 (it was {results.rc})")
     trouble = [l for l in console.splitlines() if KERNEL_TROUBLE.search(l)]
-    if not args.allow_kernel_warnings:
+    if console and not args.allow_kernel_warnings:
         result(not trouble, "guest kernel log has no oops/BUG/WARNING")
         if trouble:
             out.extend(f"# {l}" for l in trouble[:20])

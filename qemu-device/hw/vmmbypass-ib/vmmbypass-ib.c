@@ -31,10 +31,13 @@
 #define VMMBIB_MAX_CMD_SIZE     256
 /* Largest reply we build; the guest may offer a larger buffer. */
 #define VMMBIB_MAX_REPLY_SIZE   512
+/* One context per slot; 65536 slots make a 512 MiB BAR. */
+#define VMMBYPASS_IB_MAX_UAR_SLOTS 65536
 
 uint64_t vmmbypass_ib_uar_window_size(VMMBypassIB *vib)
 {
-    return (uint64_t)vib->conf.uar_slots * VMMBIB_UAR_SLOT_SIZE;
+    /* A BAR is a power of two; slots past uar_slots are never mapped. */
+    return pow2ceil((uint64_t)vib->conf.uar_slots * VMMBIB_UAR_SLOT_SIZE);
 }
 
 /*
@@ -378,6 +381,11 @@ static bool vmmbib_backend_create(VMMBypassIB *vib, Error **errp)
     };
     char err[256];
 
+    if (c->uar_slots < 1 || c->uar_slots > VMMBYPASS_IB_MAX_UAR_SLOTS) {
+        error_setg(errp, "vmmbypass-ib: uar-slots=%u is out of range: use 1 "
+                   "to %u", c->uar_slots, VMMBYPASS_IB_MAX_UAR_SLOTS);
+        return false;
+    }
     vmmbib_limits_default(&cfg.limits);
     cfg.limits.max_ucontext = c->uar_slots;
     cfg.limits.max_pd = c->max_pd;
