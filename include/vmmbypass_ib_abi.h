@@ -740,8 +740,13 @@ struct vmmbib_cq_header {
 
 /*
  * Driver-private uverbs data between the guest kernel driver and the
- * rdma-core provider (udata of the uverbs commands).  Version 1 defines
- * the context reply; queue creation data is added with a comp_mask bit.
+ * rdma-core provider (udata of the uverbs commands), uverbs ABI version 1.
+ *
+ * User rings (CQ, SQ, RQ, SRQ) are allocated by the provider, page aligned,
+ * zeroed, a whole number of pages; the kernel driver pins them (ib_umem),
+ * builds their page lists and passes them to the device.  The doorbell
+ * "queue" of a QP, SRQ or CQ is the handle index of the object
+ * (VMMBIB_HANDLE_INDEX of the handle returned here).
  */
 #define VMMBIB_UVERBS_ABI_VERSION	1
 
@@ -751,6 +756,74 @@ struct vmmbib_ualloc_ucontext_resp {
 	__aligned_u64 uar_mmap_key;	/* mmap offset of the slot's two pages */
 	__u32 uar_size;		/* VMMBIB_UAR_SLOT_SIZE */
 	__u32 db_ring_entries;
+};
+
+struct vmmbib_ucreate_cq {
+	__aligned_u64 ring_addr;	/* user address of the ring */
+	__u32 ring_size;	/* bytes: 64 + 64 * cqe, rounded up to pages */
+	__u32 comp_mask;
+};
+
+struct vmmbib_ucreate_cq_resp {
+	__u32 comp_mask;
+	__u32 cq_handle;
+	__u32 cqe;		/* entries of the ring */
+	__u32 reserved;
+};
+
+/* ibv_resize_cq: the new ring; unconsumed CQEs move to its start. */
+struct vmmbib_uresize_cq {
+	__aligned_u64 ring_addr;
+	__u32 ring_size;
+	__u32 comp_mask;
+};
+
+struct vmmbib_uresize_cq_resp {
+	__u32 comp_mask;
+	__u32 cqe;
+	__u32 moved;
+	__u32 reserved;
+};
+
+struct vmmbib_ucreate_qp {
+	__aligned_u64 sq_addr;
+	__aligned_u64 rq_addr;	/* 0 with an SRQ */
+	__u32 sq_size;		/* bytes: max_send_wr << sq_wqe_shift */
+	__u32 rq_size;
+	__u8 sq_wqe_shift;
+	__u8 rq_wqe_shift;
+	__u8 reserved[2];
+	__u32 comp_mask;
+};
+
+struct vmmbib_ucreate_qp_resp {
+	__u32 comp_mask;
+	__u32 qp_handle;
+	__u32 qpn;
+	__u32 max_send_wr;	/* ring entries granted */
+	__u32 max_recv_wr;
+	__u32 max_send_sge;
+	__u32 max_recv_sge;
+	__u32 max_inline_data;
+};
+
+struct vmmbib_ucreate_srq {
+	__aligned_u64 ring_addr;
+	__u32 ring_size;	/* bytes: max_wr << wqe_shift */
+	__u8 wqe_shift;
+	__u8 reserved[3];
+};
+
+struct vmmbib_ucreate_srq_resp {
+	__u32 comp_mask;
+	__u32 srq_handle;
+	__u32 max_wr;
+	__u32 max_sge;
+};
+
+struct vmmbib_ucreate_ah_resp {
+	__u32 comp_mask;
+	__u32 ah_handle;	/* goes into UD send WQEs */
 };
 
 /*
@@ -821,5 +894,14 @@ VMMBIB_ABI_ASSERT_OFFSET(vmmbib_cqe, opcode, 32);
 VMMBIB_ABI_ASSERT_OFFSET(vmmbib_cqe, owner, 63);
 VMMBIB_ABI_ASSERT_SIZE(vmmbib_cq_header, 64);
 VMMBIB_ABI_ASSERT_SIZE(vmmbib_ualloc_ucontext_resp, 24);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_ucreate_cq, 16);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_ucreate_cq_resp, 16);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_uresize_cq, 16);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_uresize_cq_resp, 16);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_ucreate_qp, 32);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_ucreate_qp_resp, 32);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_ucreate_srq, 16);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_ucreate_srq_resp, 16);
+VMMBIB_ABI_ASSERT_SIZE(vmmbib_ucreate_ah_resp, 8);
 
 #endif /* VMMBYPASS_IB_ABI_H */
