@@ -298,7 +298,8 @@ struct vmmbib_ucontext *vmmbib_ucontext_create(struct vmmbib_dev *dev,
     uctx->db_page = dev->db_pages + (size_t)slot * VMMBIB_PAGE_SIZE;
     memset(uctx->db_page, 0, VMMBIB_PAGE_SIZE);
     words = uctx->db_page;
-    words[VMMBIB_DB_ENGINE_STATE / 4] = htole32(VMMBIB_ENGINE_AWAKE);
+    words[VMMBIB_DB_ENGINE_STATE / 4] =
+        htole32(vmmbib_engine_state(dev->engine));
     words[VMMBIB_DB_MODE / 4] = htole32(dev->cfg.doorbell_mode);
     words[VMMBIB_DB_RING_SIZE / 4] = htole32(VMMBIB_DB_RING_ENTRIES);
 

@@ -33,6 +33,7 @@ struct vmmbib_engine {
     struct vmmbib_qp *active_head;
     struct vmmbib_qp *active_tail;
     uint16_t next_lid;
+    uint32_t state;         /* VMMBIB_ENGINE_*, as the pages show it */
 };
 
 static uint64_t now_ns(void)
@@ -251,10 +252,16 @@ static unsigned int run_active(struct vmmbib_engine *eng, uint64_t now,
     return work;
 }
 
+uint32_t vmmbib_engine_state(struct vmmbib_engine *eng)
+{
+    return eng->state;
+}
+
 static void set_engine_state(struct vmmbib_engine *eng, uint32_t state)
 {
     struct vmmbib_dev *dev;
 
+    eng->state = state;
     for (dev = eng->devs; dev; dev = dev->next_on_engine) {
         uint32_t i;
 

@@ -292,8 +292,14 @@ static enum vmmbib_deliver exec_rc(struct vmmbib_dev *dev,
         return VMMBIB_REMOTE_ERROR;
     }
     *byte_len = 8;
-    if ((raddr & 7) || remote_seg(pdev, peer, rkey, raddr, 8,
-                                  VMMBIB_ACCESS_REMOTE_ATOMIC, &rseg)) {
+    if (raddr & 7) {
+        /* IBA 9.4.5: a misaligned atomic is an invalid request. */
+        *status = responder_error(pdev, peer, VMMBIB_EVENT_QP_REQ_ERR,
+                                  VMMBIB_WC_REM_INV_REQ_ERR);
+        return VMMBIB_REMOTE_ERROR;
+    }
+    if (remote_seg(pdev, peer, rkey, raddr, 8, VMMBIB_ACCESS_REMOTE_ATOMIC,
+                   &rseg)) {
         *status = responder_error(pdev, peer, VMMBIB_EVENT_QP_ACCESS_ERR,
                                   VMMBIB_WC_REM_ACCESS_ERR);
         return VMMBIB_REMOTE_ERROR;
@@ -423,19 +429,25 @@ static bool run_one(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
     if (result == VMMBIB_RNR || result == VMMBIB_NO_PEER) {
         uint8_t retry = result == VMMBIB_RNR ? qp->attr.rnr_retry :
                         qp->attr.retry_cnt;
+        /* An RNR NAK carries the responder's timer (IBA 9.7.5.2.8). */
+        struct vmmbib_dev *pdev;
+        struct vmmbib_qp *peer = result == VMMBIB_RNR ?
+                                 rc_peer(dev, qp, &pdev) : NULL;
+        uint8_t timer = peer ? peer->attr.min_rnr_timer :
+                        qp->attr.min_rnr_timer;
 
         if (!qp->rnr_deadline_ns) {
             /* First attempt at this WQE: arm the retry budget. */
             qp->rnr_retries = retry;
         }
         if (result == VMMBIB_RNR && retry == 7) {
-            qp->rnr_deadline_ns = now_ns + rnr_timer_ns(qp->attr.min_rnr_timer);
+            qp->rnr_deadline_ns = now_ns + rnr_timer_ns(timer);
             return false;   /* 7 means retry forever (IBA 9.7.5.2.8) */
         }
         if (qp->rnr_retries) {
             qp->rnr_retries--;
             qp->rnr_deadline_ns = now_ns +
-                (result == VMMBIB_RNR ? rnr_timer_ns(qp->attr.min_rnr_timer) :
+                (result == VMMBIB_RNR ? rnr_timer_ns(timer) :
                  /* 4.096 us * 2^timeout, at least 1 ms here */
                  (4096ull << (qp->attr.timeout < 8 ? 8 : qp->attr.timeout)));
             return false;

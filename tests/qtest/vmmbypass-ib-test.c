@@ -80,6 +80,77 @@ static int vmmbib_cmd(QVmmbib *vib, uint16_t opcode, uint32_t ctx,
     return le16_to_cpu(reply->hdr.status);
 }
 
+/* ---- helpers for object commands, with buffers in guest memory ---- */
+
+typedef struct VmmbibObjs {
+    QVmmbib *vib;
+    QGuestAllocator *alloc;
+    uint32_t ctx;
+    uint32_t slot;
+} VmmbibObjs;
+
+static uint64_t vmmbib_guest_pages(QGuestAllocator *alloc, unsigned int n)
+{
+    uint64_t gpa = guest_alloc(alloc, (uint64_t)n * VMMBIB_PAGE_SIZE);
+
+    g_assert_cmphex(gpa & (VMMBIB_PAGE_SIZE - 1), ==, 0);
+    qtest_memset(global_qtest, gpa, 0, (uint64_t)n * VMMBIB_PAGE_SIZE);
+    return gpa;
+}
+
+/* A level-0 (one page) or level-1 page list of @n contiguous pages. */
+static struct vmmbib_page_list vmmbib_list(QGuestAllocator *alloc,
+                                           uint64_t gpa, unsigned int n)
+{
+    struct vmmbib_page_list list = {
+        .npages = cpu_to_le32(n),
+        .page_shift = VMMBIB_PAGE_SHIFT,
+    };
+    unsigned int i;
+
+    if (n == 1) {
+        list.addr = cpu_to_le64(gpa);
+        return list;
+    }
+    list.levels = 1;
+    list.addr = cpu_to_le64(vmmbib_guest_pages(alloc, 1));
+    for (i = 0; i < n; i++) {
+        qtest_writeq(global_qtest, le64_to_cpu(list.addr) + 8 * i,
+                     gpa + (uint64_t)i * VMMBIB_PAGE_SIZE);
+    }
+    return list;
+}
+
+static int vmmbib_obj_cmd(VmmbibObjs *o, uint16_t op, const void *body,
+                          size_t len, VmmbibReply *r)
+{
+    return vmmbib_cmd(o->vib, op, o->ctx, body, len, r, o->alloc);
+}
+
+static void vmmbib_objs_init(VmmbibObjs *o, QVmmbib *vib,
+                             QGuestAllocator *alloc)
+{
+    VmmbibReply r;
+
+    o->vib = vib;
+    o->alloc = alloc;
+    o->ctx = 0;
+    g_assert_cmpint(vmmbib_obj_cmd(o, VMMBIB_CMD_CREATE_UCONTEXT, NULL, 0,
+                                   &r), ==, VMMBIB_STATUS_OK);
+    o->ctx = le32_to_cpu(r.uctx.ctx_handle);
+    o->slot = le32_to_cpu(r.uctx.uar_slot);
+}
+
+static uint32_t vmmbib_handle(VmmbibObjs *o, uint16_t op, const void *body,
+                              size_t len)
+{
+    VmmbibReply r;
+
+    g_assert_cmpint(vmmbib_obj_cmd(o, op, body, len, &r), ==,
+                    VMMBIB_STATUS_OK);
+    return ldl_le_p(r.raw);     /* every create reply starts with it */
+}
+
 static uint64_t vmmbib_stat(const char *name)
 {
     QDict *resp = qmp("{'execute': 'qom-get', 'arguments': "
@@ -200,8 +271,12 @@ static void test_uar_window(void *obj, void *data, QGuestAllocator *alloc)
     db = (uint64_t)slot * VMMBIB_UAR_SLOT_SIZE;
     g_assert_cmpuint(qpci_io_readl(pdev, uar, db + VMMBIB_DB_RING_SIZE), ==,
                      VMMBIB_DB_RING_ENTRIES);
+    /*
+     * The engine has had no work since realize, so it sleeps, and a new
+     * doorbell page must say so or the guest would never kick it.
+     */
     g_assert_cmpuint(qpci_io_readl(pdev, uar, db + VMMBIB_DB_ENGINE_STATE),
-                     ==, VMMBIB_ENGINE_AWAKE);
+                     ==, VMMBIB_ENGINE_ASLEEP);
     g_assert_cmpuint(vmmbib_stat("stats-ucontexts"), ==, 1);
 
     /* The kick register counts; other offsets are no register. */
@@ -236,6 +311,236 @@ static void test_reset(void *obj, void *data, QGuestAllocator *alloc)
     g_assert_cmpuint(vmmbib_stat("stats-ucontexts"), ==, 0);
 }
 
+static void test_object_errors(void *obj, void *data, QGuestAllocator *alloc)
+{
+    QVmmbib *vib = obj;
+    VmmbibObjs a, b;
+    VmmbibReply r;
+    uint64_t buf = vmmbib_guest_pages(alloc, 2);
+    uint32_t pd_a;
+    struct vmmbib_cmd_reg_mr mr = {
+        .access = cpu_to_le32(VMMBIB_ACCESS_LOCAL_WRITE),
+        .iova = cpu_to_le64(0x10000),
+        .length = cpu_to_le64(2 * VMMBIB_PAGE_SIZE),
+    };
+    struct vmmbib_cmd_create_cq cq = { .cqe = cpu_to_le32(3) };
+    struct vmmbib_cmd_destroy destroy = { 0 };
+
+    vmmbib_objs_init(&a, vib, alloc);
+    vmmbib_objs_init(&b, vib, alloc);
+    pd_a = vmmbib_handle(&a, VMMBIB_CMD_CREATE_PD, NULL, 0);
+    mr.pd_handle = cpu_to_le32(pd_a);
+
+    /* Another context's PD. */
+    g_assert_cmpint(vmmbib_obj_cmd(&b, VMMBIB_CMD_REG_MR, &mr, sizeof(mr),
+                                   &r), ==, VMMBIB_STATUS_NOT_OWNER);
+    /* Pages outside guest RAM. */
+    mr.pages = vmmbib_list(alloc, 0x7fff00000000ull, 2);
+    g_assert_cmpint(vmmbib_obj_cmd(&a, VMMBIB_CMD_REG_MR, &mr, sizeof(mr),
+                                   &r), ==, VMMBIB_STATUS_BAD_ADDRESS);
+    /* npages that do not cover the length. */
+    mr.pages = vmmbib_list(alloc, buf, 1);
+    g_assert_cmpint(vmmbib_obj_cmd(&a, VMMBIB_CMD_REG_MR, &mr, sizeof(mr),
+                                   &r), ==, VMMBIB_STATUS_INVALID);
+    /* A good one; then its PD is busy. */
+    mr.pages = vmmbib_list(alloc, buf, 2);
+    g_assert_cmpint(vmmbib_obj_cmd(&a, VMMBIB_CMD_REG_MR, &mr, sizeof(mr),
+                                   &r), ==, VMMBIB_STATUS_OK);
+    g_assert_cmpuint(vmmbib_stat("stats-pinned-pages"), ==, 2);
+    destroy.handle = cpu_to_le32(pd_a);
+    g_assert_cmpint(vmmbib_obj_cmd(&a, VMMBIB_CMD_DESTROY_PD, &destroy,
+                                   sizeof(destroy), &r), ==,
+                    VMMBIB_STATUS_BUSY);
+    /* CQ sizes are powers of two. */
+    cq.pages = vmmbib_list(alloc, vmmbib_guest_pages(alloc, 1), 1);
+    g_assert_cmpint(vmmbib_obj_cmd(&a, VMMBIB_CMD_CREATE_CQ, &cq, sizeof(cq),
+                                   &r), ==, VMMBIB_STATUS_INVALID);
+
+    /* Destroying the context frees everything it owned. */
+    g_assert_cmpint(vmmbib_obj_cmd(&a, VMMBIB_CMD_DESTROY_UCONTEXT, NULL, 0,
+                                   &r), ==, VMMBIB_STATUS_OK);
+    g_assert_cmpuint(vmmbib_stat("stats-pinned-pages"), ==, 0);
+    g_assert_cmpuint(vmmbib_stat("stats-mrs"), ==, 0);
+    g_assert_cmpuint(vmmbib_stat("stats-pds"), ==, 0);
+}
+
+/* Modify a QP; returns the status. */
+static int vmmbib_modify(VmmbibObjs *o, uint32_t qp, uint32_t mask,
+                         const struct vmmbib_qp_attr *attr)
+{
+    struct vmmbib_cmd_modify_qp m = {
+        .qp_handle = cpu_to_le32(qp),
+        .attr_mask = cpu_to_le32(mask),
+        .attr = *attr,
+    };
+    VmmbibReply r;
+
+    return vmmbib_obj_cmd(o, VMMBIB_CMD_MODIFY_QP, &m, sizeof(m), &r);
+}
+
+/*
+ * The whole path in one device: an RC QP connected to itself, an RDMA
+ * WRITE posted in guest memory, its doorbell stored in the UAR page (no
+ * trap unless the engine sleeps), the CQE read back from guest memory.
+ */
+static void test_rdma_write_loopback(void *obj, void *data,
+                                     QGuestAllocator *alloc)
+{
+    QVmmbibPCI *dev = obj;
+    QVmmbib *vib = &dev->vib;
+    QPCIDevice *pdev = dev->pci_vdev.pdev;
+    QPCIBar uar = qpci_iomap(pdev, 2, NULL);
+    VmmbibObjs o;
+    VmmbibReply r;
+    uint64_t buf = vmmbib_guest_pages(alloc, 2);
+    uint64_t cq_ring = vmmbib_guest_pages(alloc, 1);
+    uint64_t sq = vmmbib_guest_pages(alloc, 1);
+    uint64_t rq = vmmbib_guest_pages(alloc, 1);
+    uint64_t db_page;
+    uint32_t pd, key, cq, qp, qpn, producer;
+    uint16_t lid;
+    struct vmmbib_cmd_query_port port = { .port_num = 1 };
+    struct vmmbib_cmd_reg_mr mr = {
+        .access = cpu_to_le32(VMMBIB_ACCESS_LOCAL_WRITE |
+                              VMMBIB_ACCESS_REMOTE_WRITE),
+        .iova = cpu_to_le64(buf),
+        .length = cpu_to_le64(2 * VMMBIB_PAGE_SIZE),
+    };
+    struct vmmbib_cmd_create_cq ccq = { .cqe = cpu_to_le32(8) };
+    struct vmmbib_cmd_create_qp cqp = {
+        .qp_type = VMMBIB_QPT_RC,
+        .caps = {
+            .max_send_wr = cpu_to_le32(8),
+            .max_recv_wr = cpu_to_le32(8),
+            .max_send_sge = cpu_to_le32(2),
+            .max_recv_sge = cpu_to_le32(1),
+            .sq_wqe_shift = 7,
+            .rq_wqe_shift = 5,
+        },
+    };
+    struct vmmbib_qp_attr attr = { 0 };
+    struct vmmbib_send_wqe wqe = { 0 };
+    struct vmmbib_sge sge;
+    struct vmmbib_cqe cqe;
+    uint8_t pattern[512], copy[512];
+    unsigned int i, tries;
+
+    vmmbib_objs_init(&o, vib, alloc);
+    db_page = (uint64_t)o.slot * VMMBIB_UAR_SLOT_SIZE;
+    g_assert_cmpint(vmmbib_cmd(vib, VMMBIB_CMD_QUERY_PORT, 0, &port,
+                               sizeof(port), &r, alloc), ==,
+                    VMMBIB_STATUS_OK);
+    lid = le16_to_cpu(r.port.lid);
+    pd = vmmbib_handle(&o, VMMBIB_CMD_CREATE_PD, NULL, 0);
+    mr.pd_handle = cpu_to_le32(pd);
+    mr.pages = vmmbib_list(alloc, buf, 2);
+    g_assert_cmpint(vmmbib_obj_cmd(&o, VMMBIB_CMD_REG_MR, &mr, sizeof(mr),
+                                   &r), ==, VMMBIB_STATUS_OK);
+    key = ldl_le_p(r.raw + 4);
+    ccq.pages = vmmbib_list(alloc, cq_ring, 1);
+    cq = vmmbib_handle(&o, VMMBIB_CMD_CREATE_CQ, &ccq, sizeof(ccq));
+    cqp.pd_handle = cpu_to_le32(pd);
+    cqp.send_cq_handle = cpu_to_le32(cq);
+    cqp.recv_cq_handle = cpu_to_le32(cq);
+    cqp.sq_pages = vmmbib_list(alloc, sq, 1);
+    cqp.rq_pages = vmmbib_list(alloc, rq, 1);
+    g_assert_cmpint(vmmbib_obj_cmd(&o, VMMBIB_CMD_CREATE_QP, &cqp,
+                                   sizeof(cqp), &r), ==, VMMBIB_STATUS_OK);
+    qp = ldl_le_p(r.raw);
+    qpn = ldl_le_p(r.raw + 4);
+
+    /* RESET -> RTR skips INIT: the spec's state machine refuses it. */
+    attr.qp_state = VMMBIB_QPS_RTR;
+    g_assert_cmpint(vmmbib_modify(&o, qp, VMMBIB_QP_STATE, &attr), ==,
+                    VMMBIB_STATUS_BAD_STATE);
+    attr.qp_state = VMMBIB_QPS_INIT;
+    attr.port_num = 1;
+    attr.qp_access_flags = cpu_to_le32(VMMBIB_ACCESS_REMOTE_WRITE);
+    g_assert_cmpint(vmmbib_modify(&o, qp, VMMBIB_QP_STATE |
+                                  VMMBIB_QP_PKEY_INDEX | VMMBIB_QP_PORT |
+                                  VMMBIB_QP_ACCESS_FLAGS, &attr), ==,
+                    VMMBIB_STATUS_OK);
+    attr.qp_state = VMMBIB_QPS_RTR;
+    attr.path_mtu = VMMBIB_MTU_1024;
+    attr.dest_qp_num = cpu_to_le32(qpn);
+    attr.max_dest_rd_atomic = 1;
+    attr.min_rnr_timer = 1;
+    attr.ah_attr.dlid = cpu_to_le16(lid);
+    attr.ah_attr.port_num = 1;
+    g_assert_cmpint(vmmbib_modify(&o, qp, VMMBIB_QP_STATE | VMMBIB_QP_AV |
+                                  VMMBIB_QP_PATH_MTU | VMMBIB_QP_DEST_QPN |
+                                  VMMBIB_QP_RQ_PSN |
+                                  VMMBIB_QP_MAX_DEST_RD_ATOMIC |
+                                  VMMBIB_QP_MIN_RNR_TIMER, &attr), ==,
+                    VMMBIB_STATUS_OK);
+    attr.qp_state = VMMBIB_QPS_RTS;
+    attr.timeout = 14;
+    attr.retry_cnt = 1;
+    attr.rnr_retry = 1;
+    attr.max_rd_atomic = 1;
+    g_assert_cmpint(vmmbib_modify(&o, qp, VMMBIB_QP_STATE | VMMBIB_QP_SQ_PSN |
+                                  VMMBIB_QP_TIMEOUT | VMMBIB_QP_RETRY_CNT |
+                                  VMMBIB_QP_RNR_RETRY |
+                                  VMMBIB_QP_MAX_QP_RD_ATOMIC, &attr), ==,
+                    VMMBIB_STATUS_OK);
+
+    /* 512 bytes that straddle the MR's two pages, written to page 0. */
+    for (i = 0; i < sizeof(pattern); i++) {
+        pattern[i] = i * 7 + 3;
+    }
+    qtest_memwrite(global_qtest, buf + VMMBIB_PAGE_SIZE - 256, pattern,
+                   sizeof(pattern));
+    wqe.wr_id = cpu_to_le64(0x1234);
+    wqe.opcode = VMMBIB_WR_RDMA_WRITE;
+    wqe.flags = VMMBIB_WQE_SIGNALED;
+    wqe.num_sge = 1;
+    wqe.rdma.remote_addr = cpu_to_le64(buf + 64);
+    wqe.rdma.rkey = cpu_to_le32(key);
+    sge.addr = cpu_to_le64(buf + VMMBIB_PAGE_SIZE - 256);
+    sge.length = cpu_to_le32(sizeof(pattern));
+    sge.lkey = cpu_to_le32(key);
+    qtest_memwrite(global_qtest, sq, &wqe, sizeof(wqe));
+    qtest_memwrite(global_qtest, sq + sizeof(wqe), &sge, sizeof(sge));
+
+    /* The doorbell, as a guest stores it: entry first, then producer. */
+    producer = qpci_io_readl(pdev, uar, db_page + VMMBIB_DB_PRODUCER);
+    qpci_io_writeq(pdev, uar, db_page + VMMBIB_DB_RING +
+                   8 * (producer % VMMBIB_DB_RING_ENTRIES),
+                   VMMBIB_DB(VMMBIB_DB_KIND_SQ, VMMBIB_HANDLE_INDEX(qp), 1));
+    qpci_io_writel(pdev, uar, db_page + VMMBIB_DB_PRODUCER, producer + 1);
+    if (qpci_io_readl(pdev, uar, db_page + VMMBIB_DB_ENGINE_STATE) ==
+        VMMBIB_ENGINE_ASLEEP) {
+        qpci_io_writel(pdev, uar, db_page + VMMBIB_UAR_KICK_PAGE_OFFSET +
+                       VMMBIB_KICK, 1);
+    }
+
+    for (tries = 0; tries < 2000; tries++) {
+        qtest_memread(global_qtest, cq_ring + sizeof(struct vmmbib_cq_header),
+                      &cqe, sizeof(cqe));
+        if (cqe.owner == VMMBIB_CQE_OWNER) {
+            break;
+        }
+        g_usleep(1000);
+    }
+    g_assert_cmpuint(cqe.owner, ==, VMMBIB_CQE_OWNER);
+    g_assert_cmpuint(cqe.status, ==, VMMBIB_WC_SUCCESS);
+    g_assert_cmpuint(cqe.opcode, ==, VMMBIB_WC_RDMA_WRITE);
+    g_assert_cmphex(le64_to_cpu(cqe.wr_id), ==, 0x1234);
+    g_assert_cmpuint(le32_to_cpu(cqe.qpn), ==, qpn);
+    qtest_memread(global_qtest, buf + 64, copy, sizeof(copy));
+    g_assert_cmpmem(copy, sizeof(copy), pattern, sizeof(pattern));
+    g_assert_cmpuint(vmmbib_stat("stats-wqes"), ==, 1);
+    g_assert_cmpuint(vmmbib_stat("stats-cqes"), ==, 1);
+    g_assert_cmpuint(vmmbib_stat("stats-doorbell-writes"), ==, 0);
+
+    /* A reset with all of it live leaves nothing behind. */
+    qvirtio_reset(vib->vdev);
+    g_assert_cmpuint(vmmbib_stat("stats-qps"), ==, 0);
+    g_assert_cmpuint(vmmbib_stat("stats-cqs"), ==, 0);
+    g_assert_cmpuint(vmmbib_stat("stats-pinned-pages"), ==, 0);
+    qpci_iounmap(pdev, uar);
+}
+
 static void register_vmmbib_tests(void)
 {
     QOSGraphTestOptions max_qp_opts = {
@@ -249,6 +554,10 @@ static void register_vmmbib_tests(void)
     qos_add_test("malformed", "vmmbypass-ib-dev", test_malformed, NULL);
     qos_add_test("uar-window", "vmmbypass-ib", test_uar_window, NULL);
     qos_add_test("reset", "vmmbypass-ib-dev", test_reset, NULL);
+    qos_add_test("object-errors", "vmmbypass-ib-dev", test_object_errors,
+                 NULL);
+    qos_add_test("rdma-write-loopback", "vmmbypass-ib",
+                 test_rdma_write_loopback, NULL);
 }
 
 libqos_init(register_vmmbib_tests);

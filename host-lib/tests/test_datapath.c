@@ -1,0 +1,707 @@
+/*
+ * Data path tests with synthetic guests: RC SEND in one device and
+ * between two devices of one engine, RDMA WRITE (with immediate), READ,
+ * atomics, scatter/gather, inline data, multi-level page lists,
+ * unsignaled WQEs, UD with its GRH area and Q_Keys, and SRQs.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include <endian.h>
+#include <string.h>
+
+#include "guest.h"
+#include "tap.h"
+
+#define OK VMMBIB_STATUS_OK
+#define ACCESS_ALL_RIGHTS (VMMBIB_ACCESS_LOCAL_WRITE |                   \
+                           VMMBIB_ACCESS_REMOTE_WRITE |                  \
+                           VMMBIB_ACCESS_REMOTE_READ |                   \
+                           VMMBIB_ACCESS_REMOTE_ATOMIC)
+#define BUF_SIZE (64u << 10)
+
+/* One VM: its RAM, a device, a context, a PD and a registered buffer. */
+struct vm {
+    struct guest g;
+    struct vmmbib_dev *dev;
+    struct gctx c;
+    uint32_t pd;
+    struct gbuf buf;
+    struct gmr mr;
+};
+
+static bool vm_init(struct vm *v, struct vmmbib_engine *eng)
+{
+    guest_init(&v->g, GUEST_RAM_SIZE);
+    v->dev = guest_dev_new(&v->g, eng, NULL);
+    if (ctx_create(&v->c, v->dev, &v->g) != OK ||
+        pd_create(&v->c, &v->pd) != OK) {
+        return false;
+    }
+    gbuf_alloc(&v->g, BUF_SIZE, &v->buf);
+    return mr_reg(&v->c, v->pd, v->buf.gpa, BUF_SIZE, ACCESS_ALL_RIGHTS,
+                  &v->mr) == OK;
+}
+
+static void vm_fini(struct vm *v)
+{
+    vmmbib_dev_free(v->dev);
+    guest_fini(&v->g);
+}
+
+static struct vmmbib_engine *engine_new(void)
+{
+    struct vmmbib_engine_config cfg = { .idle_poll_us = 50 };
+    char err[128] = "";
+    struct vmmbib_engine *eng = vmmbib_engine_new(&cfg, err, sizeof(err));
+
+    if (!eng) {
+        printf("# vmmbib_engine_new: %s\n", err);
+    }
+    return eng;
+}
+
+static struct vmmbib_sge buf_sge(struct vm *v, uint64_t off, uint32_t len)
+{
+    return sge(&v->mr, v->buf.gpa + off, len);
+}
+
+static void test_send_loopback(void)
+{
+    struct vm v;
+    struct rc_pair p;
+    struct vmmbib_cqe sc, rc;
+    struct vmmbib_sge s;
+    struct vmmbib_dev_stats st;
+    uint16_t lid;
+
+    TAP_CHECK(vm_init(&v, NULL), "loopback: context, PD and MR");
+    TAP_CHECK(rc_pair_create(&p, &v.c, v.pd, &v.c, v.pd, NULL) == OK,
+              "loopback: two RC QPs of one device reach RTS");
+    lid = port_lid(v.dev);
+    pattern_fill(v.buf.p, 1000, 1);
+    s = buf_sge(&v, 8192, 4096);
+    qp_post_recv(&p.b, 0xb001, &s, 1);
+    s = buf_sge(&v, 0, 1000);
+    post_send(&p.a, 0xa001, VMMBIB_WR_SEND, &s, 1, 0, 0);
+
+    TAP_CHECK(cq_wait(&p.a_scq, &sc, 1) == 1 &&
+              cqe_is(&sc, 0xa001, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS) &&
+              le32toh(sc.qpn) == p.a.qpn && le32toh(sc.wqe_index) == 0,
+              "loopback: send CQE is SEND, SUCCESS, its wr_id, QPN, index 0");
+    TAP_CHECK(cq_wait(&p.b_rcq, &rc, 1) == 1 &&
+              cqe_is(&rc, 0xb001, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              le32toh(rc.byte_len) == 1000 &&
+              le32toh(rc.src_qp) == p.a.qpn && le16toh(rc.slid) == lid &&
+              le32toh(rc.qpn) == p.b.qpn,
+              "loopback: recv CQE is RECV with byte_len, src_qp and slid");
+    TAP_CHECK(pattern_check(v.buf.p + 8192, 1000, 1) &&
+              v.buf.p[8192 + 1000] == 0,
+              "loopback: the payload arrives, nothing past it");
+    TAP_CHECK(cq_poll(&p.a_rcq, &rc, 1) == 0 && cq_poll(&p.b_scq, &rc, 1) == 0,
+              "loopback: no stray completions on the other CQs");
+    vmmbib_dev_get_stats(v.dev, &st);
+    TAP_CHECK(st.wqes == 2 && st.cqes == 2 && st.doorbells == 2 &&
+              st.bad_doorbells == 0 && st.error_completions == 0,
+              "loopback: counters: 2 WQEs, 2 CQEs, 2 doorbells, no errors");
+    vm_fini(&v);
+}
+
+static void test_send_two_devices(void)
+{
+    struct vmmbib_engine *eng = engine_new();
+    struct vm x, y;
+    struct rc_pair p;
+    struct vmmbib_cqe c[2];
+    struct vmmbib_sge s;
+    uint16_t lx, ly;
+
+    TAP_CHECK(eng != NULL, "two devices: an engine of their own");
+    if (!eng) {
+        return;
+    }
+    TAP_CHECK(vm_init(&x, eng) && vm_init(&y, eng),
+              "two devices: one VM each, on one engine");
+    lx = port_lid(x.dev);
+    ly = port_lid(y.dev);
+    TAP_CHECK(lx && ly && lx != ly, "two devices: distinct LIDs on one subnet");
+    TAP_CHECK(rc_pair_create(&p, &x.c, x.pd, &y.c, y.pd, NULL) == OK,
+              "two devices: RC QPs connected by LID and QPN");
+
+    /* x -> y, 3000 bytes that cross a page in both memories. */
+    pattern_fill(x.buf.p + 3000, 3000, 2);
+    s = buf_sge(&y, 4000, 8000);
+    qp_post_recv(&p.b, 0x11, &s, 1);
+    s = buf_sge(&x, 3000, 3000);
+    post_send(&p.a, 0x12, VMMBIB_WR_SEND, &s, 1, 0, 0);
+    TAP_CHECK(cq_wait(&p.a_scq, &c[0], 1) == 1 &&
+              cqe_is(&c[0], 0x12, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS),
+              "x to y: send completes");
+    TAP_CHECK(cq_wait(&p.b_rcq, &c[1], 1) == 1 &&
+              cqe_is(&c[1], 0x11, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              le32toh(c[1].byte_len) == 3000 &&
+              le32toh(c[1].src_qp) == p.a.qpn && le16toh(c[1].slid) == lx,
+              "x to y: recv CQE names x's QP and LID");
+    TAP_CHECK(pattern_check(y.buf.p + 4000, 3000, 2) &&
+              y.buf.p[7000] == 0 && y.buf.p[3999] == 0,
+              "x to y: the bytes land in y's memory only where posted");
+
+    /* y -> x. */
+    pattern_fill(y.buf.p + 20000, 5000, 3);
+    s = buf_sge(&x, 30000, 5000);
+    qp_post_recv(&p.a, 0x21, &s, 1);
+    s = buf_sge(&y, 20000, 5000);
+    post_send(&p.b, 0x22, VMMBIB_WR_SEND, &s, 1, 0, 0);
+    TAP_CHECK(cq_wait(&p.b_scq, &c[0], 1) == 1 &&
+              cqe_is(&c[0], 0x22, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS) &&
+              cq_wait(&p.a_rcq, &c[1], 1) == 1 &&
+              cqe_is(&c[1], 0x21, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              le32toh(c[1].byte_len) == 5000 &&
+              le32toh(c[1].src_qp) == p.b.qpn && le16toh(c[1].slid) == ly,
+              "y to x: both completions");
+    TAP_CHECK(pattern_check(x.buf.p + 30000, 5000, 3),
+              "y to x: payload verified");
+    vm_fini(&x);
+    vm_fini(&y);
+    vmmbib_engine_free(eng);
+}
+
+/* The 2-level MR of test_rdma: 600 guest pages in a scrambled order. */
+#define BIG_PAGES 600
+#define BIG_OFFSET 0x123u
+
+struct big_mr {
+    uint64_t pages[BIG_PAGES];
+    struct gmr mr;
+};
+
+static uint8_t *big_at(struct vm *v, struct big_mr *b, uint64_t off)
+{
+    off += BIG_OFFSET;
+    return gva(&v->g, b->pages[off / VMMBIB_PAGE_SIZE]) +
+           off % VMMBIB_PAGE_SIZE;
+}
+
+static void big_copy(struct vm *v, struct big_mr *b, uint64_t off,
+                     uint8_t *buf, uint64_t len, bool to_mr)
+{
+    for (uint64_t i = 0; i < len; i++) {
+        uint8_t *p = big_at(v, b, off + i);
+
+        if (to_mr) {
+            *p = buf[i];
+        } else {
+            buf[i] = *p;
+        }
+    }
+}
+
+static void test_rdma(void)
+{
+    struct vmmbib_engine *eng = engine_new();
+    static struct big_mr big;
+    static uint8_t tmp[16384];
+    struct vm x, y;
+    struct rc_pair p;
+    struct vmmbib_cqe c;
+    struct vmmbib_sge s[3];
+    struct vmmbib_send_wqe w;
+    struct vmmbib_page_list pl;
+    struct gbuf xb2, yb2, small;
+    struct gmr xm2, ym2, small_mr;
+    uint64_t v64, region, off;
+    uint8_t data[100];
+    uint32_t brk;
+
+    if (!eng) {
+        TAP_CHECK(0, "rdma: engine");
+        return;
+    }
+    TAP_CHECK(vm_init(&x, eng) && vm_init(&y, eng) &&
+              rc_pair_create(&p, &x.c, x.pd, &y.c, y.pd, NULL) == OK,
+              "rdma: two VMs with a connected RC pair");
+
+    /* RDMA WRITE: 3000 bytes into y across a page boundary. */
+    pattern_fill(x.buf.p, 3000, 4);
+    s[0] = buf_sge(&x, 0, 3000);
+    post_send(&p.a, 0x31, VMMBIB_WR_RDMA_WRITE, s, 1, y.buf.gpa + 10000,
+              y.mr.rkey);
+    TAP_CHECK(cq_wait(&p.a_scq, &c, 1) == 1 &&
+              cqe_is(&c, 0x31, VMMBIB_WC_RDMA_WRITE, VMMBIB_WC_SUCCESS) &&
+              le32toh(c.byte_len) == 3000,
+              "RDMA WRITE completes with opcode RDMA_WRITE");
+    TAP_CHECK(pattern_check(y.buf.p + 10000, 3000, 4) &&
+              y.buf.p[9999] == 0 && y.buf.p[13000] == 0,
+              "RDMA WRITE: the remote memory holds exactly the data");
+    TAP_CHECK(cq_poll(&p.b_rcq, &c, 1) == 0,
+              "RDMA WRITE consumes no receive on the responder");
+
+    /* RDMA WRITE with immediate: data lands, the receive gets the imm. */
+    s[0] = buf_sge(&y, 40000, 64);
+    qp_post_recv(&p.b, 0x3b, s, 1);
+    pattern_fill(x.buf.p + 4096, 100, 5);
+    memset(&w, 0, sizeof(w));
+    w.wr_id = htole64(0x32);
+    w.opcode = VMMBIB_WR_RDMA_WRITE_WITH_IMM;
+    w.flags = VMMBIB_WQE_SIGNALED;
+    w.imm_data = htobe32(0xdeadbeef);
+    w.rdma.remote_addr = htole64(y.buf.gpa + 20000);
+    w.rdma.rkey = htole32(y.mr.rkey);
+    s[0] = buf_sge(&x, 4096, 100);
+    qp_post_send(&p.a, &w, s, 1, NULL, 0, true);
+    TAP_CHECK(cq_wait(&p.a_scq, &c, 1) == 1 &&
+              cqe_is(&c, 0x32, VMMBIB_WC_RDMA_WRITE, VMMBIB_WC_SUCCESS),
+              "WRITE_WITH_IMM: the requester completes as RDMA_WRITE");
+    TAP_CHECK(cq_wait(&p.b_rcq, &c, 1) == 1 &&
+              cqe_is(&c, 0x3b, VMMBIB_WC_RECV_RDMA_WITH_IMM,
+                     VMMBIB_WC_SUCCESS) &&
+              c.imm_data == htobe32(0xdeadbeef) &&
+              (c.wc_flags & VMMBIB_WC_F_WITH_IMM) &&
+              le32toh(c.byte_len) == 100,
+              "WRITE_WITH_IMM: recv CQE RECV_RDMA_WITH_IMM with imm and len");
+    TAP_CHECK(pattern_check(y.buf.p + 20000, 100, 5) &&
+              y.buf.p[40000] == 0,
+              "WRITE_WITH_IMM: data at the RDMA address, not in the receive");
+
+    /* RDMA READ: 5000 bytes from y. */
+    pattern_fill(y.buf.p + 30000, 5000, 6);
+    s[0] = buf_sge(&x, 8192, 5000);
+    post_send(&p.a, 0x33, VMMBIB_WR_RDMA_READ, s, 1, y.buf.gpa + 30000,
+              y.mr.rkey);
+    TAP_CHECK(cq_wait(&p.a_scq, &c, 1) == 1 &&
+              cqe_is(&c, 0x33, VMMBIB_WC_RDMA_READ, VMMBIB_WC_SUCCESS) &&
+              le32toh(c.byte_len) == 5000,
+              "RDMA READ completes with opcode RDMA_READ and byte_len");
+    TAP_CHECK(pattern_check(x.buf.p + 8192, 5000, 6) &&
+              x.buf.p[8192 + 5000] == 0,
+              "RDMA READ: the local buffer holds the remote bytes");
+
+    /* Atomics on an 8-byte word of y. */
+    v64 = htole64(0x1111111111111111ull);
+    memcpy(y.buf.p + 48000, &v64, 8);
+    memset(&w, 0, sizeof(w));
+    w.wr_id = htole64(0x34);
+    w.opcode = VMMBIB_WR_ATOMIC_CMP_AND_SWP;
+    w.flags = VMMBIB_WQE_SIGNALED;
+    w.atomic.remote_addr = htole64(y.buf.gpa + 48000);
+    w.atomic.rkey = htole32(y.mr.rkey);
+    w.atomic.compare_add = htole64(0x1111111111111111ull);
+    w.atomic.swap = htole64(0x2222222222222222ull);
+    s[0] = buf_sge(&x, 50000, 8);
+    qp_post_send(&p.a, &w, s, 1, NULL, 0, true);
+    TAP_CHECK(cq_wait(&p.a_scq, &c, 1) == 1 &&
+              cqe_is(&c, 0x34, VMMBIB_WC_COMP_SWAP, VMMBIB_WC_SUCCESS) &&
+              le32toh(c.byte_len) == 8,
+              "CMP_AND_SWP completes with opcode COMP_SWAP");
+    memcpy(&v64, x.buf.p + 50000, 8);
+    TAP_CHECK(le64toh(v64) == 0x1111111111111111ull,
+              "CMP_AND_SWP returns the old value");
+    memcpy(&v64, y.buf.p + 48000, 8);
+    TAP_CHECK(le64toh(v64) == 0x2222222222222222ull,
+              "CMP_AND_SWP with a matching compare swaps");
+
+    w.wr_id = htole64(0x35);
+    w.atomic.compare_add = htole64(0x5555);
+    w.atomic.swap = htole64(0x3333);
+    s[0] = buf_sge(&x, 50008, 8);
+    qp_post_send(&p.a, &w, s, 1, NULL, 0, true);
+    TAP_CHECK(cq_wait(&p.a_scq, &c, 1) == 1 &&
+              cqe_is(&c, 0x35, VMMBIB_WC_COMP_SWAP, VMMBIB_WC_SUCCESS),
+              "CMP_AND_SWP with a different compare completes");
+    memcpy(&v64, x.buf.p + 50008, 8);
+    TAP_CHECK(le64toh(v64) == 0x2222222222222222ull,
+              "CMP_AND_SWP mismatch returns the current value");
+    memcpy(&v64, y.buf.p + 48000, 8);
+    TAP_CHECK(le64toh(v64) == 0x2222222222222222ull,
+              "CMP_AND_SWP mismatch leaves memory unchanged");
+
+    memset(&w, 0, sizeof(w));
+    w.wr_id = htole64(0x36);
+    w.opcode = VMMBIB_WR_ATOMIC_FETCH_AND_ADD;
+    w.flags = VMMBIB_WQE_SIGNALED;
+    w.atomic.remote_addr = htole64(y.buf.gpa + 48000);
+    w.atomic.rkey = htole32(y.mr.rkey);
+    w.atomic.compare_add = htole64(0x10);
+    s[0] = buf_sge(&x, 50016, 8);
+    qp_post_send(&p.a, &w, s, 1, NULL, 0, true);
+    TAP_CHECK(cq_wait(&p.a_scq, &c, 1) == 1 &&
+              cqe_is(&c, 0x36, VMMBIB_WC_FETCH_ADD, VMMBIB_WC_SUCCESS),
+              "FETCH_AND_ADD completes with opcode FETCH_ADD");
+    memcpy(&v64, x.buf.p + 50016, 8);
+    TAP_CHECK(le64toh(v64) == 0x2222222222222222ull,
+              "FETCH_AND_ADD returns the old value");
+    memcpy(&v64, y.buf.p + 48000, 8);
+    TAP_CHECK(le64toh(v64) == 0x2222222222222232ull,
+              "FETCH_AND_ADD adds");
+
+    /* Gather from two MRs into a scatter over two MRs. */
+    gbuf_alloc(&x.g, 16384, &xb2);
+    gbuf_alloc(&y.g, 16384, &yb2);
+    TAP_CHECK(mr_reg(&x.c, x.pd, xb2.gpa, xb2.len, VMMBIB_ACCESS_LOCAL_WRITE,
+                     &xm2) == OK &&
+              mr_reg(&y.c, y.pd, yb2.gpa, yb2.len, VMMBIB_ACCESS_LOCAL_WRITE,
+                     &ym2) == OK, "scatter/gather: second MRs on both sides");
+    pattern_fill(tmp, 2137, 7);
+    memcpy(x.buf.p + 100, tmp, 100);
+    memcpy(xb2.p + 4000, tmp + 100, 2000);
+    memcpy(x.buf.p + 60000, tmp + 2100, 37);
+    s[0] = buf_sge(&y, 52000, 1000);
+    s[1] = sge(&ym2, yb2.gpa + 100, 2000);
+    qp_post_recv(&p.b, 0x3c, s, 2);
+    s[0] = buf_sge(&x, 100, 100);
+    s[1] = sge(&xm2, xb2.gpa + 4000, 2000);
+    s[2] = buf_sge(&x, 60000, 37);
+    post_send(&p.a, 0x37, VMMBIB_WR_SEND, s, 3, 0, 0);
+    TAP_CHECK(cq_wait(&p.a_scq, &c, 1) == 1 &&
+              cqe_is(&c, 0x37, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS),
+              "3-SGE gather send completes");
+    TAP_CHECK(cq_wait(&p.b_rcq, &c, 1) == 1 &&
+              cqe_is(&c, 0x3c, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              le32toh(c.byte_len) == 2137,
+              "2-SGE scatter receive gets all 2137 bytes");
+    TAP_CHECK(!memcmp(y.buf.p + 52000, tmp, 1000) &&
+              !memcmp(yb2.p + 100, tmp + 1000, 1137) &&
+              yb2.p[100 + 1137] == 0 && y.buf.p[53000] == 0,
+              "scatter/gather: bytes in order across SGEs and MRs");
+
+    /* Inline send: the data travels in the WQE, no lkey involved. */
+    pattern_fill(data, sizeof(data), 8);
+    s[0] = buf_sge(&y, 57000, 4096);
+    qp_post_recv(&p.b, 0x3d, s, 1);
+    memset(&w, 0, sizeof(w));
+    w.wr_id = htole64(0x38);
+    w.opcode = VMMBIB_WR_SEND;
+    w.flags = VMMBIB_WQE_SIGNALED;
+    qp_post_send(&p.a, &w, NULL, 0, data, sizeof(data), true);
+    memset(data, 0, sizeof(data));  /* the WQE is already written */
+    TAP_CHECK(cq_wait(&p.a_scq, &c, 1) == 1 &&
+              cqe_is(&c, 0x38, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS),
+              "inline send completes");
+    TAP_CHECK(cq_wait(&p.b_rcq, &c, 1) == 1 &&
+              cqe_is(&c, 0x3d, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              le32toh(c.byte_len) == 100 &&
+              pattern_check(y.buf.p + 57000, 100, 8),
+              "inline send: the receiver gets the inline bytes");
+
+    /*
+     * An MR over 600 scrambled pages: a 2-level page list (two leaves),
+     * iova not page aligned.  Leaf 0 holds pages 0..511, leaf 1 the rest.
+     */
+    region = guest_alloc(&y.g, (uint64_t)BIG_PAGES * VMMBIB_PAGE_SIZE);
+    for (uint32_t i = 0; i < BIG_PAGES; i++) {
+        big.pages[i] = region + (uint64_t)((i * 7) % BIG_PAGES) *
+                       VMMBIB_PAGE_SIZE;
+    }
+    guest_page_list(&y.g, big.pages, BIG_PAGES, 2, &pl);
+    TAP_CHECK(mr_reg_pages(&y.c, y.pd, 0x7000000000ull + BIG_OFFSET,
+                           (uint64_t)BIG_PAGES * VMMBIB_PAGE_SIZE -
+                           BIG_OFFSET - 17, &pl, ACCESS_ALL_RIGHTS,
+                           &big.mr) == OK,
+              "2-level page list of 600 pages registers");
+    /* WRITE across the leaf boundary (page 511 -> 512) and 3 more pages. */
+    brk = 512 * VMMBIB_PAGE_SIZE - BIG_OFFSET;
+    off = brk - 100;
+    pattern_fill(x.buf.p, 3 * 4096 + 123, 9);
+    s[0] = buf_sge(&x, 0, 3 * 4096 + 123);
+    post_send(&p.a, 0x39, VMMBIB_WR_RDMA_WRITE, s, 1, big.mr.iova + off,
+              big.mr.rkey);
+    TAP_CHECK(cq_wait(&p.a_scq, &c, 1) == 1 &&
+              cqe_is(&c, 0x39, VMMBIB_WC_RDMA_WRITE, VMMBIB_WC_SUCCESS),
+              "WRITE into the 2-level MR completes");
+    /* Read it back through the guest's view, one byte either side. */
+    memset(tmp, 0xff, sizeof(tmp));
+    big_copy(&y, &big, off - 1, tmp, 3 * 4096 + 123 + 2, false);
+    TAP_CHECK(tmp[0] == 0 && tmp[1 + 3 * 4096 + 123] == 0 &&
+              !memcmp(tmp + 1, x.buf.p, 3 * 4096 + 123),
+              "WRITE crossing scrambled pages lands in each right page");
+    /* READ back from elsewhere in it. */
+    pattern_fill(tmp, 9000, 10);
+    big_copy(&y, &big, 100 * 4096 + 4000, tmp, 9000, true);
+    s[0] = buf_sge(&x, 16384, 9000);
+    post_send(&p.a, 0x3a, VMMBIB_WR_RDMA_READ, s, 1,
+              big.mr.iova + 100 * 4096 + 4000, big.mr.rkey);
+    TAP_CHECK(cq_wait(&p.a_scq, &c, 1) == 1 &&
+              cqe_is(&c, 0x3a, VMMBIB_WC_RDMA_READ, VMMBIB_WC_SUCCESS) &&
+              pattern_check(x.buf.p + 16384, 9000, 10),
+              "READ across scrambled pages returns the bytes in order");
+    /* A local SGE in it: SEND its last 5000 bytes, up to the MR's end. */
+    off = big.mr.len - 5000;
+    pattern_fill(tmp, 5000, 11);
+    big_copy(&y, &big, off, tmp, 5000, true);
+    s[0] = buf_sge(&x, 32768, 8192);
+    qp_post_recv(&p.a, 0x3e, s, 1);
+    s[0] = sge(&big.mr, big.mr.iova + off, 5000);
+    post_send(&p.b, 0x3f, VMMBIB_WR_SEND, s, 1, 0, 0);
+    TAP_CHECK(cq_wait(&p.b_scq, &c, 1) == 1 &&
+              cqe_is(&c, 0x3f, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS) &&
+              cq_wait(&p.a_rcq, &c, 1) == 1 &&
+              cqe_is(&c, 0x3e, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              le32toh(c.byte_len) == 5000 &&
+              pattern_check(x.buf.p + 32768, 5000, 11),
+              "SEND gathered from the tail of the 2-level MR");
+
+    /* A level-0 page list: 256 bytes in the middle of one page. */
+    gbuf_alloc(&y.g, 4096, &small);
+    TAP_CHECK(mr_reg(&y.c, y.pd, small.gpa + 0x300, 256, ACCESS_ALL_RIGHTS,
+                     &small_mr) == OK, "1-page MR with a level-0 list");
+    pattern_fill(x.buf.p + 100, 256, 12);
+    s[0] = buf_sge(&x, 100, 256);
+    post_send(&p.a, 0x40, VMMBIB_WR_RDMA_WRITE, s, 1, small.gpa + 0x300,
+              small_mr.rkey);
+    TAP_CHECK(cq_wait(&p.a_scq, &c, 1) == 1 &&
+              cqe_is(&c, 0x40, VMMBIB_WC_RDMA_WRITE, VMMBIB_WC_SUCCESS) &&
+              pattern_check(small.p + 0x300, 256, 12) &&
+              small.p[0x2ff] == 0 && small.p[0x400] == 0,
+              "WRITE into the level-0 MR at its page offset");
+
+    vm_fini(&x);
+    vm_fini(&y);
+    vmmbib_engine_free(eng);
+}
+
+static void test_unsignaled(void)
+{
+    struct vm v;
+    struct rc_pair p;
+    struct vmmbib_cqe c[4];
+    struct vmmbib_send_wqe w;
+    struct vmmbib_sge s;
+    struct qp_opts o;
+    struct gcq cq;
+    struct gqp all, peer;
+    uint32_t last = 0;
+    bool landed = true;
+
+    TAP_CHECK(vm_init(&v, NULL) &&
+              rc_pair_create(&p, &v.c, v.pd, &v.c, v.pd, NULL) == OK,
+              "unsignaled: a connected pair");
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 4; i++) {
+            pattern_fill(v.buf.p + i * 256, 100, 20 + i + round * 4);
+            memset(&w, 0, sizeof(w));
+            w.wr_id = htole64(0x50 + i + round * 4);
+            w.opcode = VMMBIB_WR_RDMA_WRITE;
+            w.flags = i == 3 ? VMMBIB_WQE_SIGNALED : 0;
+            w.rdma.remote_addr = htole64(v.buf.gpa + 16384 + i * 256);
+            w.rdma.rkey = htole32(v.mr.rkey);
+            s = buf_sge(&v, i * 256, 100);
+            /* One doorbell for the four. */
+            last = qp_post_send(&p.a, &w, &s, 1, NULL, 0, i == 3);
+        }
+        TAP_CHECK(cq_wait(&p.a_scq, c, 1) == 1 &&
+                  cqe_is(&c[0], 0x53 + round * 4, VMMBIB_WC_RDMA_WRITE,
+                         VMMBIB_WC_SUCCESS) &&
+                  le32toh(c[0].wqe_index) == last && last == 3u + round * 4,
+                  "3 unsignaled + 1 signaled: one CQE, wqe_index of the last");
+        msleep(20);
+        TAP_CHECK(cq_poll(&p.a_scq, c, 4) == 0,
+                  "no CQE for the unsignaled WQEs");
+        for (int i = 0; i < 4; i++) {
+            landed &= pattern_check(v.buf.p + 16384 + i * 256, 100,
+                                    20 + i + round * 4);
+        }
+        TAP_CHECK(landed, "the unsignaled WRITEs were executed too");
+    }
+
+    /* sq_sig_all: every WQE completes, signaled or not. */
+    qp_opts_default(&o, VMMBIB_QPT_RC);
+    o.sig_all = true;
+    TAP_CHECK(cq_create(&v.c, 16, &cq) == OK &&
+              qp_create(&v.c, v.pd, &cq, &cq, NULL, &o, &all) == OK &&
+              qp_create(&v.c, v.pd, &cq, &cq, NULL, NULL, &peer) == OK &&
+              rc_connect(&all, &peer, NULL) == OK,
+              "a QP with sq_sig_all");
+    memset(&w, 0, sizeof(w));
+    w.opcode = VMMBIB_WR_RDMA_WRITE;
+    w.rdma.remote_addr = htole64(v.buf.gpa + 20000);
+    w.rdma.rkey = htole32(v.mr.rkey);
+    s = buf_sge(&v, 0, 10);
+    w.wr_id = htole64(0x61);
+    qp_post_send(&all, &w, &s, 1, NULL, 0, false);
+    w.wr_id = htole64(0x62);
+    qp_post_send(&all, &w, &s, 1, NULL, 0, true);
+    TAP_CHECK(cq_wait(&cq, c, 2) == 2 &&
+              le64toh(c[0].wr_id) == 0x61 && le64toh(c[1].wr_id) == 0x62 &&
+              le32toh(c[0].wqe_index) == 0 && le32toh(c[1].wqe_index) == 1,
+              "sq_sig_all: both unsignaled WQEs complete, in order");
+    vm_fini(&v);
+}
+
+static int make_ud(struct gctx *c, uint32_t pd, struct gcq *scq,
+                   struct gcq *rcq, struct gqp *qp, uint32_t qkey)
+{
+    struct qp_opts o;
+    int s;
+
+    qp_opts_default(&o, VMMBIB_QPT_UD);
+    if ((s = cq_create(c, 16, scq)) || (s = cq_create(c, 16, rcq)) ||
+        (s = qp_create(c, pd, scq, rcq, NULL, &o, qp))) {
+        return s;
+    }
+    return ud_to_rts(qp, qkey);
+}
+
+static uint32_t ud_send(struct gqp *qp, uint64_t wr_id, uint32_t ah,
+                        uint32_t qpn, uint32_t qkey,
+                        const struct vmmbib_sge *s)
+{
+    struct vmmbib_send_wqe w = {
+        .wr_id = htole64(wr_id),
+        .opcode = VMMBIB_WR_SEND,
+        .flags = VMMBIB_WQE_SIGNALED,
+    };
+
+    w.ud.ah_handle = htole32(ah);
+    w.ud.remote_qpn = htole32(qpn);
+    w.ud.remote_qkey = htole32(qkey);
+    return qp_post_send(qp, &w, s, 1, NULL, 0, true);
+}
+
+static void test_ud(void)
+{
+    struct vmmbib_engine *eng = engine_new();
+    struct vm x, y;
+    struct gcq xs, xr, ys, yr;
+    struct gqp qx, qy;
+    struct vmmbib_cqe c;
+    struct vmmbib_sge s;
+    uint32_t ah;
+
+    if (!eng) {
+        TAP_CHECK(0, "ud: engine");
+        return;
+    }
+    TAP_CHECK(vm_init(&x, eng) && vm_init(&y, eng) &&
+              make_ud(&x.c, x.pd, &xs, &xr, &qx, 0x11111111) == OK &&
+              make_ud(&y.c, y.pd, &ys, &yr, &qy, 0x11111111) == OK,
+              "ud: a UD QP in RTS on each of two devices");
+    TAP_CHECK(ah_create(&x.c, x.pd, port_lid(y.dev), &ah) == OK,
+              "ud: an AH to the other device's LID");
+
+    pattern_fill(x.buf.p, 300, 30);
+    s = buf_sge(&y, 0, VMMBIB_GRH_SIZE + 512);
+    qp_post_recv(&qy, 0x71, &s, 1);
+    s = buf_sge(&x, 0, 300);
+    ud_send(&qx, 0x72, ah, qy.qpn, 0x11111111, &s);
+    TAP_CHECK(cq_wait(&xs, &c, 1) == 1 &&
+              cqe_is(&c, 0x72, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS),
+              "UD send completes");
+    TAP_CHECK(cq_wait(&yr, &c, 1) == 1 &&
+              cqe_is(&c, 0x71, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              le32toh(c.byte_len) == 300 + VMMBIB_GRH_SIZE &&
+              le32toh(c.src_qp) == qx.qpn &&
+              le16toh(c.slid) == port_lid(x.dev) &&
+              le32toh(c.qpn) == qy.qpn,
+              "UD recv: byte_len = len + 40, src_qp and slid of the sender");
+    TAP_CHECK(pattern_check(y.buf.p + VMMBIB_GRH_SIZE, 300, 30) &&
+              y.buf.p[VMMBIB_GRH_SIZE + 300] == 0,
+              "UD recv: the payload follows the 40-byte GRH area");
+
+    /* A wrong Q_Key: dropped at the receiver, success at the sender. */
+    s = buf_sge(&y, 4096, VMMBIB_GRH_SIZE + 512);
+    qp_post_recv(&qy, 0x73, &s, 1);
+    pattern_fill(x.buf.p, 300, 31);
+    s = buf_sge(&x, 0, 300);
+    ud_send(&qx, 0x74, ah, qy.qpn, 0x22222222, &s);
+    TAP_CHECK(cq_wait(&xs, &c, 1) == 1 &&
+              cqe_is(&c, 0x74, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS),
+              "wrong Q_Key: the sender still completes with SUCCESS");
+    msleep(20);
+    TAP_CHECK(cq_poll(&yr, &c, 1) == 0 && y.buf.p[4096 + VMMBIB_GRH_SIZE] == 0,
+              "wrong Q_Key: nothing received");
+    /* The high bit: the sender's own Q_Key (0x11111111) is used. */
+    ud_send(&qx, 0x75, ah, qy.qpn, 0x80000000u, &s);
+    TAP_CHECK(cq_wait(&xs, &c, 1) == 1 &&
+              cqe_is(&c, 0x75, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS) &&
+              cq_wait(&yr, &c, 1) == 1 &&
+              cqe_is(&c, 0x73, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              pattern_check(y.buf.p + 4096 + VMMBIB_GRH_SIZE, 300, 31),
+              "Q_Key with the high bit uses the QP's; the kept receive "
+              "gets it");
+    vm_fini(&x);
+    vm_fini(&y);
+    vmmbib_engine_free(eng);
+}
+
+static void test_srq(void)
+{
+    struct vm v;
+    struct gsrq srq;
+    struct gcq scq, rcq, sndcq;
+    struct gqp r1, r2, s1, s2;
+    struct vmmbib_cqe c;
+    struct vmmbib_sge s;
+    struct vmmbib_cmd_query_srq q;
+    struct vmmbib_resp_query_srq qr;
+
+    TAP_CHECK(vm_init(&v, NULL) &&
+              srq_create(&v.c, v.pd, 16, 0, &srq) == OK &&
+              cq_create(&v.c, 16, &scq) == OK &&
+              cq_create(&v.c, 16, &rcq) == OK &&
+              cq_create(&v.c, 16, &sndcq) == OK &&
+              qp_create(&v.c, v.pd, &scq, &rcq, &srq, NULL, &r1) == OK &&
+              qp_create(&v.c, v.pd, &scq, &rcq, &srq, NULL, &r2) == OK &&
+              qp_create(&v.c, v.pd, &sndcq, &sndcq, NULL, NULL, &s1) == OK &&
+              qp_create(&v.c, v.pd, &sndcq, &sndcq, NULL, NULL, &s2) == OK &&
+              rc_connect(&s1, &r1, NULL) == OK &&
+              rc_connect(&s2, &r2, NULL) == OK,
+              "srq: two RC QPs share one SRQ");
+    for (int i = 0; i < 4; i++) {
+        s = buf_sge(&v, 32768 + i * 1024, 1024);
+        srq_post_recv(&srq, 0x100 + i, &s, 1);
+    }
+    TAP_CHECK(srq_set_limit(&srq, 3) == OK, "srq: arm the limit at 3");
+
+    pattern_fill(v.buf.p, 10, 40);
+    s = buf_sge(&v, 0, 10);
+    post_send(&s1, 0x81, VMMBIB_WR_SEND, &s, 1, 0, 0);
+    TAP_CHECK(cq_wait(&rcq, &c, 1) == 1 &&
+              cqe_is(&c, 0x100, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              le32toh(c.qpn) == r1.qpn && le32toh(c.byte_len) == 10 &&
+              pattern_check(v.buf.p + 32768, 10, 40),
+              "srq: QP 1 takes the first SRQ receive");
+    TAP_CHECK(guest_event_count(&v.g, VMMBIB_EVENT_SRQ_LIMIT_REACHED,
+                                srq.handle) == 0,
+              "srq: 3 left is not below the limit: no event");
+    pattern_fill(v.buf.p + 100, 20, 41);
+    s = buf_sge(&v, 100, 20);
+    post_send(&s2, 0x82, VMMBIB_WR_SEND, &s, 1, 0, 0);
+    TAP_CHECK(cq_wait(&rcq, &c, 1) == 1 &&
+              cqe_is(&c, 0x101, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              le32toh(c.qpn) == r2.qpn && le32toh(c.src_qp) == s2.qpn &&
+              pattern_check(v.buf.p + 32768 + 1024, 20, 41),
+              "srq: QP 2 takes the next SRQ receive");
+    TAP_CHECK(guest_wait_event(&v.g, VMMBIB_EVENT_SRQ_LIMIT_REACHED,
+                               srq.handle, 1, wait_timeout_ms()),
+              "srq: SRQ_LIMIT_REACHED when 2 are left");
+    s = buf_sge(&v, 0, 10);
+    post_send(&s1, 0x83, VMMBIB_WR_SEND, &s, 1, 0, 0);
+    TAP_CHECK(cq_wait(&rcq, &c, 1) == 1 &&
+              cqe_is(&c, 0x102, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              le32toh(c.qpn) == r1.qpn, "srq: a third receive");
+    msleep(5);
+    TAP_CHECK(guest_event_count(&v.g, VMMBIB_EVENT_SRQ_LIMIT_REACHED,
+                                srq.handle) == 1,
+              "srq: the limit event fired once only");
+    q = (struct vmmbib_cmd_query_srq) { .srq_handle = htole32(srq.handle) };
+    TAP_CHECK(cmd(v.dev, VMMBIB_CMD_QUERY_SRQ, v.c.handle, &q, sizeof(q), &qr,
+                  sizeof(qr)) == OK && le32toh(qr.srq_limit) == 0 &&
+              le32toh(qr.max_wr) == 16,
+              "srq: the limit disarmed itself (QUERY_SRQ limit 0)");
+    TAP_CHECK(cq_wait(&sndcq, &c, 1) == 1 && cq_wait(&sndcq, &c, 1) == 1 &&
+              cq_wait(&sndcq, &c, 1) == 1 && c.status == VMMBIB_WC_SUCCESS,
+              "srq: the three sends completed");
+    TAP_CHECK(destroy(&v.c, VMMBIB_CMD_DESTROY_SRQ, srq.handle) ==
+              VMMBIB_STATUS_BUSY, "srq: DESTROY_SRQ with QPs on it: BUSY");
+    vm_fini(&v);
+}
+
+int main(void)
+{
+    test_send_loopback();
+    test_send_two_devices();
+    test_rdma();
+    test_unsignaled();
+    test_ud();
+    test_srq();
+    return tap_done();
+}
