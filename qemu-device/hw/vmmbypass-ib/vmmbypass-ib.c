@@ -41,92 +41,244 @@ uint64_t vmmbypass_ib_uar_window_size(VMMBypassIB *vib)
 }
 
 /*
- * Execute one controlq element.  Returns false if the guest broke the
- * virtio protocol (the device is then marked broken by virtio_error).
+ * The controlq runs asynchronously: the vCPU (or main loop) thread that
+ * sees the notification only copies each request and queues it; the
+ * command thread executes it in libvmmbib, however long that takes; a
+ * bottom half in the main loop maps or unmaps UAR pages the command asked
+ * for and then completes the request.  Replies go out in the order the
+ * commands finish.
  */
-static bool vmmbib_ctrl_execute(VMMBypassIB *vib, VirtQueueElement *elem)
-{
-    VirtIODevice *vdev = VIRTIO_DEVICE(vib);
+struct VMMBypassIBCmd {
+    VirtQueueElement *elem;
+    size_t req_len;
+    size_t reply_cap;
+    size_t reply_len;
+    int64_t start_ns;
+    QSIMPLEQ_ENTRY(VMMBypassIBCmd) next;
     uint8_t req[VMMBIB_MAX_CMD_SIZE + 1];
     uint8_t reply[VMMBIB_MAX_REPLY_SIZE];
-    size_t out_len, in_len, req_len, reply_len;
-    struct vmmbib_resp_hdr *hdr = (struct vmmbib_resp_hdr *)reply;
+};
 
-    out_len = iov_size(elem->out_sg, elem->out_num);
-    in_len = iov_size(elem->in_sg, elem->in_num);
+/* A UAR change a command made, applied by the completion BH. */
+struct VMMBypassIBUarOp {
+    uint32_t slot;
+    bool map;
+    QSIMPLEQ_ENTRY(VMMBypassIBUarOp) next;
+};
+
+static void vmmbib_uar_apply(VMMBypassIB *vib, uint32_t slot, bool map)
+{
+    hwaddr offset = (hwaddr)slot * VMMBIB_UAR_SLOT_SIZE +
+                    VMMBIB_UAR_DB_PAGE_OFFSET;
+
+    assert(slot < vib->conf.uar_slots && vib->slot_mapped[slot] != map);
+    if (map) {
+        memory_region_add_subregion(&vib->uar_window, offset,
+                                    &vib->db_alias[slot]);
+        trace_vmmbib_uar_map(vib, slot);
+    } else {
+        memory_region_del_subregion(&vib->uar_window, &vib->db_alias[slot]);
+        trace_vmmbib_uar_unmap(vib, slot);
+    }
+    vib->slot_mapped[slot] = map;
+}
+
+/* Apply queued UAR changes, oldest first; BQL held. */
+static void vmmbib_uar_apply_pending(VMMBypassIB *vib)
+{
+    VMMBypassIBUarOp *op;
+
+    qemu_mutex_lock(&vib->cmd_lock);
+    while ((op = QSIMPLEQ_FIRST(&vib->uar_ops))) {
+        QSIMPLEQ_REMOVE_HEAD(&vib->uar_ops, next);
+        qemu_mutex_unlock(&vib->cmd_lock);
+        vmmbib_uar_apply(vib, op->slot, op->map);
+        g_free(op);
+        qemu_mutex_lock(&vib->cmd_lock);
+    }
+    qemu_mutex_unlock(&vib->cmd_lock);
+}
+
+/*
+ * libvmmbib callbacks: a context's doorbell page enters or leaves its
+ * slot.  Memory regions change only under the BQL, so a change asked for
+ * by the command thread waits for the completion BH.
+ */
+static void vmmbib_uar_change(VMMBypassIB *vib, uint32_t slot, bool map)
+{
+    VMMBypassIBUarOp *op;
+
+    if (bql_locked()) {
+        vmmbib_uar_apply_pending(vib);
+        vmmbib_uar_apply(vib, slot, map);
+        return;
+    }
+    op = g_new0(VMMBypassIBUarOp, 1);
+    op->slot = slot;
+    op->map = map;
+    qemu_mutex_lock(&vib->cmd_lock);
+    QSIMPLEQ_INSERT_TAIL(&vib->uar_ops, op, next);
+    qemu_mutex_unlock(&vib->cmd_lock);
+}
+
+static void vmmbib_uar_map(void *opaque, uint32_t slot, void *db_page)
+{
+    vmmbib_uar_change(opaque, slot, true);
+}
+
+static void vmmbib_uar_unmap(void *opaque, uint32_t slot)
+{
+    vmmbib_uar_change(opaque, slot, false);
+}
+
+static void *vmmbib_cmd_thread(void *opaque)
+{
+    VMMBypassIB *vib = opaque;
+    VMMBypassIBCmd *cmd;
+
+    qemu_mutex_lock(&vib->cmd_lock);
+    for (;;) {
+        while (!vib->cmd_stop && QSIMPLEQ_EMPTY(&vib->cmd_todo)) {
+            qemu_cond_wait(&vib->cmd_cond, &vib->cmd_lock);
+        }
+        if (vib->cmd_stop) {
+            break;
+        }
+        cmd = QSIMPLEQ_FIRST(&vib->cmd_todo);
+        QSIMPLEQ_REMOVE_HEAD(&vib->cmd_todo, next);
+        vib->cmd_busy = true;
+        qemu_mutex_unlock(&vib->cmd_lock);
+
+        cmd->reply_len = vmmbib_dev_execute(vib->backend, cmd->req,
+                                            cmd->req_len, cmd->reply,
+                                            cmd->reply_cap);
+
+        qemu_mutex_lock(&vib->cmd_lock);
+        vib->cmd_busy = false;
+        QSIMPLEQ_INSERT_TAIL(&vib->cmd_done, cmd, next);
+        qemu_cond_broadcast(&vib->cmd_idle);
+        qemu_bh_schedule(vib->cmd_done_bh);
+    }
+    qemu_mutex_unlock(&vib->cmd_lock);
+    return NULL;
+}
+
+/* Main loop: finish executed commands. */
+static void vmmbib_cmd_done_bh(void *opaque)
+{
+    VMMBypassIB *vib = opaque;
+    VirtIODevice *vdev = VIRTIO_DEVICE(vib);
+    VMMBypassIBCmd *cmd;
+    bool pushed = false;
+
+    /* The UAR page must be in place before the guest learns its slot. */
+    vmmbib_uar_apply_pending(vib);
+    for (;;) {
+        const struct vmmbib_resp_hdr *hdr;
+
+        qemu_mutex_lock(&vib->cmd_lock);
+        cmd = QSIMPLEQ_FIRST(&vib->cmd_done);
+        if (cmd) {
+            QSIMPLEQ_REMOVE_HEAD(&vib->cmd_done, next);
+        }
+        qemu_mutex_unlock(&vib->cmd_lock);
+        if (!cmd) {
+            break;
+        }
+        hdr = (const struct vmmbib_resp_hdr *)cmd->reply;
+        assert(cmd->reply_len >= sizeof(*hdr));
+        trace_vmmbib_cmd(vib, cmd->req_len >= 2 ?
+                         vmmbib_cmd_name(lduw_le_p(cmd->req)) : "SHORT",
+                         vmmbib_status_name(le16_to_cpu(hdr->status)),
+                         cmd->req_len,
+                         (qemu_clock_get_ns(QEMU_CLOCK_REALTIME) -
+                          cmd->start_ns) / 1000);
+        iov_from_buf(cmd->elem->in_sg, cmd->elem->in_num, 0, cmd->reply,
+                     cmd->reply_len);
+        virtqueue_push(vib->ctrl_vq, cmd->elem, cmd->reply_len);
+        g_free(cmd->elem);
+        g_free(cmd);
+        pushed = true;
+    }
+    if (pushed) {
+        virtio_notify(vdev, vib->ctrl_vq);
+    }
+}
+
+/*
+ * Take one request off the controlq.  Returns false if the guest broke
+ * the virtio protocol (virtio_error then marks the device broken).
+ */
+static bool vmmbib_ctrl_queue(VMMBypassIB *vib, VirtQueueElement *elem)
+{
+    VirtIODevice *vdev = VIRTIO_DEVICE(vib);
+    size_t out_len = iov_size(elem->out_sg, elem->out_num);
+    size_t in_len = iov_size(elem->in_sg, elem->in_num);
+    VMMBypassIBCmd *cmd;
+
     if (in_len < sizeof(struct vmmbib_resp_hdr)) {
         virtio_error(vdev, "vmmbypass-ib: controlq reply buffer of %zu bytes "
                      "cannot hold a %zu-byte status", in_len,
                      sizeof(struct vmmbib_resp_hdr));
         return false;
     }
-
+    cmd = g_new0(VMMBypassIBCmd, 1);
+    cmd->elem = elem;
+    cmd->start_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
     /*
      * Copy at most one byte more than any command: the backend then sees
      * an oversized request as such and answers BAD_LENGTH, and we never
-     * read the rest.  The copy is the only read of the request.
+     * read the rest.  This copy is the only read of the request.
      */
-    req_len = iov_to_buf(elem->out_sg, elem->out_num, 0, req,
-                         MIN(out_len, sizeof(req)));
-    reply_len = vmmbib_dev_execute(vib->backend, req, req_len, reply,
-                                   MIN(in_len, sizeof(reply)));
-    assert(reply_len >= sizeof(*hdr));
-
-    trace_vmmbib_cmd(vib, req_len >= 2 ? vmmbib_cmd_name(lduw_le_p(req)) :
-                     "SHORT", vmmbib_status_name(le16_to_cpu(hdr->status)),
-                     out_len);
-
-    iov_from_buf(elem->in_sg, elem->in_num, 0, reply, reply_len);
-    virtqueue_push(vib->ctrl_vq, elem, reply_len);
+    cmd->req_len = iov_to_buf(elem->out_sg, elem->out_num, 0, cmd->req,
+                              MIN(out_len, sizeof(cmd->req)));
+    cmd->reply_cap = MIN(in_len, sizeof(cmd->reply));
+    qemu_mutex_lock(&vib->cmd_lock);
+    QSIMPLEQ_INSERT_TAIL(&vib->cmd_todo, cmd, next);
+    qemu_cond_signal(&vib->cmd_cond);
+    qemu_mutex_unlock(&vib->cmd_lock);
     return true;
-}
-
-/*
- * Drain the controlq, at most one queue's worth per call so a guest that
- * keeps adding requests cannot hold the main loop; the rest runs from a BH.
- */
-static void vmmbib_ctrl_drain(VMMBypassIB *vib)
-{
-    VirtIODevice *vdev = VIRTIO_DEVICE(vib);
-    unsigned int done;
-
-    for (done = 0; done < VMMBYPASS_IB_QUEUE_SIZE; done++) {
-        VirtQueueElement *elem = virtqueue_pop(vib->ctrl_vq,
-                                               sizeof(VirtQueueElement));
-        bool ok;
-
-        if (!elem) {
-            break;
-        }
-        ok = vmmbib_ctrl_execute(vib, elem);
-        if (!ok) {
-            virtqueue_detach_element(vib->ctrl_vq, elem, 0);
-            g_free(elem);
-            return;
-        }
-        g_free(elem);
-    }
-    if (done) {
-        virtio_notify(vdev, vib->ctrl_vq);
-    }
-    if (done == VMMBYPASS_IB_QUEUE_SIZE) {
-        qemu_bh_schedule(vib->ctrl_bh);
-    }
 }
 
 static void vmmbib_handle_ctrl(VirtIODevice *vdev, VirtQueue *vq)
 {
-    vmmbib_ctrl_drain(VMMBYPASS_IB(vdev));
+    VMMBypassIB *vib = VMMBYPASS_IB(vdev);
+    VirtQueueElement *elem;
+
+    /* Bounded: the guest has at most a queue's worth outstanding. */
+    while ((elem = virtqueue_pop(vq, sizeof(VirtQueueElement)))) {
+        if (!vmmbib_ctrl_queue(vib, elem)) {
+            virtqueue_detach_element(vq, elem, 0);
+            g_free(elem);
+            return;
+        }
+    }
 }
 
-static void vmmbib_ctrl_bh(void *opaque)
+/*
+ * Forget every queued and finished command and wait for the one running:
+ * a reset discards the guest's requests.  BQL held.
+ */
+static void vmmbib_cmd_flush(VMMBypassIB *vib)
 {
-    VMMBypassIB *vib = opaque;
+    VMMBypassIBCmd *cmd;
 
-    if (virtio_device_started(VIRTIO_DEVICE(vib),
-                              VIRTIO_DEVICE(vib)->status)) {
-        vmmbib_ctrl_drain(vib);
+    qemu_mutex_lock(&vib->cmd_lock);
+    while (vib->cmd_busy) {
+        qemu_cond_wait(&vib->cmd_idle, &vib->cmd_lock);
     }
+    while ((cmd = QSIMPLEQ_FIRST(&vib->cmd_todo))) {
+        QSIMPLEQ_REMOVE_HEAD(&vib->cmd_todo, next);
+        g_free(cmd->elem);
+        g_free(cmd);
+    }
+    while ((cmd = QSIMPLEQ_FIRST(&vib->cmd_done))) {
+        QSIMPLEQ_REMOVE_HEAD(&vib->cmd_done, next);
+        g_free(cmd->elem);
+        g_free(cmd);
+    }
+    qemu_mutex_unlock(&vib->cmd_lock);
+    vmmbib_uar_apply_pending(vib);
 }
 
 /*
@@ -316,30 +468,6 @@ static const MemoryRegionOps vmmbib_kick_ops = {
     },
 };
 
-/* libvmmbib callbacks: a context's doorbell page enters or leaves its slot. */
-static void vmmbib_uar_map(void *opaque, uint32_t slot, void *db_page)
-{
-    VMMBypassIB *vib = opaque;
-
-    assert(slot < vib->conf.uar_slots && !vib->slot_mapped[slot]);
-    memory_region_add_subregion(&vib->uar_window,
-                                (hwaddr)slot * VMMBIB_UAR_SLOT_SIZE +
-                                VMMBIB_UAR_DB_PAGE_OFFSET,
-                                &vib->db_alias[slot]);
-    vib->slot_mapped[slot] = true;
-    trace_vmmbib_uar_map(vib, slot);
-}
-
-static void vmmbib_uar_unmap(void *opaque, uint32_t slot)
-{
-    VMMBypassIB *vib = opaque;
-
-    assert(slot < vib->conf.uar_slots && vib->slot_mapped[slot]);
-    memory_region_del_subregion(&vib->uar_window, &vib->db_alias[slot]);
-    vib->slot_mapped[slot] = false;
-    trace_vmmbib_uar_unmap(vib, slot);
-}
-
 static const struct vmmbib_host_ops vmmbib_host_ops = {
     .guest_ptr = vmmbib_guest_ptr,
     .uar_map = vmmbib_uar_map,
@@ -491,8 +619,16 @@ static void vmmbib_realize(DeviceState *dev, Error **errp)
                                     vmmbib_handle_ctrl);
     vib->event_vq = virtio_add_queue(vdev, VMMBYPASS_IB_QUEUE_SIZE,
                                      vmmbib_handle_event);
-    vib->ctrl_bh = virtio_bh_new_guarded(dev, vmmbib_ctrl_bh, vib);
     vib->event_bh = virtio_bh_new_guarded(dev, vmmbib_event_bh, vib);
+    vib->cmd_done_bh = virtio_bh_new_guarded(dev, vmmbib_cmd_done_bh, vib);
+    qemu_mutex_init(&vib->cmd_lock);
+    qemu_cond_init(&vib->cmd_cond);
+    qemu_cond_init(&vib->cmd_idle);
+    QSIMPLEQ_INIT(&vib->cmd_todo);
+    QSIMPLEQ_INIT(&vib->cmd_done);
+    QSIMPLEQ_INIT(&vib->uar_ops);
+    qemu_thread_create(&vib->cmd_thread, "vmmbib-cmd", vmmbib_cmd_thread,
+                       vib, QEMU_THREAD_JOINABLE);
     trace_vmmbib_realize(vib, vib->conf.uar_slots, vib->conf.doorbell);
 }
 
@@ -501,13 +637,23 @@ static void vmmbib_unrealize(DeviceState *dev)
     VirtIODevice *vdev = VIRTIO_DEVICE(dev);
     VMMBypassIB *vib = VMMBYPASS_IB(dev);
 
+    vmmbib_cmd_flush(vib);
+    qemu_mutex_lock(&vib->cmd_lock);
+    vib->cmd_stop = true;
+    qemu_cond_signal(&vib->cmd_cond);
+    qemu_mutex_unlock(&vib->cmd_lock);
+    qemu_thread_join(&vib->cmd_thread);
+    qemu_cond_destroy(&vib->cmd_idle);
+    qemu_cond_destroy(&vib->cmd_cond);
+    qemu_mutex_destroy(&vib->cmd_lock);
+    qemu_bh_delete(vib->cmd_done_bh);
+
     /* Stops the engine: nothing raises events or reads guest RAM after. */
     vmmbib_dev_reset(vib->backend);
     vmmbib_dev_free(vib->backend);
     vib->backend = NULL;
     memory_listener_unregister(&vib->ram_listener);
     qemu_bh_delete(vib->event_bh);
-    qemu_bh_delete(vib->ctrl_bh);
     virtio_delete_queue(vib->event_vq);
     virtio_delete_queue(vib->ctrl_vq);
     virtio_cleanup(vdev);
@@ -524,7 +670,7 @@ static void vmmbib_reset(VirtIODevice *vdev)
 {
     VMMBypassIB *vib = VMMBYPASS_IB(vdev);
 
-    qemu_bh_cancel(vib->ctrl_bh);
+    vmmbib_cmd_flush(vib);
     vmmbib_dev_reset(vib->backend);
     /* Events of objects that no longer exist must not reach the guest. */
     qemu_mutex_lock(&vib->event_lock);

@@ -12,6 +12,7 @@
 
 #include "hw/virtio/virtio.h"
 #include "exec/memory.h"
+#include "qemu/queue.h"
 #include "qemu/thread.h"
 #include "qom/object.h"
 
@@ -23,6 +24,8 @@ OBJECT_DECLARE_SIMPLE_TYPE(VMMBypassIB, VMMBYPASS_IB)
 #define VMMBYPASS_IB_QUEUE_SIZE 128
 
 struct vmmbib_dev;
+typedef struct VMMBypassIBCmd VMMBypassIBCmd;
+typedef struct VMMBypassIBUarOp VMMBypassIBUarOp;
 
 typedef struct VMMBypassIBConf {
     uint32_t max_pd;
@@ -68,7 +71,18 @@ struct VMMBypassIB {
     VMMBypassIBConf conf;
     VirtQueue *ctrl_vq;
     VirtQueue *event_vq;
-    QEMUBH *ctrl_bh;            /* resumes a controlq drain cut short */
+
+    /* The controlq's command thread and its queues (vmmbypass-ib.c). */
+    QemuThread cmd_thread;
+    QemuMutex cmd_lock;
+    QemuCond cmd_cond;          /* cmd_todo got work, or cmd_stop */
+    QemuCond cmd_idle;          /* the thread finished a command */
+    bool cmd_stop;
+    bool cmd_busy;
+    QSIMPLEQ_HEAD(, VMMBypassIBCmd) cmd_todo;
+    QSIMPLEQ_HEAD(, VMMBypassIBCmd) cmd_done;
+    QSIMPLEQ_HEAD(, VMMBypassIBUarOp) uar_ops;
+    QEMUBH *cmd_done_bh;
 
     /*
      * The UAR window: uar_slots slots of a doorbell page (host RAM shared
