@@ -873,8 +873,9 @@ static void write_recv(uint8_t *slot, uint32_t stride, uint64_t wr_id,
     }
 }
 
-uint32_t qp_post_recv(struct gqp *qp, uint64_t wr_id,
-                      const struct vmmbib_sge *sges, unsigned int n)
+uint32_t qp_write_recv(struct gqp *qp, uint64_t wr_id,
+                       const struct vmmbib_sge *sges, unsigned int n,
+                       bool ring)
 {
     uint32_t index = qp->rq_prod;
 
@@ -882,10 +883,23 @@ uint32_t qp_post_recv(struct gqp *qp, uint64_t wr_id,
     write_recv(qp->rq + ((uint64_t)(index & (qp->rq_wr - 1)) << qp->rq_shift),
                1u << qp->rq_shift, wr_id, sges, n);
     qp->rq_prod++;
+    if (ring) {
+        qp_rq_doorbell(qp);
+    }
+    return index;
+}
+
+void qp_rq_doorbell(struct gqp *qp)
+{
     ctx_doorbell(qp->c, VMMBIB_DB(VMMBIB_DB_KIND_RQ,
                                   VMMBIB_HANDLE_INDEX(qp->handle),
                                   qp->rq_prod));
-    return index;
+}
+
+uint32_t qp_post_recv(struct gqp *qp, uint64_t wr_id,
+                      const struct vmmbib_sge *sges, unsigned int n)
+{
+    return qp_write_recv(qp, wr_id, sges, n, true);
 }
 
 uint32_t srq_post_recv(struct gsrq *srq, uint64_t wr_id,

@@ -226,6 +226,14 @@ uint32_t post_send(struct gqp *qp, uint64_t wr_id, uint8_t opcode,
                    uint64_t raddr, uint32_t rkey);
 uint32_t qp_post_recv(struct gqp *qp, uint64_t wr_id,
                       const struct vmmbib_sge *sges, unsigned int n);
+/*
+ * Like qp_post_recv, but rings the RQ doorbell only if @ring, so that a
+ * batch of receives costs one doorbell (qp_rq_doorbell rings it later).
+ */
+uint32_t qp_write_recv(struct gqp *qp, uint64_t wr_id,
+                       const struct vmmbib_sge *sges, unsigned int n,
+                       bool ring);
+void qp_rq_doorbell(struct gqp *qp);
 uint32_t srq_post_recv(struct gsrq *srq, uint64_t wr_id,
                        const struct vmmbib_sge *sges, unsigned int n);
 

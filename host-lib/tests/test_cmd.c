@@ -65,7 +65,9 @@ static int run(struct vmmbib_dev *dev, uint16_t opcode, uint32_t ctx,
     size_t n;
 
     memcpy(req, &hdr, sizeof(hdr));
-    memcpy(req + sizeof(hdr), body, body_len);
+    if (body_len) {
+        memcpy(req + sizeof(hdr), body, body_len);
+    }
     memset(r, 0xa5, sizeof(*r));
     n = vmmbib_dev_execute(dev, req, sizeof(hdr) + body_len, r, sizeof(*r));
     if (n < sizeof(r->hdr) ||
