@@ -541,10 +541,167 @@ static void test_rdma_write_loopback(void *obj, void *data,
     qpci_iounmap(pdev, uar);
 }
 
+/* Destroy @handle with @op in @o; returns the status. */
+static int vmmbib_destroy(VmmbibObjs *o, uint16_t op, uint32_t handle)
+{
+    struct vmmbib_cmd_destroy d = { .handle = cpu_to_le32(handle) };
+    VmmbibReply r;
+
+    return vmmbib_obj_cmd(o, op, &d, sizeof(d), &r);
+}
+
+/*
+ * Every object command once with valid input, then with a stale handle
+ * and with another context's handle; the device keeps serving.
+ */
+static void test_every_command(void *obj, void *data, QGuestAllocator *alloc)
+{
+    QVmmbib *vib = obj;
+    VmmbibObjs a, b;
+    VmmbibReply r;
+    uint32_t pd, mr, dma_mr, cq, srq, qp, ah;
+    struct vmmbib_cmd_create_dma_mr dma = {
+        .access = cpu_to_le32(VMMBIB_ACCESS_LOCAL_WRITE),
+    };
+    struct vmmbib_cmd_reg_mr reg = {
+        .access = cpu_to_le32(VMMBIB_ACCESS_LOCAL_WRITE),
+        .length = cpu_to_le64(VMMBIB_PAGE_SIZE),
+    };
+    struct vmmbib_cmd_create_cq ccq = { .cqe = cpu_to_le32(8) };
+    struct vmmbib_cmd_resize_cq rcq = { .cqe = cpu_to_le32(16) };
+    struct vmmbib_cmd_create_srq csrq = {
+        .max_wr = cpu_to_le32(8),
+        .max_sge = cpu_to_le32(1),
+        .srq_limit = cpu_to_le32(2),
+        .wqe_shift = 5,
+    };
+    struct vmmbib_cmd_modify_srq msrq = {
+        .attr_mask = cpu_to_le32(VMMBIB_SRQ_LIMIT),
+        .srq_limit = cpu_to_le32(3),
+    };
+    struct vmmbib_cmd_query_srq qsrq;
+    struct vmmbib_cmd_create_qp cqp = {
+        .qp_type = VMMBIB_QPT_UD,
+        .caps = {
+            .max_send_wr = cpu_to_le32(4),
+            .max_send_sge = cpu_to_le32(1),
+            .sq_wqe_shift = 7,
+        },
+    };
+    struct vmmbib_cmd_query_qp qqp;
+    struct vmmbib_qp_attr attr = {
+        .qp_state = VMMBIB_QPS_INIT,
+        .port_num = 1,
+        .qkey = cpu_to_le32(0x11),
+    };
+    struct vmmbib_cmd_create_ah cah = {
+        .attr = { .dlid = cpu_to_le16(1), .port_num = 1 },
+    };
+
+    vmmbib_objs_init(&a, vib, alloc);
+    vmmbib_objs_init(&b, vib, alloc);
+    pd = vmmbib_handle(&a, VMMBIB_CMD_CREATE_PD, NULL, 0);
+    dma.pd_handle = cpu_to_le32(pd);
+    dma_mr = vmmbib_handle(&a, VMMBIB_CMD_CREATE_DMA_MR, &dma, sizeof(dma));
+    reg.pd_handle = cpu_to_le32(pd);
+    reg.pages = vmmbib_list(alloc, vmmbib_guest_pages(alloc, 1), 1);
+    reg.iova = reg.pages.addr;
+    mr = vmmbib_handle(&a, VMMBIB_CMD_REG_MR, &reg, sizeof(reg));
+    ccq.pages = vmmbib_list(alloc, vmmbib_guest_pages(alloc, 1), 1);
+    cq = vmmbib_handle(&a, VMMBIB_CMD_CREATE_CQ, &ccq, sizeof(ccq));
+    rcq.cq_handle = cpu_to_le32(cq);
+    rcq.pages = vmmbib_list(alloc, vmmbib_guest_pages(alloc, 2), 2);
+    g_assert_cmpint(vmmbib_obj_cmd(&a, VMMBIB_CMD_RESIZE_CQ, &rcq,
+                                   sizeof(rcq), &r), ==, VMMBIB_STATUS_OK);
+    csrq.pd_handle = cpu_to_le32(pd);
+    csrq.pages = vmmbib_list(alloc, vmmbib_guest_pages(alloc, 1), 1);
+    srq = vmmbib_handle(&a, VMMBIB_CMD_CREATE_SRQ, &csrq, sizeof(csrq));
+    msrq.srq_handle = cpu_to_le32(srq);
+    g_assert_cmpint(vmmbib_obj_cmd(&a, VMMBIB_CMD_MODIFY_SRQ, &msrq,
+                                   sizeof(msrq), &r), ==, VMMBIB_STATUS_OK);
+    qsrq = (struct vmmbib_cmd_query_srq) { .srq_handle = cpu_to_le32(srq) };
+    g_assert_cmpint(vmmbib_obj_cmd(&a, VMMBIB_CMD_QUERY_SRQ, &qsrq,
+                                   sizeof(qsrq), &r), ==, VMMBIB_STATUS_OK);
+    g_assert_cmpuint(ldl_le_p(r.raw + 8), ==, 3);   /* srq_limit */
+    cqp.pd_handle = cpu_to_le32(pd);
+    cqp.send_cq_handle = cpu_to_le32(cq);
+    cqp.recv_cq_handle = cpu_to_le32(cq);
+    cqp.srq_handle = cpu_to_le32(srq);
+    cqp.sq_pages = vmmbib_list(alloc, vmmbib_guest_pages(alloc, 1), 1);
+    qp = vmmbib_handle(&a, VMMBIB_CMD_CREATE_QP, &cqp, sizeof(cqp));
+    g_assert_cmpint(vmmbib_modify(&a, qp, VMMBIB_QP_STATE |
+                                  VMMBIB_QP_PKEY_INDEX | VMMBIB_QP_PORT |
+                                  VMMBIB_QP_QKEY, &attr), ==,
+                    VMMBIB_STATUS_OK);
+    qqp = (struct vmmbib_cmd_query_qp) { .qp_handle = cpu_to_le32(qp) };
+    g_assert_cmpint(vmmbib_obj_cmd(&a, VMMBIB_CMD_QUERY_QP, &qqp,
+                                   sizeof(qqp), &r), ==, VMMBIB_STATUS_OK);
+    g_assert_cmpuint(((struct vmmbib_resp_query_qp *)r.raw)->attr.qp_state,
+                     ==, VMMBIB_QPS_INIT);
+    cah.pd_handle = cpu_to_le32(pd);
+    ah = vmmbib_handle(&a, VMMBIB_CMD_CREATE_AH, &cah, sizeof(cah));
+
+    /* Another context names none of them. */
+    g_assert_cmpint(vmmbib_obj_cmd(&b, VMMBIB_CMD_QUERY_QP, &qqp,
+                                   sizeof(qqp), &r), ==,
+                    VMMBIB_STATUS_NOT_OWNER);
+    g_assert_cmpint(vmmbib_destroy(&b, VMMBIB_CMD_DESTROY_AH, ah), ==,
+                    VMMBIB_STATUS_NOT_OWNER);
+    g_assert_cmpint(vmmbib_destroy(&b, VMMBIB_CMD_DEREG_MR, mr), ==,
+                    VMMBIB_STATUS_NOT_OWNER);
+    /* In-use objects cannot go. */
+    g_assert_cmpint(vmmbib_destroy(&a, VMMBIB_CMD_DESTROY_CQ, cq), ==,
+                    VMMBIB_STATUS_BUSY);
+    g_assert_cmpint(vmmbib_destroy(&a, VMMBIB_CMD_DESTROY_SRQ, srq), ==,
+                    VMMBIB_STATUS_BUSY);
+
+    /* Destroy all, in order; then every handle is stale. */
+    g_assert_cmpint(vmmbib_destroy(&a, VMMBIB_CMD_DESTROY_AH, ah), ==, 0);
+    g_assert_cmpint(vmmbib_destroy(&a, VMMBIB_CMD_DESTROY_QP, qp), ==, 0);
+    g_assert_cmpint(vmmbib_destroy(&a, VMMBIB_CMD_DESTROY_SRQ, srq), ==, 0);
+    g_assert_cmpint(vmmbib_destroy(&a, VMMBIB_CMD_DESTROY_CQ, cq), ==, 0);
+    g_assert_cmpint(vmmbib_destroy(&a, VMMBIB_CMD_DEREG_MR, mr), ==, 0);
+    g_assert_cmpint(vmmbib_destroy(&a, VMMBIB_CMD_DEREG_MR, dma_mr), ==, 0);
+    g_assert_cmpint(vmmbib_destroy(&a, VMMBIB_CMD_DESTROY_PD, pd), ==, 0);
+    g_assert_cmpint(vmmbib_destroy(&a, VMMBIB_CMD_DESTROY_AH, ah), ==,
+                    VMMBIB_STATUS_BAD_HANDLE);
+    g_assert_cmpint(vmmbib_destroy(&a, VMMBIB_CMD_DESTROY_QP, qp), ==,
+                    VMMBIB_STATUS_BAD_HANDLE);
+    g_assert_cmpint(vmmbib_destroy(&a, VMMBIB_CMD_DESTROY_SRQ, srq), ==,
+                    VMMBIB_STATUS_BAD_HANDLE);
+    g_assert_cmpint(vmmbib_destroy(&a, VMMBIB_CMD_DESTROY_CQ, cq), ==,
+                    VMMBIB_STATUS_BAD_HANDLE);
+    g_assert_cmpint(vmmbib_destroy(&a, VMMBIB_CMD_DEREG_MR, mr), ==,
+                    VMMBIB_STATUS_BAD_HANDLE);
+    g_assert_cmpint(vmmbib_destroy(&a, VMMBIB_CMD_DESTROY_PD, pd), ==,
+                    VMMBIB_STATUS_BAD_HANDLE);
+    g_assert_cmpuint(vmmbib_stat("stats-qps") + vmmbib_stat("stats-cqs") +
+                     vmmbib_stat("stats-mrs") + vmmbib_stat("stats-srqs") +
+                     vmmbib_stat("stats-ahs") + vmmbib_stat("stats-pds"),
+                     ==, 0);
+    g_assert_cmpint(vmmbib_cmd(vib, VMMBIB_CMD_QUERY_DEVICE, 0, NULL, 0, &r,
+                               alloc), ==, VMMBIB_STATUS_OK);
+}
+
+/* A slot count that is not a power of two still makes a valid BAR. */
+static void test_odd_uar_slots(void *obj, void *data, QGuestAllocator *alloc)
+{
+    QVmmbibPCI *dev = obj;
+    uint64_t size;
+    QPCIBar uar = qpci_iomap(dev->pci_vdev.pdev, 2, &size);
+
+    g_assert_cmpuint(qvirtio_config_readl(&dev->pci_vdev.vdev, 8), ==, 3);
+    g_assert_cmpuint(size, ==, 4 * VMMBIB_UAR_SLOT_SIZE);
+    qpci_iounmap(dev->pci_vdev.pdev, uar);
+}
+
 static void register_vmmbib_tests(void)
 {
     QOSGraphTestOptions max_qp_opts = {
         .edge.extra_device_opts = "max-qp=77",
+    };
+    QOSGraphTestOptions odd_slots_opts = {
+        .edge.extra_device_opts = "uar-slots=3",
     };
 
     qos_add_test("pci-identity", "vmmbypass-ib", test_pci_identity, NULL);
@@ -558,6 +715,10 @@ static void register_vmmbib_tests(void)
                  NULL);
     qos_add_test("rdma-write-loopback", "vmmbypass-ib",
                  test_rdma_write_loopback, NULL);
+    qos_add_test("every-command", "vmmbypass-ib-dev", test_every_command,
+                 NULL);
+    qos_add_test("odd-uar-slots", "vmmbypass-ib", test_odd_uar_slots,
+                 &odd_slots_opts);
 }
 
 libqos_init(register_vmmbib_tests);
