@@ -11,6 +11,8 @@
 #   rdma-core-build/                its cmake/ninja build dir
 #   guest-driver/provider/libvmmbib-rdmav34.so   the provider module
 #   guest-driver/provider/vmmbib.driver          /etc/libibverbs.d entry for the guest
+#   guest-driver/provider/vmmbib-verbs-check     tests/guest/verbs-check.c, a guest test
+#                                                program linked against this tree's libibverbs
 # Incremental: a second run lets ninja rebuild only what changed; outputs are
 # replaced only when their content changed.
 set -euo pipefail
@@ -32,7 +34,7 @@ tree="$build/rdma-core-src"
 obj="$build/rdma-core-build"
 out="$build/guest-driver/provider"
 
-for c in cmake ninja ccache objdump; do need_cmd "$c"; done
+for c in cmake ninja ccache objdump cc; do need_cmd "$c"; done
 
 src="$("$VMMBIB_ROOT/scripts/fetch-rdma-core.sh")"
 
@@ -169,8 +171,20 @@ install_if_changed() { # SRC DEST
     fi
 }
 
+# The guest test program: plain libibverbs API (IBVERBS_1.x symbols), so the
+# guest's libibverbs runs it. Small: built whenever it is older than its source.
+check_src="$VMMBIB_ROOT/tests/guest/verbs-check.c"
+check_bin="$obj/vmmbib-verbs-check"
+if [[ ! "$check_bin" -nt "$check_src" ]]; then
+    log "building vmmbib-verbs-check"
+    ccache cc -std=gnu11 -O2 -g -Wall -Wextra -Wno-missing-field-initializers -Werror \
+        -I"$obj/include" -o "$check_bin" "$check_src" -L"$obj/lib" -libverbs >&2 ||
+        die "building $check_src failed (see the compiler output above)"
+fi
+
 mkdir -p "$out"
 install_if_changed "$so" "$out/lib$target.so"
+install_if_changed "$check_bin" "$out/vmmbib-verbs-check"
 drv="$obj/vmmbib.driver.guest"
 printf 'driver %s/libvmmbib\n' "$GUEST_PROVIDER_DIR" >"$drv"
 install_if_changed "$drv" "$out/vmmbib.driver"

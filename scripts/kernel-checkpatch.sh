@@ -14,7 +14,7 @@ need_cmd perl
 dir="$("$VMMBIB_ROOT/scripts/fetch-checkpatch.sh")"
 
 if (($# == 0)); then
-    set -- "$VMMBIB_ROOT"/guest-driver/kernel/*.[ch]
+    set -- "$VMMBIB_ROOT"/guest-driver/kernel/*.[ch] "$VMMBIB_ROOT"/guest-driver/kernel/test/*.c
 fi
 
 # Ignored, with reason:

@@ -6,7 +6,8 @@
 #   KDIR      a kernel build dir (headers + kbuild), or one of the names
 #               guest  the guest's 6.12 headers (scripts/fetch-guest.sh)
 #               host   bookworm's linux-headers-amd64 (scripts/setup-host.sh)
-#   OUT.ko    where the module goes; the kbuild copy is OUT.ko.d/ next to it
+#   OUT.ko    where the module goes; the kbuild copy is OUT.ko.d/ next to it, and
+#             the kernel verbs test module vmmbib_ktest.ko (test/) goes next to it too
 #   --werror  fail on any compiler or modpost warning (the tests use this)
 #
 # Builds with W=1 and holds the heavy-build lock while compiling. The copy
@@ -59,14 +60,17 @@ mkdir -p "$work"
 
 # Copy only what differs, keeping dates: kbuild then sees real changes only.
 # Files gone from the source go from the copy too.
-for f in "$work"/*.c "$work"/*.h; do
-    if [[ -e "$f" && ! -e "$src/$(basename "$f")" ]]; then
+# test/ holds the kernel verbs test module (vmmbib_ktest.ko).
+mkdir -p "$work/test"
+for f in "$work"/*.c "$work"/*.h "$work"/test/*.c; do
+    if [[ -e "$f" && ! -e "$src/${f#"$work"/}" ]]; then
         rm -f "$f"
     fi
 done
-for f in "$src"/*.c "$src"/*.h "$src/Kbuild"; do
-    if ! cmp -s "$f" "$work/$(basename "$f")"; then
-        cp -p "$f" "$work/"
+for f in "$src"/*.c "$src"/*.h "$src/Kbuild" "$src"/test/*.c; do
+    rel=${f#"$src"/}
+    if ! cmp -s "$f" "$work/$rel"; then
+        cp -p "$f" "$work/$rel"
     fi
 done
 
@@ -85,3 +89,5 @@ if ((werror)) && grep -Eq '(warning|WARNING):' "$log"; then
 fi
 # A fresh date, so that ninja sees the output newer than its inputs.
 cp -f "$work/vmmbypass_ib.ko" "$out"
+# The test module goes next to it (tests/guest/kverbs.sh loads it).
+cp -f "$work/test/vmmbib_ktest.ko" "$(dirname "$out")/vmmbib_ktest.ko"

@@ -22,6 +22,8 @@ HOST_PKGS=(
     cpio xz-utils zstd kmod dwarves linux-headers-amd64
     # rdma-core provider build
     libnl-3-dev libnl-route-3-dev libudev-dev
+    # memcheck of the host-lib tests, callgrind profile of make bench
+    valgrind
 )
 # From bookworm-backports, with the minimum version we need.
 declare -A BPO_MIN=([meson]=1.5 [python3-pycotap]=0)

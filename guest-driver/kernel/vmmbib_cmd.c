@@ -188,3 +188,203 @@ int vmmbib_cmd_create_ucontext(struct vmmbib_dev *dev, u32 *ctx_handle,
 	*uar_slot = slot;
 	return 0;
 }
+
+/* A reply handle of 0 would name nothing: a device bug, caught here. */
+static int vmmbib_cmd_check_handle(struct vmmbib_dev *dev, u16 opcode,
+				   u32 handle)
+{
+	if (handle != VMMBIB_HANDLE_NONE)
+		return 0;
+	dev_err_ratelimited(&dev->vdev->dev,
+			    "command %u returned handle 0\n", opcode);
+	return -EPROTO;
+}
+
+int vmmbib_cmd_create_pd(struct vmmbib_dev *dev, u32 ctx, u32 *handle)
+{
+	struct vmmbib_resp_create_pd resp;
+	int err;
+
+	err = vmmbib_ctrlq_exec(dev, VMMBIB_CMD_CREATE_PD, ctx, NULL, 0,
+				&resp, sizeof(resp));
+	if (err)
+		return err;
+	*handle = le32_to_cpu(resp.pd_handle);
+	return vmmbib_cmd_check_handle(dev, VMMBIB_CMD_CREATE_PD, *handle);
+}
+
+/* DESTROY_PD, DEREG_MR, DESTROY_CQ/QP/SRQ/AH: the same body. */
+int vmmbib_cmd_destroy(struct vmmbib_dev *dev, u16 opcode, u32 ctx,
+		       u32 handle)
+{
+	struct vmmbib_cmd_destroy cmd = { .handle = cpu_to_le32(handle) };
+
+	return vmmbib_ctrlq_exec(dev, opcode, ctx, &cmd, sizeof(cmd), NULL, 0);
+}
+
+int vmmbib_cmd_create_dma_mr(struct vmmbib_dev *dev, u32 ctx, u32 pd,
+			     u32 access, struct vmmbib_resp_mr *resp)
+{
+	struct vmmbib_cmd_create_dma_mr cmd = {
+		.pd_handle = cpu_to_le32(pd),
+		.access = cpu_to_le32(access),
+	};
+	int err;
+
+	err = vmmbib_ctrlq_exec(dev, VMMBIB_CMD_CREATE_DMA_MR, ctx,
+				&cmd, sizeof(cmd), resp, sizeof(*resp));
+	if (err)
+		return err;
+	return vmmbib_cmd_check_handle(dev, VMMBIB_CMD_CREATE_DMA_MR,
+				       le32_to_cpu(resp->mr_handle));
+}
+
+int vmmbib_cmd_reg_mr(struct vmmbib_dev *dev, u32 ctx, u32 pd, u32 access,
+		      u64 iova, u64 length, u32 first_page_offset,
+		      const struct vmmbib_page_list *pages,
+		      struct vmmbib_resp_mr *resp)
+{
+	struct vmmbib_cmd_reg_mr cmd = {
+		.pd_handle = cpu_to_le32(pd),
+		.access = cpu_to_le32(access),
+		.iova = cpu_to_le64(iova),
+		.length = cpu_to_le64(length),
+		.first_page_offset = cpu_to_le32(first_page_offset),
+		.pages = *pages,
+	};
+	int err;
+
+	err = vmmbib_ctrlq_exec(dev, VMMBIB_CMD_REG_MR, ctx,
+				&cmd, sizeof(cmd), resp, sizeof(*resp));
+	if (err)
+		return err;
+	return vmmbib_cmd_check_handle(dev, VMMBIB_CMD_REG_MR,
+				       le32_to_cpu(resp->mr_handle));
+}
+
+int vmmbib_cmd_create_cq(struct vmmbib_dev *dev, u32 ctx, u32 cqe,
+			 const struct vmmbib_page_list *pages, u32 *handle,
+			 u32 *granted)
+{
+	struct vmmbib_cmd_create_cq cmd = {
+		.cqe = cpu_to_le32(cqe),
+		.pages = *pages,
+	};
+	struct vmmbib_resp_create_cq resp;
+	int err;
+
+	err = vmmbib_ctrlq_exec(dev, VMMBIB_CMD_CREATE_CQ, ctx,
+				&cmd, sizeof(cmd), &resp, sizeof(resp));
+	if (err)
+		return err;
+	*handle = le32_to_cpu(resp.cq_handle);
+	*granted = le32_to_cpu(resp.cqe);
+	return vmmbib_cmd_check_handle(dev, VMMBIB_CMD_CREATE_CQ, *handle);
+}
+
+int vmmbib_cmd_resize_cq(struct vmmbib_dev *dev, u32 ctx, u32 handle,
+			 u32 cqe, const struct vmmbib_page_list *pages,
+			 u32 *granted, u32 *moved)
+{
+	struct vmmbib_cmd_resize_cq cmd = {
+		.cq_handle = cpu_to_le32(handle),
+		.cqe = cpu_to_le32(cqe),
+		.pages = *pages,
+	};
+	struct vmmbib_resp_resize_cq resp;
+	int err;
+
+	err = vmmbib_ctrlq_exec(dev, VMMBIB_CMD_RESIZE_CQ, ctx,
+				&cmd, sizeof(cmd), &resp, sizeof(resp));
+	if (err)
+		return err;
+	*granted = le32_to_cpu(resp.cqe);
+	*moved = le32_to_cpu(resp.moved);
+	return 0;
+}
+
+/* The QP commands carry the wire structs the verbs layer builds. */
+int vmmbib_cmd_create_qp(struct vmmbib_dev *dev, u32 ctx,
+			 const struct vmmbib_cmd_create_qp *cmd,
+			 struct vmmbib_resp_create_qp *resp)
+{
+	int err;
+
+	err = vmmbib_ctrlq_exec(dev, VMMBIB_CMD_CREATE_QP, ctx,
+				cmd, sizeof(*cmd), resp, sizeof(*resp));
+	if (err)
+		return err;
+	return vmmbib_cmd_check_handle(dev, VMMBIB_CMD_CREATE_QP,
+				       le32_to_cpu(resp->qp_handle));
+}
+
+int vmmbib_cmd_modify_qp(struct vmmbib_dev *dev, u32 ctx,
+			 const struct vmmbib_cmd_modify_qp *cmd)
+{
+	return vmmbib_ctrlq_exec(dev, VMMBIB_CMD_MODIFY_QP, ctx,
+				 cmd, sizeof(*cmd), NULL, 0);
+}
+
+int vmmbib_cmd_query_qp(struct vmmbib_dev *dev, u32 ctx, u32 handle,
+			struct vmmbib_resp_query_qp *resp)
+{
+	struct vmmbib_cmd_query_qp cmd = { .qp_handle = cpu_to_le32(handle) };
+
+	return vmmbib_ctrlq_exec(dev, VMMBIB_CMD_QUERY_QP, ctx,
+				 &cmd, sizeof(cmd), resp, sizeof(*resp));
+}
+
+int vmmbib_cmd_create_srq(struct vmmbib_dev *dev, u32 ctx,
+			  const struct vmmbib_cmd_create_srq *cmd,
+			  struct vmmbib_resp_create_srq *resp)
+{
+	int err;
+
+	err = vmmbib_ctrlq_exec(dev, VMMBIB_CMD_CREATE_SRQ, ctx,
+				cmd, sizeof(*cmd), resp, sizeof(*resp));
+	if (err)
+		return err;
+	return vmmbib_cmd_check_handle(dev, VMMBIB_CMD_CREATE_SRQ,
+				       le32_to_cpu(resp->srq_handle));
+}
+
+int vmmbib_cmd_modify_srq(struct vmmbib_dev *dev, u32 ctx, u32 handle,
+			  u32 mask, u32 max_wr, u32 limit)
+{
+	struct vmmbib_cmd_modify_srq cmd = {
+		.srq_handle = cpu_to_le32(handle),
+		.attr_mask = cpu_to_le32(mask),
+		.max_wr = cpu_to_le32(max_wr),
+		.srq_limit = cpu_to_le32(limit),
+	};
+
+	return vmmbib_ctrlq_exec(dev, VMMBIB_CMD_MODIFY_SRQ, ctx,
+				 &cmd, sizeof(cmd), NULL, 0);
+}
+
+int vmmbib_cmd_query_srq(struct vmmbib_dev *dev, u32 ctx, u32 handle,
+			 struct vmmbib_resp_query_srq *resp)
+{
+	struct vmmbib_cmd_query_srq cmd = { .srq_handle = cpu_to_le32(handle) };
+
+	return vmmbib_ctrlq_exec(dev, VMMBIB_CMD_QUERY_SRQ, ctx,
+				 &cmd, sizeof(cmd), resp, sizeof(*resp));
+}
+
+int vmmbib_cmd_create_ah(struct vmmbib_dev *dev, u32 ctx, u32 pd,
+			 const struct vmmbib_ah_attr *attr, u32 *handle)
+{
+	struct vmmbib_cmd_create_ah cmd = {
+		.pd_handle = cpu_to_le32(pd),
+		.attr = *attr,
+	};
+	struct vmmbib_resp_create_ah resp;
+	int err;
+
+	err = vmmbib_ctrlq_exec(dev, VMMBIB_CMD_CREATE_AH, ctx,
+				&cmd, sizeof(cmd), &resp, sizeof(resp));
+	if (err)
+		return err;
+	*handle = le32_to_cpu(resp.ah_handle);
+	return vmmbib_cmd_check_handle(dev, VMMBIB_CMD_CREATE_AH, *handle);
+}

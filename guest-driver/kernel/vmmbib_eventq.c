@@ -113,13 +113,114 @@ static void vmmbib_port_event(struct vmmbib_dev *dev, u32 port,
 	vmmbib_dispatch(dev, type, port);
 }
 
+/*
+ * Events of CQs, QPs and SRQs go to the object's own handlers.  The
+ * object is looked up by handle under its table's lock, which its destroy
+ * verb takes to remove it: it cannot go away while its handler runs.  The
+ * handlers ib_core and ib_uverbs install run in any context.
+ */
+static void vmmbib_cq_event(struct vmmbib_dev *dev, u32 handle, u32 ctx,
+			    int type)
+{
+	struct ib_event event = { .device = &dev->ibdev, .event = type };
+	struct vmmbib_cq *cq;
+	unsigned long flags;
+
+	xa_lock_irqsave(&dev->cqs, flags);
+	cq = xa_load(&dev->cqs, handle);
+	if (cq && cq->ctx_handle == ctx) {
+		if (type < 0) {
+			if (cq->ibcq.comp_handler)
+				cq->ibcq.comp_handler(&cq->ibcq,
+						      cq->ibcq.cq_context);
+		} else if (cq->ibcq.event_handler) {
+			event.element.cq = &cq->ibcq;
+			cq->ibcq.event_handler(&event, cq->ibcq.cq_context);
+		}
+	}
+	xa_unlock_irqrestore(&dev->cqs, flags);
+	if (!cq)
+		dev_dbg(vmmbib_eventq_dev(dev), "event for gone CQ %#x\n",
+			handle);
+}
+
+static void vmmbib_qp_event(struct vmmbib_dev *dev, u32 handle, u32 ctx,
+			    enum ib_event_type type)
+{
+	struct ib_event event = { .device = &dev->ibdev, .event = type };
+	struct vmmbib_qp *qp;
+	unsigned long flags;
+
+	xa_lock_irqsave(&dev->qps, flags);
+	qp = xa_load(&dev->qps, handle);
+	if (qp && qp->ctx_handle == ctx && qp->ibqp.event_handler) {
+		event.element.qp = &qp->ibqp;
+		qp->ibqp.event_handler(&event, qp->ibqp.qp_context);
+	}
+	xa_unlock_irqrestore(&dev->qps, flags);
+}
+
+static void vmmbib_srq_event(struct vmmbib_dev *dev, u32 handle, u32 ctx,
+			     enum ib_event_type type)
+{
+	struct ib_event event = { .device = &dev->ibdev, .event = type };
+	struct vmmbib_srq *srq;
+	unsigned long flags;
+
+	xa_lock_irqsave(&dev->srqs, flags);
+	srq = xa_load(&dev->srqs, handle);
+	if (srq && srq->ctx_handle == ctx && srq->ibsrq.event_handler) {
+		event.element.srq = &srq->ibsrq;
+		srq->ibsrq.event_handler(&event, srq->ibsrq.srq_context);
+	}
+	xa_unlock_irqrestore(&dev->srqs, flags);
+}
+
 static void vmmbib_handle_event(struct vmmbib_dev *dev,
 				const struct vmmbib_event *ev)
 {
 	u16 type = le16_to_cpu(ev->type);
 	u32 handle = le32_to_cpu(ev->handle);
+	u32 ctx = le32_to_cpu(ev->ctx_handle);
+
+	/* Objects exist only while registered; ports need ib_core too. */
+	if (!dev->eventq.dispatch && type != VMMBIB_EVENT_DEVICE_FATAL) {
+		dev_dbg(vmmbib_eventq_dev(dev),
+			"event %u while not registered: dropped\n", type);
+		return;
+	}
 
 	switch (type) {
+	case VMMBIB_EVENT_COMP:
+		vmmbib_cq_event(dev, handle, ctx, -1);
+		break;
+	case VMMBIB_EVENT_CQ_ERR:
+		vmmbib_cq_event(dev, handle, ctx, IB_EVENT_CQ_ERR);
+		break;
+	case VMMBIB_EVENT_QP_FATAL:
+		vmmbib_qp_event(dev, handle, ctx, IB_EVENT_QP_FATAL);
+		break;
+	case VMMBIB_EVENT_QP_REQ_ERR:
+		vmmbib_qp_event(dev, handle, ctx, IB_EVENT_QP_REQ_ERR);
+		break;
+	case VMMBIB_EVENT_QP_ACCESS_ERR:
+		vmmbib_qp_event(dev, handle, ctx, IB_EVENT_QP_ACCESS_ERR);
+		break;
+	case VMMBIB_EVENT_COMM_EST:
+		vmmbib_qp_event(dev, handle, ctx, IB_EVENT_COMM_EST);
+		break;
+	case VMMBIB_EVENT_SQ_DRAINED:
+		vmmbib_qp_event(dev, handle, ctx, IB_EVENT_SQ_DRAINED);
+		break;
+	case VMMBIB_EVENT_QP_LAST_WQE_REACHED:
+		vmmbib_qp_event(dev, handle, ctx, IB_EVENT_QP_LAST_WQE_REACHED);
+		break;
+	case VMMBIB_EVENT_SRQ_LIMIT_REACHED:
+		vmmbib_srq_event(dev, handle, ctx, IB_EVENT_SRQ_LIMIT_REACHED);
+		break;
+	case VMMBIB_EVENT_SRQ_ERR:
+		vmmbib_srq_event(dev, handle, ctx, IB_EVENT_SRQ_ERR);
+		break;
 	case VMMBIB_EVENT_PORT_ACTIVE:
 		vmmbib_port_event(dev, handle, IB_EVENT_PORT_ACTIVE);
 		break;
@@ -131,13 +232,10 @@ static void vmmbib_handle_event(struct vmmbib_dev *dev,
 		vmmbib_dispatch(dev, IB_EVENT_DEVICE_FATAL, 1);
 		break;
 	default:
-		/*
-		 * Completion, QP, CQ and SRQ events name objects this driver
-		 * does not create yet; anything else is unknown.
-		 */
-		dev_err_ratelimited(vmmbib_eventq_dev(dev),
-				    "unexpected event type %u (handle %#x) ignored\n",
-				    type, handle);
+		/* Newer devices may know more: ignored, as the spec says. */
+		dev_dbg(vmmbib_eventq_dev(dev),
+			"unknown event type %u (handle %#x) ignored\n",
+			type, handle);
 		break;
 	}
 }

@@ -7,6 +7,7 @@
  * context and registers the ib_device "vmmbib%d" with ib_core.
  */
 
+#include <linux/io.h>
 #include <linux/module.h>
 #include <linux/pci.h>
 #include <linux/version.h>
@@ -169,6 +170,70 @@ static int vmmbib_query_device_attr(struct vmmbib_dev *dev)
 	return 0;
 }
 
+/*
+ * Maps the kernel context's UAR slot: its doorbell page as memory shared
+ * with the engine (cacheable, as docs/spec.md allows), its kick page
+ * uncached.  The window itself is found by its shared memory capability.
+ */
+static int vmmbib_map_uar(struct vmmbib_dev *dev)
+{
+	struct virtio_shm_region shm;
+	phys_addr_t slot;
+	u32 ring_size;
+
+	if (!virtio_get_shm_region(dev->vdev, &shm, VMMBIB_SHM_ID_UAR)) {
+		dev_err(&dev->vdev->dev,
+			"the device has no UAR window (shared memory region %u)\n",
+			VMMBIB_SHM_ID_UAR);
+		return -ENODEV;
+	}
+	if (shm.len < (u64)dev->uar_slots * VMMBIB_UAR_SLOT_SIZE) {
+		dev_err(&dev->vdev->dev,
+			"UAR window of %llu bytes is too small for %u slots\n",
+			shm.len, dev->uar_slots);
+		return -EINVAL;
+	}
+	dev->uar.base = shm.addr;
+	dev->uar.len = shm.len;
+
+	slot = shm.addr + (phys_addr_t)dev->kctx_uar_slot * VMMBIB_UAR_SLOT_SIZE;
+	dev->uar.db = memremap(slot + VMMBIB_UAR_DB_PAGE_OFFSET,
+			       VMMBIB_PAGE_SIZE, MEMREMAP_WB);
+	if (!dev->uar.db)
+		return -ENOMEM;
+	dev->uar.kick = ioremap(slot + VMMBIB_UAR_KICK_PAGE_OFFSET,
+				VMMBIB_PAGE_SIZE);
+	if (!dev->uar.kick) {
+		memunmap(dev->uar.db);
+		dev->uar.db = NULL;
+		return -ENOMEM;
+	}
+
+	ring_size = le32_to_cpu(READ_ONCE(*(__le32 *)(dev->uar.db +
+						      VMMBIB_DB_RING_SIZE)));
+	if (ring_size != VMMBIB_DB_RING_ENTRIES) {
+		dev_err(&dev->vdev->dev,
+			"doorbell ring of %u entries, expected %u\n",
+			ring_size, VMMBIB_DB_RING_ENTRIES);
+		iounmap(dev->uar.kick);
+		memunmap(dev->uar.db);
+		dev->uar.db = NULL;
+		dev->uar.kick = NULL;
+		return -EPROTO;
+	}
+	return 0;
+}
+
+static void vmmbib_unmap_uar(struct vmmbib_dev *dev)
+{
+	if (dev->uar.kick)
+		iounmap(dev->uar.kick);
+	if (dev->uar.db)
+		memunmap(dev->uar.db);
+	dev->uar.kick = NULL;
+	dev->uar.db = NULL;
+}
+
 static int vmmbib_register_ibdev(struct vmmbib_dev *dev)
 {
 	struct ib_device *ibdev = &dev->ibdev;
@@ -186,7 +251,11 @@ static int vmmbib_register_ibdev(struct vmmbib_dev *dev)
 	ibdev->num_comp_vectors = 1;
 	ibdev->dev.parent = parent;
 	strscpy(ibdev->node_desc, "vmmbypass-ib", sizeof(ibdev->node_desc));
+	/* ib_mad, ib_cm, rdma_cm and ULPs use the kernel verbs too. */
+	ibdev->kverbs_provider = true;
 	ib_set_device_ops(ibdev, &vmmbib_dev_ops);
+	ib_set_device_ops(ibdev, &vmmbib_obj_ops);
+	ib_set_device_ops(ibdev, &vmmbib_kverbs_ops);
 
 	err = ib_register_device(ibdev, "vmmbib%d", parent);
 	if (err) {
@@ -223,6 +292,10 @@ static int vmmbib_probe(struct virtio_device *vdev)
 		return -ENOMEM;
 	dev->vdev = vdev;
 	vdev->priv = dev;
+	xa_init_flags(&dev->cqs, XA_FLAGS_LOCK_IRQ);
+	xa_init_flags(&dev->qps, XA_FLAGS_LOCK_IRQ);
+	xa_init_flags(&dev->srqs, XA_FLAGS_LOCK_IRQ);
+	xa_init_flags(&dev->kqps, XA_FLAGS_LOCK_IRQ);
 
 	err = vmmbib_check_config(dev, &max_cmd_size);
 	if (err)
@@ -250,15 +323,21 @@ static int vmmbib_probe(struct virtio_device *vdev)
 		goto err_reset;
 	}
 
-	err = vmmbib_register_ibdev(dev);
+	err = vmmbib_map_uar(dev);
 	if (err)
 		goto err_destroy_kctx;
+
+	err = vmmbib_register_ibdev(dev);
+	if (err)
+		goto err_unmap_uar;
 
 	dev_info(&vdev->dev, "%s: node GUID %016llx, UAR slots %u\n",
 		 dev_name(&dev->ibdev.dev), be64_to_cpu(dev->attr.node_guid),
 		 dev->uar_slots);
 	return 0;
 
+err_unmap_uar:
+	vmmbib_unmap_uar(dev);
 err_destroy_kctx:
 	vmmbib_cmd_destroy_ucontext(dev, dev->kctx_handle);
 err_reset:
@@ -284,6 +363,7 @@ static void vmmbib_remove(struct virtio_device *vdev)
 			 err);
 
 	virtio_reset_device(vdev);
+	vmmbib_unmap_uar(dev);
 	vmmbib_del_vqs(dev);
 	vdev->priv = NULL;
 	ib_dealloc_device(&dev->ibdev);

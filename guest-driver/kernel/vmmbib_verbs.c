@@ -7,6 +7,8 @@
 
 #include <linux/kernel.h>
 #include <linux/minmax.h>
+#include <linux/mm.h>
+#include <linux/slab.h>
 #include <rdma/ib_mad.h>
 #include <rdma/ib_user_ioctl_verbs.h>
 #include <rdma/ib_verbs.h>
@@ -227,6 +229,7 @@ static int vmmbib_alloc_ucontext(struct ib_ucontext *ibucontext,
 	struct vmmbib_ucontext *uctx = to_vmmbib_ucontext(ibucontext);
 	struct vmmbib_dev *dev = to_vmmbib_dev(ibucontext->device);
 	struct vmmbib_ualloc_ucontext_resp resp = {};
+	struct vmmbib_user_mmap_entry *entry;
 	int err;
 
 	/* Version 1 of the provider ABI defines no request data. */
@@ -240,18 +243,35 @@ static int vmmbib_alloc_ucontext(struct ib_ucontext *ibucontext,
 	if (err)
 		return err;
 
+	/* The slot's two pages, offered to the provider's mmap. */
+	entry = kzalloc(sizeof(*entry), GFP_KERNEL);
+	if (!entry) {
+		err = -ENOMEM;
+		goto err_destroy_ucontext;
+	}
+	entry->pfn = PHYS_PFN(dev->uar.base +
+			      (phys_addr_t)uctx->uar_slot * VMMBIB_UAR_SLOT_SIZE);
+	err = rdma_user_mmap_entry_insert(ibucontext, &entry->rdma_entry,
+					  VMMBIB_UAR_SLOT_SIZE);
+	if (err) {
+		kfree(entry);
+		goto err_destroy_ucontext;
+	}
+	uctx->uar_entry = &entry->rdma_entry;
+
 	resp.uar_slot = uctx->uar_slot;
-	/* 0 until mmap of the UAR slot is implemented. */
-	resp.uar_mmap_key = 0;
+	resp.uar_mmap_key = rdma_user_mmap_get_offset(uctx->uar_entry);
 	resp.uar_size = VMMBIB_UAR_SLOT_SIZE;
 	resp.db_ring_entries = VMMBIB_DB_RING_ENTRIES;
 
 	/* An older provider may know a shorter reply. */
 	err = ib_copy_to_udata(udata, &resp, min(sizeof(resp), udata->outlen));
 	if (err)
-		goto err_destroy_ucontext;
+		goto err_remove_entry;
 	return 0;
 
+err_remove_entry:
+	rdma_user_mmap_entry_remove(uctx->uar_entry);
 err_destroy_ucontext:
 	vmmbib_cmd_destroy_ucontext(dev, uctx->ctx_handle);
 	return err;
@@ -263,11 +283,49 @@ static void vmmbib_dealloc_ucontext(struct ib_ucontext *ibucontext)
 	struct vmmbib_dev *dev = to_vmmbib_dev(ibucontext->device);
 	int err;
 
+	rdma_user_mmap_entry_remove(uctx->uar_entry);
 	err = vmmbib_cmd_destroy_ucontext(dev, uctx->ctx_handle);
 	if (err)
 		ibdev_err_ratelimited(&dev->ibdev,
 				      "context %#x not destroyed: %d\n",
 				      uctx->ctx_handle, err);
+}
+
+/* Maps the UAR slot: both pages uncached (the kick page must be). */
+static int vmmbib_mmap(struct ib_ucontext *ibucontext,
+		       struct vm_area_struct *vma)
+{
+	struct vmmbib_user_mmap_entry *entry;
+	struct rdma_user_mmap_entry *rdma_entry;
+	int err;
+
+	rdma_entry = rdma_user_mmap_entry_get(ibucontext, vma);
+	if (!rdma_entry)
+		return -EINVAL;
+	entry = container_of(rdma_entry, struct vmmbib_user_mmap_entry,
+			     rdma_entry);
+	err = rdma_user_mmap_io(ibucontext, vma, entry->pfn,
+				rdma_entry->npages * PAGE_SIZE,
+				pgprot_noncached(vma->vm_page_prot),
+				rdma_entry);
+	rdma_user_mmap_entry_put(rdma_entry);
+	return err;
+}
+
+static void vmmbib_mmap_free(struct rdma_user_mmap_entry *rdma_entry)
+{
+	kfree(container_of(rdma_entry, struct vmmbib_user_mmap_entry,
+			   rdma_entry));
+}
+
+/*
+ * On device removal ib_uverbs zaps every mapping made through
+ * rdma_user_mmap_io() before it calls this, and frees the objects
+ * afterwards: nothing is left for the driver to do.  Having the op is what
+ * lets removal go ahead while user processes still hold the device.
+ */
+static void vmmbib_disassociate_ucontext(struct ib_ucontext *ibucontext)
+{
 }
 
 const struct ib_device_ops vmmbib_dev_ops = {
@@ -278,9 +336,12 @@ const struct ib_device_ops vmmbib_dev_ops = {
 
 	.alloc_ucontext = vmmbib_alloc_ucontext,
 	.dealloc_ucontext = vmmbib_dealloc_ucontext,
+	.disassociate_ucontext = vmmbib_disassociate_ucontext,
 	.get_dev_fw_str = vmmbib_get_dev_fw_str,
 	.get_link_layer = vmmbib_get_link_layer,
 	.get_port_immutable = vmmbib_get_port_immutable,
+	.mmap = vmmbib_mmap,
+	.mmap_free = vmmbib_mmap_free,
 	.query_device = vmmbib_query_device,
 	.query_gid = vmmbib_query_gid,
 	.query_pkey = vmmbib_query_pkey,

@@ -3,11 +3,10 @@
  * vmmbypass-ib rdma-core provider.
  *
  * libibverbs loads this module for the ib_devices of the vmmbypass_ib
- * kernel driver.  Control verbs go through the kernel (ibv_cmd_*); the data
- * path (posting WQEs, ringing doorbells in the context's UAR slot, polling
- * CQs in guest memory) will live here as well.  Verbs this file does not
- * implement are absent from the ops table, so libibverbs answers them with
- * EOPNOTSUPP.
+ * kernel driver.  Control verbs go through the kernel (ibv_cmd_*, verbs.c);
+ * the data path (posting WQEs, ringing doorbells in the context's UAR slot,
+ * polling CQs in guest memory: qp.c, cq.c) never enters the kernel.  Verbs
+ * absent from the ops table are answered by libibverbs with EOPNOTSUPP.
  */
 #include <config.h>
 
@@ -16,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "vmmbib.h"
@@ -62,10 +62,56 @@ static int vmmbib_query_port(struct ibv_context *ibctx, uint8_t port,
 	return ibv_cmd_query_port(ibctx, port, attr, &cmd, sizeof(cmd));
 }
 
+static unsigned int vmmbib_qp_bucket(uint32_t qpn)
+{
+	return qpn % VMMBIB_QP_TABLE_SIZE;
+}
+
+void vmmbib_qp_table_add(struct vmmbib_context *ctx, struct vmmbib_qp *qp)
+{
+	unsigned int b = vmmbib_qp_bucket(qp->vqp.qp.qp_num);
+
+	pthread_mutex_lock(&ctx->qp_table_lock);
+	qp->next = ctx->qp_table[b];
+	ctx->qp_table[b] = qp;
+	pthread_mutex_unlock(&ctx->qp_table_lock);
+}
+
+void vmmbib_qp_table_del(struct vmmbib_context *ctx, struct vmmbib_qp *qp)
+{
+	struct vmmbib_qp **p;
+
+	pthread_mutex_lock(&ctx->qp_table_lock);
+	for (p = &ctx->qp_table[vmmbib_qp_bucket(qp->vqp.qp.qp_num)]; *p;
+	     p = &(*p)->next) {
+		if (*p == qp) {
+			*p = qp->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&ctx->qp_table_lock);
+}
+
+struct vmmbib_qp *vmmbib_qp_table_find(struct vmmbib_context *ctx,
+				       uint32_t qpn)
+{
+	struct vmmbib_qp *qp;
+
+	pthread_mutex_lock(&ctx->qp_table_lock);
+	for (qp = ctx->qp_table[vmmbib_qp_bucket(qpn)]; qp; qp = qp->next)
+		if (qp->vqp.qp.qp_num == qpn)
+			break;
+	pthread_mutex_unlock(&ctx->qp_table_lock);
+	return qp;
+}
+
 static void vmmbib_free_context(struct ibv_context *ibctx)
 {
 	struct vmmbib_context *ctx = to_vmmbib_ctx(ibctx);
 
+	if (ctx->uar)
+		munmap(ctx->uar, ctx->uar_size);
+	pthread_mutex_destroy(&ctx->qp_table_lock);
 	verbs_uninit_context(&ctx->ibv_ctx);
 	free(ctx);
 }
@@ -74,6 +120,33 @@ static const struct verbs_context_ops vmmbib_ctx_ops = {
 	.free_context = vmmbib_free_context,
 	.query_device_ex = vmmbib_query_device_ex,
 	.query_port = vmmbib_query_port,
+
+	.alloc_pd = vmmbib_alloc_pd,
+	.dealloc_pd = vmmbib_dealloc_pd,
+	.reg_mr = vmmbib_reg_mr,
+	.dereg_mr = vmmbib_dereg_mr,
+
+	.create_cq = vmmbib_create_cq,
+	.poll_cq = vmmbib_poll_cq,
+	.req_notify_cq = vmmbib_req_notify_cq,
+	.resize_cq = vmmbib_resize_cq,
+	.destroy_cq = vmmbib_destroy_cq,
+
+	.create_qp = vmmbib_create_qp,
+	.modify_qp = vmmbib_modify_qp,
+	.query_qp = vmmbib_query_qp,
+	.destroy_qp = vmmbib_destroy_qp,
+	.post_send = vmmbib_post_send,
+	.post_recv = vmmbib_post_recv,
+
+	.create_srq = vmmbib_create_srq,
+	.modify_srq = vmmbib_modify_srq,
+	.query_srq = vmmbib_query_srq,
+	.destroy_srq = vmmbib_destroy_srq,
+	.post_srq_recv = vmmbib_post_srq_recv,
+
+	.create_ah = vmmbib_create_ah,
+	.destroy_ah = vmmbib_destroy_ah,
 };
 
 /*
@@ -146,6 +219,25 @@ static struct verbs_context *vmmbib_alloc_context(struct ibv_device *ibdev,
 	ctx->uar_mmap_key = resp.drv.uar_mmap_key;
 	ctx->uar_size = resp.drv.uar_size;
 	ctx->db_ring_entries = resp.drv.db_ring_entries;
+
+	/*
+	 * The UAR slot: page 0 is plain memory shared with the engine (the
+	 * doorbell ring), page 1 the trapped kick registers.  Posting never
+	 * enters the kernel after this.
+	 */
+	ctx->uar = mmap(NULL, ctx->uar_size, PROT_READ | PROT_WRITE,
+			MAP_SHARED, cmd_fd, ctx->uar_mmap_key);
+	if (ctx->uar == MAP_FAILED) {
+		ret = errno;
+		ctx->uar = NULL;
+		verbs_err(&ctx->ibv_ctx,
+			  "mmap of UAR slot %u (key %#" PRIx64 ") failed: %s\n",
+			  ctx->uar_slot, ctx->uar_mmap_key, strerror(ret));
+		goto err_uninit_context;
+	}
+	ctx->db_page = (uint8_t *)ctx->uar + VMMBIB_UAR_DB_PAGE_OFFSET;
+	ctx->kick_page = (uint8_t *)ctx->uar + VMMBIB_UAR_KICK_PAGE_OFFSET;
+	pthread_mutex_init(&ctx->qp_table_lock, NULL);
 
 	verbs_set_ops(&ctx->ibv_ctx, &vmmbib_ctx_ops);
 	return &ctx->ibv_ctx;

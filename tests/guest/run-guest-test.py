@@ -19,14 +19,19 @@ Examples:
   ... --shell            interactive: console on this terminal, shell after the
                          script (or instead of it); Ctrl-A X quits QEMU
   ... --show-output      print the script's output instead of TAP (for demos)
+  ... --stats --expect-stat 'doorbell_writes <= 0.01 * wqes'
+                         after the script, read the device's stats-* counters
+                         over QMP (qom-get), print them and check expressions
 """
 
 import argparse
+import json
 import os
 import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +43,11 @@ KERNEL_TROUBLE = re.compile(
     r"(?:^|\] )(?:BUG:|WARNING:|Oops|Kernel panic|general protection fault|"
     r"UBSAN:|KASAN:|Call Trace:|kernel BUG at|INFO: task .* blocked)"
 )
+# A guest script prints this line to have the device counters read at that
+# point too (it should then sleep a second or two): with --stats, the values
+# printed and checked are the differences from this baseline, so what the
+# boot did (the kernel's MAD QPs, say) does not count.
+STATS_BASELINE = "VMMBIB-STATS-BASELINE"
 TAP_LINE = re.compile(r"^(ok|not ok)\b\s*(\d+)?\s*(?:-\s*)?(.*)$")
 
 
@@ -76,7 +86,18 @@ def parse_args(argv):
                    help="print the script's output (live) instead of TAP")
     p.add_argument("--shell", action="store_true",
                    help="interactive: guest console on this terminal, then a shell")
+    p.add_argument("--stats", action="store_true",
+                   help=f"when the script is done, read every stats-* property of each {DEVICE} "
+                   "over QMP and print them (QEMU then runs with -no-shutdown and a QMP socket)")
+    p.add_argument("--expect-stat", action="append", default=[], metavar="EXPR",
+                   help="with --stats: a Python expression over the first device's counters "
+                   "(stats-doorbell-writes is doorbell_writes) that must hold, e.g. "
+                   "'doorbell_writes <= 0.01 * wqes'; one TAP result each (repeatable)")
     args = p.parse_args(argv)
+    if args.expect_stat:
+        args.stats = True
+    if args.stats and (args.no_device or args.shell):
+        p.error("--stats needs a device and a non-interactive run")
     for path, what in ((args.qemu, "--qemu"), (args.kernel, "--kernel"), (args.initrd, "--initrd")):
         if not os.path.isfile(path):
             hint = "build QEMU first (make)" if what == "--qemu" else \
@@ -90,6 +111,15 @@ def parse_args(argv):
         if "=" not in item or item.startswith("="):
             p.error(f"'{item}': expected NAME=VALUE")
     return args
+
+
+def device_ids(args):
+    """QOM ids of our devices: the id= given in --device-args, else vmmbibN."""
+    ids = []
+    for n, props in enumerate(args.device_args or [""]):
+        given = [kv[3:] for kv in props.split(",") if kv.startswith("id=")]
+        ids.append(given[0] if given else f"vmmbib{n}")
+    return ids
 
 
 def qemu_command(args, logdir, interactive):
@@ -112,8 +142,15 @@ def qemu_command(args, logdir, interactive):
             "-serial", "chardev:results",
         ]
     if not args.no_device:
-        for props in args.device_args or [""]:
+        for props, dev_id in zip(args.device_args or [""], device_ids(args)):
+            # QMP names the device by its id: give it ours unless one was set.
+            if args.stats and not any(kv.startswith("id=") for kv in props.split(",")):
+                props = f"id={dev_id}" + ("," + props if props else "")
             cmd += ["-device", DEVICE + ("," + props if props else "")]
+    if args.stats:
+        # The guest powers off when its script is done; -no-shutdown keeps
+        # QEMU (and the counters) there until we have read them and quit.
+        cmd += ["-no-shutdown", "-qmp", f"unix:{logdir}/qmp.sock,server=on,wait=off"]
 
     env_lines = []
     for item in args.env:
@@ -144,6 +181,10 @@ class Results:
         self.events = []       # ("tap", ok: bool, name) or ("diag", text), in order
         self.boot_uptime = None
         self.rc = None
+        self.stats = None          # {device id: {stats-name: value}} with --stats
+        self.stats_error = None
+        self.baseline = None       # the same, when the script asked for a baseline
+        self.baseline_wanted = False
         self._partial = ""
 
     def feed(self, text):
@@ -161,6 +202,8 @@ class Results:
             m = TAP_LINE.match(body)
             if m:
                 self.events.append(("tap", m.group(1) == "ok", m.group(3)))
+        elif line == "VMMBIB-OUT: " + STATS_BASELINE:
+            self.baseline_wanted = True
         elif line.startswith("VMMBIB-OUT: ") or line == "VMMBIB-OUT:":
             if self.show_output:
                 print(line[len("VMMBIB-OUT: "):], flush=True)
@@ -176,8 +219,68 @@ class Results:
         return [(e[1], e[2]) for e in self.events if e[0] == "tap"]
 
 
-def run_guest(cmd, logdir, results, timeout):
-    """Runs QEMU, following results.log; returns (qemu exit code or None, why, seconds)."""
+class Qmp:
+    """A minimal QMP client: one command at a time over QEMU's UNIX socket."""
+
+    def __init__(self, path, timeout=10):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.buf = b""
+        self._read()                      # the greeting
+        self.cmd("qmp_capabilities")
+
+    def _read(self):
+        while True:
+            while b"\n" in self.buf:
+                line, self.buf = self.buf.split(b"\n", 1)
+                msg = json.loads(line)
+                if "event" not in msg:
+                    return msg
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("QMP connection closed")
+            self.buf += data
+
+    def cmd(self, name, **arguments):
+        req = {"execute": name}
+        if arguments:
+            req["arguments"] = arguments
+        self.sock.sendall(json.dumps(req).encode() + b"\n")
+        reply = self._read()
+        if "error" in reply:
+            raise RuntimeError(f"QMP {name}: {reply['error'].get('desc', reply['error'])}")
+        return reply.get("return")
+
+    def close(self):
+        self.sock.close()
+
+
+def read_stats(logdir, ids, quit_after=True):
+    """{device id: {stats-name: value}} read over QMP, then tells QEMU to quit."""
+    qmp = Qmp(os.path.join(logdir, "qmp.sock"))
+    try:
+        stats = {}
+        for dev_id in ids:
+            path = f"/machine/peripheral/{dev_id}"
+            names = [p["name"] for p in qmp.cmd("qom-list", path=path)
+                     if p["name"].startswith("stats-")]
+            stats[dev_id] = {n: qmp.cmd("qom-get", path=path, property=n) for n in sorted(names)}
+        if quit_after:
+            try:
+                qmp.cmd("quit")
+            except (ConnectionError, OSError):
+                pass
+        return stats
+    finally:
+        qmp.close()
+
+
+def run_guest(cmd, logdir, results, timeout, stats_ids=None):
+    """Runs QEMU, following results.log; returns (qemu exit code or None, why, seconds).
+
+    With stats_ids, reads the devices' counters once the script is done
+    (results.stats, or results.stats_error) and then makes QEMU quit."""
     start = time.monotonic()
     with open(os.path.join(logdir, "qemu.log"), "wb") as qlog:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=qlog,
@@ -196,8 +299,23 @@ def run_guest(cmd, logdir, results, timeout):
             if exited:
                 break
             now = time.monotonic()
+            if stats_ids and results.baseline_wanted and results.baseline is None \
+                    and results.rc is None:
+                try:
+                    results.baseline = read_stats(logdir, stats_ids, quit_after=False)
+                except (OSError, ValueError, RuntimeError, ConnectionError) as e:
+                    results.stats_error = f"reading the baseline counters over QMP failed: {e}"
+                    why = results.stats_error
+                    break
             if results.rc is not None and done_at is None:
                 done_at = now
+                if stats_ids:
+                    try:
+                        results.stats = read_stats(logdir, stats_ids)
+                    except (OSError, ValueError, RuntimeError, ConnectionError) as e:
+                        results.stats_error = f"reading the device counters over QMP failed: {e}"
+                        why = results.stats_error
+                        break
             if done_at is not None and now - done_at > 15:
                 why = "the guest did not power off after it finished"
                 break
@@ -223,6 +341,21 @@ def read_text(path):
             return f.read().decode("utf-8", "replace").replace("\r", "")
     except FileNotFoundError:
         return ""
+
+
+def stats_since_baseline(results):
+    """The final counters, minus the baseline the script asked for (if any).
+    Gauges (objects, pinned pages) are not differenced: they are shown as is."""
+    gauges = {"stats-ucontexts", "stats-pds", "stats-mrs", "stats-cqs", "stats-qps",
+              "stats-srqs", "stats-ahs", "stats-pinned-pages"}
+    if not results.baseline:
+        return results.stats
+    out = {}
+    for dev_id, values in results.stats.items():
+        base = results.baseline.get(dev_id, {})
+        out[dev_id] = {k: v if k in gauges or not isinstance(v, int) else v - base.get(k, 0)
+                       for k, v in values.items()}
+    return out
 
 
 def report_tap(results, qemu_rc, why, elapsed, logdir, args, cmd):
@@ -253,6 +386,23 @@ def report_tap(results, qemu_rc, why, elapsed, logdir, args, cmd):
     elif results.rc != 0 and not failed:
         # (a failed result already explains a non-zero status)
         result(False, f"guest script exit status is 0 (it was {results.rc})")
+    if args.stats and results.stats is not None:
+        stats = stats_since_baseline(results)
+        since = " since the script's baseline" if results.baseline else ""
+        for dev_id, values in stats.items():
+            out.append(f"# {dev_id} counters{since}: " +
+                       " ".join(f"{k[len('stats-'):]}={v}" for k, v in values.items()))
+        first = next(iter(stats.values()), {})
+        names = {k[len("stats-"):].replace("-", "_"): v for k, v in first.items()}
+        for expr in args.expect_stat:
+            try:
+                ok = bool(eval(expr, {"__builtins__": {}}, dict(names)))  # noqa: S307
+                result(ok, f"device counters: {expr}")
+            except Exception as e:  # a typo in EXPR must fail, not crash
+                result(False, f"device counters: {expr} ({type(e).__name__}: {e})")
+    elif args.expect_stat:
+        for expr in args.expect_stat:
+            result(False, f"device counters: {expr} (no counters were read)")
     trouble = [l for l in console.splitlines() if KERNEL_TROUBLE.search(l)]
     if console and not args.allow_kernel_warnings:
         result(not trouble, "guest kernel log has no oops/BUG/WARNING")
@@ -292,12 +442,16 @@ def main(argv):
         logdir = tempfile.mkdtemp(prefix="vmmbib-guest-")
     cmd = qemu_command(args, logdir, False)
     results = Results(args.show_output)
-    qemu_rc, why, elapsed = run_guest(cmd, logdir, results, args.timeout)
+    qemu_rc, why, elapsed = run_guest(cmd, logdir, results, args.timeout,
+                                      device_ids(args) if args.stats else None)
 
     if args.show_output:
         # Demo mode: the output was printed live; summarise, and on failure show
         # the whole console so the user sees why.
         ok = why is None and results.rc == 0 and all(ok for ok, _ in results.tap())
+        for dev_id, values in (stats_since_baseline(results) if results.stats else {}).items():
+            print(f"{dev_id} counters: " +
+                  " ".join(f"{k[len('stats-'):]}={v}" for k, v in values.items()), flush=True)
         if not ok:
             print(f"guest run failed: {why or f'script status {results.rc}, QEMU status {qemu_rc}'}",
                   file=sys.stderr)

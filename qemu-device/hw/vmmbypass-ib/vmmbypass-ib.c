@@ -494,7 +494,10 @@ static void vmmbib_get_config(VirtIODevice *vdev, uint8_t *config)
 static uint64_t vmmbib_get_features(VirtIODevice *vdev, uint64_t features,
                                     Error **errp)
 {
-    /* No optional device features are offered yet. */
+    /* The backend implements all of them (docs/spec.md, feature bits). */
+    virtio_add_feature(&features, VMMBIB_F_SRQ);
+    virtio_add_feature(&features, VMMBIB_F_ATOMIC);
+    virtio_add_feature(&features, VMMBIB_F_UD);
     return features;
 }
 
