@@ -163,11 +163,11 @@ size_t vmmbib_dev_execute(struct vmmbib_dev *dev,
     size_t body_len = 0;
     int status;
 
-    pthread_mutex_lock(dev->lock);
+    vmmbib_engine_enter(dev->engine);
     dev->stats.commands++;
     if (reply_cap < sizeof(hdr)) {
         dev->stats.command_errors++;
-        pthread_mutex_unlock(dev->lock);
+        vmmbib_engine_leave(dev->engine);
         return 0;
     }
     status = dispatch(dev, req, req_len, (uint8_t *)reply + sizeof(hdr),
@@ -176,7 +176,7 @@ size_t vmmbib_dev_execute(struct vmmbib_dev *dev,
         dev->stats.command_errors++;
         body_len = 0;
     }
-    pthread_mutex_unlock(dev->lock);
+    vmmbib_engine_leave(dev->engine);
     hdr.status = htole16(status);
     hdr.length = htole32(body_len);
     memcpy(reply, &hdr, sizeof(hdr));

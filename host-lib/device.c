@@ -178,9 +178,9 @@ struct vmmbib_dev *vmmbib_dev_new(const struct vmmbib_dev_config *cfg,
     }
     dev->engine = engine;
     dev->lock = vmmbib_engine_lock(engine);
-    pthread_mutex_lock(dev->lock);
+    vmmbib_engine_enter(dev->engine);
     if (cfg->lid && vmmbib_engine_find_lid(engine, cfg->lid)) {
-        pthread_mutex_unlock(dev->lock);
+        vmmbib_engine_leave(dev->engine);
         set_err(err, err_len, "lid=%u is taken by another device of this "
                 "engine: choose another or 0 to have one assigned", cfg->lid);
         vmmbib_dev_free(dev);
@@ -191,7 +191,7 @@ struct vmmbib_dev *vmmbib_dev_new(const struct vmmbib_dev_config *cfg,
     dev->node_guid = cfg->node_guid ? cfg->node_guid :
                      0x02aabbfffe000000ull | dev->lid;
     vmmbib_engine_attach(engine, dev);
-    pthread_mutex_unlock(dev->lock);
+    vmmbib_engine_leave(dev->engine);
     return dev;
 }
 
@@ -211,9 +211,9 @@ static void reset_locked(struct vmmbib_dev *dev)
 
 void vmmbib_dev_reset(struct vmmbib_dev *dev)
 {
-    pthread_mutex_lock(dev->lock);
+    vmmbib_engine_enter(dev->engine);
     reset_locked(dev);
-    pthread_mutex_unlock(dev->lock);
+    vmmbib_engine_leave(dev->engine);
 }
 
 void vmmbib_dev_free(struct vmmbib_dev *dev)
@@ -222,10 +222,10 @@ void vmmbib_dev_free(struct vmmbib_dev *dev)
         return;
     }
     if (dev->engine) {
-        pthread_mutex_lock(dev->lock);
+        vmmbib_engine_enter(dev->engine);
         reset_locked(dev);
         vmmbib_engine_detach(dev->engine, dev);
-        pthread_mutex_unlock(dev->lock);
+        vmmbib_engine_leave(dev->engine);
         if (dev->own_engine) {
             vmmbib_engine_free(dev->engine);
         }
@@ -244,7 +244,7 @@ void *vmmbib_dev_db_pages(struct vmmbib_dev *dev)
 void vmmbib_dev_get_stats(struct vmmbib_dev *dev,
                           struct vmmbib_dev_stats *stats)
 {
-    pthread_mutex_lock(dev->lock);
+    vmmbib_engine_enter(dev->engine);
     *stats = dev->stats;
     stats->ucontexts = dev->ucontexts.used;
     stats->pds = dev->pds.used;
@@ -254,7 +254,7 @@ void vmmbib_dev_get_stats(struct vmmbib_dev *dev,
     stats->srqs = dev->srqs.used;
     stats->ahs = dev->ahs.used;
     stats->pinned_pages = dev->pinned_pages;
-    pthread_mutex_unlock(dev->lock);
+    vmmbib_engine_leave(dev->engine);
 }
 
 void vmmbib_dev_event(struct vmmbib_dev *dev, uint16_t type, uint32_t handle,

@@ -34,6 +34,7 @@ struct vmmbib_engine {
     struct vmmbib_qp *active_tail;
     uint16_t next_lid;
     uint32_t state;         /* VMMBIB_ENGINE_*, as the pages show it */
+    unsigned int waiters;   /* threads other than the engine's, waiting */
 };
 
 static uint64_t now_ns(void)
@@ -97,6 +98,22 @@ void vmmbib_engine_free(struct vmmbib_engine *eng)
 pthread_mutex_t *vmmbib_engine_lock(struct vmmbib_engine *eng)
 {
     return &eng->lock;
+}
+
+void vmmbib_engine_enter(struct vmmbib_engine *eng)
+{
+    /*
+     * Announce ourselves: a busy engine thread hands the lock over between
+     * passes only when someone waits, and a mutex alone is not fair.
+     */
+    __atomic_add_fetch(&eng->waiters, 1, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&eng->lock);
+    __atomic_sub_fetch(&eng->waiters, 1, __ATOMIC_RELAXED);
+}
+
+void vmmbib_engine_leave(struct vmmbib_engine *eng)
+{
+    pthread_mutex_unlock(&eng->lock);
 }
 
 void vmmbib_engine_attach(struct vmmbib_engine *eng, struct vmmbib_dev *dev)
@@ -292,6 +309,12 @@ static void *engine_thread(void *opaque)
         work = poll_doorbells(eng) + run_active(eng, now, &deadline);
         if (work) {
             idle_since = now;
+            if (__atomic_load_n(&eng->waiters, __ATOMIC_RELAXED)) {
+                /* A command or a trapped doorbell waits: let it in. */
+                pthread_mutex_unlock(&eng->lock);
+                sched_yield();
+                pthread_mutex_lock(&eng->lock);
+            }
         } else if (now - idle_since < (uint64_t)eng->idle_poll_us * 1000) {
             /* Let commands in between passes. */
             pthread_mutex_unlock(&eng->lock);
@@ -325,10 +348,10 @@ void vmmbib_dev_kick(struct vmmbib_dev *dev)
 {
     struct vmmbib_engine *eng = dev->engine;
 
-    pthread_mutex_lock(&eng->lock);
+    vmmbib_engine_enter(eng);
     eng->kicked = true;
     pthread_cond_signal(&eng->wake);
-    pthread_mutex_unlock(&eng->lock);
+    vmmbib_engine_leave(eng);
 }
 
 void vmmbib_dev_doorbell(struct vmmbib_dev *dev, uint32_t slot,
@@ -337,7 +360,7 @@ void vmmbib_dev_doorbell(struct vmmbib_dev *dev, uint32_t slot,
     struct vmmbib_engine *eng = dev->engine;
     uint32_t i;
 
-    pthread_mutex_lock(&eng->lock);
+    vmmbib_engine_enter(eng);
     for (i = 1; i <= dev->ucontexts.size; i++) {
         struct vmmbib_ucontext *uctx = vmmbib_table_at(&dev->ucontexts, i);
 
@@ -353,10 +376,10 @@ void vmmbib_dev_doorbell(struct vmmbib_dev *dev, uint32_t slot,
                 eng->kicked = true;
                 pthread_cond_signal(&eng->wake);
             }
-            pthread_mutex_unlock(&eng->lock);
+            vmmbib_engine_leave(eng);
             return;
         }
     }
     dev->stats.bad_doorbells++;
-    pthread_mutex_unlock(&eng->lock);
+    vmmbib_engine_leave(eng);
 }

@@ -250,6 +250,9 @@ struct vmmbib_dev *vmmbib_engine_find_lid(struct vmmbib_engine *eng,
                                           uint16_t lid);
 uint16_t vmmbib_engine_assign_lid(struct vmmbib_engine *eng);
 pthread_mutex_t *vmmbib_engine_lock(struct vmmbib_engine *eng);
+/* Take and release the engine lock from outside the engine thread. */
+void vmmbib_engine_enter(struct vmmbib_engine *eng);
+void vmmbib_engine_leave(struct vmmbib_engine *eng);
 /* What a new doorbell page must show: the engine may already sleep. */
 uint32_t vmmbib_engine_state(struct vmmbib_engine *eng);
 void vmmbib_engine_qp_activate(struct vmmbib_engine *eng,
