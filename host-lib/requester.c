@@ -553,16 +553,21 @@ void vmmbib_qp_to_error(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
     }
 }
 
-/* A new producer index for @ring: it may advance by at most its size. */
+/*
+ * A new producer index for @ring.  Doorbells of one queue may arrive out of
+ * order (one from the ring, a later one through the trapped register when
+ * the ring was full): an index not newer than the last says nothing new.
+ * A newer one may advance the queue by at most its size.
+ */
 static bool ring_advance(struct vmmbib_ring *ring, uint32_t producer)
 {
+    if ((int32_t)(producer - ring->producer) <= 0) {
+        return true;
+    }
     if (producer - ring->consumer > ring->entries) {
         return false;
     }
-    /* Doorbells of one queue may arrive out of order; keep the newest. */
-    if ((int32_t)(producer - ring->producer) > 0) {
-        ring->producer = producer;
-    }
+    ring->producer = producer;
     return true;
 }
 
