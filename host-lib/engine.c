@@ -221,24 +221,42 @@ static unsigned int drain_ring(struct vmmbib_dev *dev,
     return n;
 }
 
-static unsigned int poll_doorbells(struct vmmbib_engine *eng)
+/* Call @fn on every context of every device; returns the sum of results. */
+static unsigned int each_context(struct vmmbib_engine *eng,
+                                 unsigned int (*fn)(struct vmmbib_dev *dev,
+                                                    struct vmmbib_ucontext *uctx,
+                                                    uint32_t arg),
+                                 uint32_t arg)
 {
     struct vmmbib_dev *dev;
-    unsigned int work = 0;
+    unsigned int sum = 0;
 
     for (dev = eng->devs; dev; dev = dev->next_on_engine) {
         uint32_t i;
 
-        for (i = 1; i <= dev->ucontexts.size && i; i++) {
+        for (i = 1; i <= dev->ucontexts.size; i++) {
             struct vmmbib_ucontext *uctx = vmmbib_table_at(&dev->ucontexts,
                                                            i);
 
             if (uctx) {
-                work += drain_ring(dev, uctx);
+                sum += fn(dev, uctx, arg);
             }
         }
     }
-    return work;
+    return sum;
+}
+
+static unsigned int drain_context(struct vmmbib_dev *dev,
+                                  struct vmmbib_ucontext *uctx,
+                                  uint32_t unused)
+{
+    (void)unused;
+    return drain_ring(dev, uctx);
+}
+
+static unsigned int poll_doorbells(struct vmmbib_engine *eng)
+{
+    return each_context(eng, drain_context, 0);
 }
 
 /* One turn for each QP with work; a QP with nothing left leaves the list. */
@@ -274,24 +292,19 @@ uint32_t vmmbib_engine_state(struct vmmbib_engine *eng)
     return eng->state;
 }
 
+static unsigned int store_state(struct vmmbib_dev *dev,
+                                struct vmmbib_ucontext *uctx, uint32_t state)
+{
+    (void)dev;
+    __atomic_store_n(db_word(uctx, VMMBIB_DB_ENGINE_STATE), htole32(state),
+                     __ATOMIC_RELAXED);
+    return 0;
+}
+
 static void set_engine_state(struct vmmbib_engine *eng, uint32_t state)
 {
-    struct vmmbib_dev *dev;
-
     eng->state = state;
-    for (dev = eng->devs; dev; dev = dev->next_on_engine) {
-        uint32_t i;
-
-        for (i = 1; i <= dev->ucontexts.size && i; i++) {
-            struct vmmbib_ucontext *uctx = vmmbib_table_at(&dev->ucontexts,
-                                                           i);
-
-            if (uctx) {
-                __atomic_store_n(db_word(uctx, VMMBIB_DB_ENGINE_STATE),
-                                 htole32(state), __ATOMIC_RELAXED);
-            }
-        }
-    }
+    each_context(eng, store_state, state);
     /* Pairs with the producer's barrier between its entry and this read. */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
