@@ -204,18 +204,52 @@ include \$(dir \$(realpath \$(lastword \$(MAKEFILE_LIST))))../linux-headers-$GUE
     [[ -d "$GUEST_KDIR/scripts/" ]] || die "$GUEST_KDIR/scripts does not resolve (linux-kbuild not unpacked?)"
 }
 
+# Reads "name version arch" lines and prints them again, each with the version
+# trixie serves today where the archive has dropped the pinned one: a stable
+# release's point updates replace the binaries of the previous point release,
+# so a pin of a library like libc6 goes stale within months. Pins the archive
+# still has, and every pin whose .deb is already in the cache, stay as they are.
+resolve_pins() {
+    local -a specs=() stale=()
+    local -A served=() newest=()
+    local name version arch v rest spec
+    while read -r name version arch; do
+        [[ -z "$name" || "$name" == \#* ]] && continue
+        specs+=("$name $version $arch")
+        [[ -s "$(deb_file "$name" "$version" "$arch")" ]] || stale+=("$name")
+    done
+    if ((${#stale[@]})); then
+        # "  name | version | URL suite/main amd64 Packages", newest first
+        while IFS='|' read -r name v rest; do
+            [[ "$rest" == *" Packages" ]] || continue
+            name=${name// /} v=${v// /}
+            served["$name $v"]=1
+            [[ -n "${newest[$name]:-}" ]] || newest[$name]=$v
+        done < <(apt_cache_guest madison "${stale[@]}" 2>/dev/null)
+    fi
+    for spec in "${specs[@]}"; do
+        read -r name version arch <<<"$spec"
+        if [[ -s "$(deb_file "$name" "$version" "$arch")" || -n "${served["$name $version"]:-}" ||
+            -z "${newest[$name]:-}" ]]; then
+            printf '%s %s %s\n' "$name" "$version" "$arch"
+        else
+            warn "$name $version is no longer in trixie; using ${newest[$name]} (refresh tests/guest/packages.txt with scripts/fetch-guest.sh --update-pins)"
+            printf '%s %s %s\n' "$name" "${newest[$name]}" "$arch"
+        fi
+    done
+}
+
 fetch_userspace() {
     [[ -f "$GUEST_PKG_LIST" ]] || die "$GUEST_PKG_LIST missing; create it with: scripts/fetch-guest.sh --update-pins"
     local -a specs=() debs=()
     local name version arch
     while read -r name version arch; do
-        [[ -z "$name" || "$name" == \#* ]] && continue
         specs+=("$name $version $arch")
         debs+=("$(deb_file "$name" "$version" "$arch")")
-    done <"$GUEST_PKG_LIST"
+    done < <(resolve_pins <"$GUEST_PKG_LIST")
     download_debs guest "${specs[@]}"
     ((${#debs[@]})) || die "$GUEST_PKG_LIST lists no packages"
-    unpack_debs "$GUEST_USERSPACE_ROOT" "$(grep -v '^#' "$GUEST_PKG_LIST" | sha256sum | cut -d' ' -f1)" "${debs[@]}"
+    unpack_debs "$GUEST_USERSPACE_ROOT" "$(printf '%s\n' "${specs[@]}" | sha256sum | cut -d' ' -f1)" "${debs[@]}"
 }
 
 main() {
