@@ -53,17 +53,19 @@ int vmmbib_cmd_destroy_pd(struct vmmbib_cmd_ctx *c)
 }
 
 /*
- * An address vector the subnet can route: a unicast LID, port 1, known
- * flags.  Also checks a QP's primary path (cmd_qp.c).
+ * An address vector the subnet can route: port 1, known flags, and a
+ * unicast LID, which a global address (routed by its dgid) may leave 0.
+ * Also checks a QP's primary path (cmd_qp.c).
  */
 int vmmbib_check_ah_attr(const struct vmmbib_ah_attr *a)
 {
     uint16_t dlid = vmmbib_le16(a->dlid);
+    bool global = a->ah_flags & VMMBIB_AH_GRH;
     static const uint8_t zero[sizeof(a->reserved)];
 
     if (memcmp(a->reserved, zero, sizeof(zero)) ||
         (a->ah_flags & ~VMMBIB_AH_GRH) || a->port_num != 1 ||
-        dlid == 0 || dlid >= 0xc000 || a->sl > 15 ||
+        (dlid == 0 && !global) || dlid >= 0xc000 || a->sl > 15 ||
         vmmbib_le32(a->flow_label) > 0xfffff) {
         return VMMBIB_STATUS_INVALID;
     }

@@ -207,16 +207,32 @@ static void apply_attrs(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
         qp->sq.producer = qp->sq.consumer = 0;
         qp->rq.producer = qp->rq.consumer = 0;
         memset(&qp->attr, 0, sizeof(qp->attr));
+        qp->rnr_deadline_ns = 0;
+        qp->sq_draining = false;
+        qp->comm_est = false;
         qp->state = VMMBIB_QPS_RESET;
         break;
     case VMMBIB_QPS_ERR:
         vmmbib_qp_to_error(dev, qp, 0);
         break;
+    case VMMBIB_QPS_SQD:
+        /* The notify flag belongs to this transition, not a past one. */
+        if (!(mask & VMMBIB_QP_EN_SQD_ASYNC_NOTIFY)) {
+            cur->en_sqd_async_notify = 0;
+        }
+        qp->state = VMMBIB_QPS_SQD;
+        /* The engine finishes what it began, then reports the drain. */
+        qp->sq_draining = true;
+        vmmbib_engine_qp_activate(dev->engine, qp);
+        vmmbib_engine_wake(dev->engine);
+        break;
     default:
         qp->state = a->qp_state;
+        qp->sq_draining = false;
         if (qp->state == VMMBIB_QPS_RTS) {
-            /* Work posted before RTS may now run. */
+            /* Work posted before RTS (or in SQD, SQE) may now run. */
             vmmbib_engine_qp_activate(dev->engine, qp);
+            vmmbib_engine_wake(dev->engine);
         }
         break;
     }
@@ -264,7 +280,7 @@ int vmmbib_cmd_query_qp(struct vmmbib_cmd_ctx *c)
     r->attr = qp->attr;
     r->attr.qp_state = qp->state;
     r->attr.cur_qp_state = qp->state;
-    r->attr.sq_draining = 0;
+    r->attr.sq_draining = qp->sq_draining;
     r->caps = qp->caps;
     return VMMBIB_STATUS_OK;
 }

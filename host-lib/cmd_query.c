@@ -1,6 +1,7 @@
 /*
  * QUERY_DEVICE, QUERY_PORT, QUERY_GID and QUERY_PKEY: answered from the
- * device model.  The port is an InfiniBand port that is always active.
+ * device model.  The port is an InfiniBand port that is always active
+ * (PORT_ACTIVE is raised with the first context: cmd_ucontext.c).
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -11,7 +12,6 @@
 
 /* major.minor.sub in bits 47..32, 31..16, 15..0 (docs/spec.md) */
 #define FW_VERSION          0x0000000100000000ull   /* 1.0.0 */
-#define SUBNET_PREFIX       0xfe80000000000000ull   /* link-local */
 #define PORT_NUM            1
 #define GID_TABLE_LEN       1
 #define PKEY_TABLE_LEN      1
@@ -88,18 +88,25 @@ int vmmbib_cmd_query_port(struct vmmbib_cmd_ctx *c)
     return VMMBIB_STATUS_OK;
 }
 
+/* The port GUID is the node GUID: the device has one port. */
+void vmmbib_port_gid(const struct vmmbib_dev *dev, uint8_t *gid)
+{
+    uint64_t prefix = htobe64(VMMBIB_SUBNET_PREFIX);
+    uint64_t guid = htobe64(dev->node_guid);
+
+    memcpy(gid, &prefix, sizeof(prefix));
+    memcpy(gid + sizeof(prefix), &guid, sizeof(guid));
+}
+
 int vmmbib_cmd_query_gid(struct vmmbib_cmd_ctx *c)
 {
     const struct vmmbib_cmd_query_gid *q = c->req;
     struct vmmbib_resp_query_gid *r = c->resp;
-    uint64_t prefix = htobe64(SUBNET_PREFIX);
-    uint64_t guid = htobe64(c->dev->node_guid);
 
     if (q->port_num != PORT_NUM || vmmbib_le32(q->index) >= GID_TABLE_LEN) {
         return VMMBIB_STATUS_INVALID;
     }
-    memcpy(r->gid, &prefix, sizeof(prefix));
-    memcpy(r->gid + sizeof(prefix), &guid, sizeof(guid));
+    vmmbib_port_gid(c->dev, r->gid);
     return VMMBIB_STATUS_OK;
 }
 

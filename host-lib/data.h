@@ -50,7 +50,9 @@ enum vmmbib_deliver {
 };
 
 /* responder.c */
-struct vmmbib_qp *vmmbib_find_qp(struct vmmbib_engine *eng, uint16_t lid,
+/* The QP @qpn at the port @av routes to: by dgid with a GRH, else dlid. */
+struct vmmbib_qp *vmmbib_find_qp(struct vmmbib_engine *eng,
+                                 const struct vmmbib_ah_attr *av,
                                  uint32_t qpn, struct vmmbib_dev **dev);
 /* Take the next receive WQE of @qp; 1 taken, 0 none, -1 malformed. */
 int vmmbib_recv_take(struct vmmbib_dev *dev, struct vmmbib_qp *qp,

@@ -167,7 +167,9 @@ struct vmmbib_dev *vmmbib_dev_new(const struct vmmbib_dev_config *cfg,
     memset(dev->db_pages, 0, (size_t)cfg->uar_slots * VMMBIB_PAGE_SIZE);
 
     if (!engine) {
-        struct vmmbib_engine_config ecfg = { .idle_poll_us = 50 };
+        struct vmmbib_engine_config ecfg = {
+            .idle_poll_us = cfg->idle_poll_us,
+        };
 
         engine = vmmbib_engine_new(&ecfg, err, err_len);
         if (!engine) {
@@ -190,6 +192,15 @@ struct vmmbib_dev *vmmbib_dev_new(const struct vmmbib_dev_config *cfg,
     /* A locally administered EUI-64 that carries the LID. */
     dev->node_guid = cfg->node_guid ? cfg->node_guid :
                      0x02aabbfffe000000ull | dev->lid;
+    /* GIDs route UD and RC traffic: each port GUID names one device. */
+    if (vmmbib_engine_find_guid(engine, dev->node_guid)) {
+        vmmbib_engine_leave(dev->engine);
+        set_err(err, err_len, "node-guid=%#llx is taken by another device "
+                "of this engine: choose another or 0 for one derived from "
+                "the LID", (unsigned long long)dev->node_guid);
+        vmmbib_dev_free(dev);
+        return NULL;
+    }
     vmmbib_engine_attach(engine, dev);
     vmmbib_engine_leave(dev->engine);
     return dev;
@@ -213,6 +224,8 @@ void vmmbib_dev_reset(struct vmmbib_dev *dev)
 {
     vmmbib_engine_enter(dev->engine);
     reset_locked(dev);
+    /* The driver that comes next is told the port is up again. */
+    dev->port_active_raised = false;
     vmmbib_engine_leave(dev->engine);
 }
 

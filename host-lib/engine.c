@@ -2,8 +2,9 @@
  * The engine: one thread that serves every device attached to it.  It
  * drains the doorbell rings of all contexts, runs the SQs of the QPs that
  * have work (a list, so idle QPs cost nothing), and when it has found no
- * work for idle_poll_us it marks itself asleep in every doorbell page and
- * blocks until a kick (docs/spec.md section 4).
+ * work for idle_poll_us (its config, or the device config of a device
+ * with an engine of its own) it marks itself asleep in every doorbell page
+ * and blocks until a kick (docs/spec.md section 4).
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -50,15 +51,23 @@ static void *engine_thread(void *opaque);
 struct vmmbib_engine *vmmbib_engine_new(const struct vmmbib_engine_config *cfg,
                                         char *err, size_t err_len)
 {
-    struct vmmbib_engine *eng = calloc(1, sizeof(*eng));
+    struct vmmbib_engine *eng;
     pthread_condattr_t attr;
     int ret;
 
+    if (cfg->idle_poll_us > VMMBIB_IDLE_POLL_US_MAX) {
+        snprintf(err, err_len, "idle-poll-us=%u is out of range: use 0 (the "
+                 "default, %u) to %u", cfg->idle_poll_us,
+                 VMMBIB_IDLE_POLL_US_DEFAULT, VMMBIB_IDLE_POLL_US_MAX);
+        return NULL;
+    }
+    eng = calloc(1, sizeof(*eng));
     if (!eng) {
         snprintf(err, err_len, "out of memory");
         return NULL;
     }
-    eng->idle_poll_us = cfg->idle_poll_us;
+    eng->idle_poll_us = cfg->idle_poll_us ? cfg->idle_poll_us :
+                        VMMBIB_IDLE_POLL_US_DEFAULT;
     eng->next_lid = 1;
     pthread_mutex_init(&eng->lock, NULL);
     pthread_condattr_init(&attr);
@@ -141,6 +150,35 @@ struct vmmbib_dev *vmmbib_engine_find_lid(struct vmmbib_engine *eng,
 
     for (dev = eng->devs; dev; dev = dev->next_on_engine) {
         if (dev->lid == lid) {
+            return dev;
+        }
+    }
+    return NULL;
+}
+
+struct vmmbib_dev *vmmbib_engine_find_gid(struct vmmbib_engine *eng,
+                                          const uint8_t *gid)
+{
+    struct vmmbib_dev *dev;
+
+    for (dev = eng->devs; dev; dev = dev->next_on_engine) {
+        uint8_t port_gid[16];
+
+        vmmbib_port_gid(dev, port_gid);
+        if (!memcmp(port_gid, gid, sizeof(port_gid))) {
+            return dev;
+        }
+    }
+    return NULL;
+}
+
+struct vmmbib_dev *vmmbib_engine_find_guid(struct vmmbib_engine *eng,
+                                           uint64_t guid)
+{
+    struct vmmbib_dev *dev;
+
+    for (dev = eng->devs; dev; dev = dev->next_on_engine) {
+        if (dev->node_guid == guid) {
             return dev;
         }
     }
@@ -272,8 +310,7 @@ static unsigned int run_active(struct vmmbib_engine *eng, uint64_t now,
         work += vmmbib_qp_run_sq(qp->dev, qp, QP_BUDGET, now);
         if (qp->active) {
             vmmbib_engine_qp_forget(eng, qp);
-            if (qp->state == VMMBIB_QPS_RTS &&
-                qp->sq.consumer != qp->sq.producer) {
+            if (vmmbib_qp_has_sq_work(qp)) {
                 /* Still has work (budget or RNR wait): to the back. */
                 vmmbib_engine_qp_activate(eng, qp);
                 if (qp->rnr_deadline_ns &&
@@ -285,6 +322,12 @@ static unsigned int run_active(struct vmmbib_engine *eng, uint64_t now,
         qp = next;
     }
     return work;
+}
+
+void vmmbib_engine_wake(struct vmmbib_engine *eng)
+{
+    eng->kicked = true;
+    pthread_cond_signal(&eng->wake);
 }
 
 uint32_t vmmbib_engine_state(struct vmmbib_engine *eng)
@@ -362,8 +405,7 @@ void vmmbib_dev_kick(struct vmmbib_dev *dev)
     struct vmmbib_engine *eng = dev->engine;
 
     vmmbib_engine_enter(eng);
-    eng->kicked = true;
-    pthread_cond_signal(&eng->wake);
+    vmmbib_engine_wake(eng);
     vmmbib_engine_leave(eng);
 }
 
@@ -386,8 +428,7 @@ void vmmbib_dev_doorbell(struct vmmbib_dev *dev, uint32_t slot,
                 run_active(eng, now_ns(), &deadline);
             }
             if (eng->active_head) {
-                eng->kicked = true;
-                pthread_cond_signal(&eng->wake);
+                vmmbib_engine_wake(eng);
             }
             vmmbib_engine_leave(eng);
             return;

@@ -21,6 +21,9 @@ static inline uint16_t vmmbib_le16(uint16_t v) { return le16toh(v); }
 static inline uint32_t vmmbib_le32(uint32_t v) { return le32toh(v); }
 static inline uint64_t vmmbib_le64(uint64_t v) { return le64toh(v); }
 
+/* The subnet's GID prefix: link-local, one subnet per engine. */
+#define VMMBIB_SUBNET_PREFIX 0xfe80000000000000ull
+
 /* QP numbers are 24 bits; 0 and 1 name the special QPs of IB. */
 #define VMMBIB_MAX_QPN 0xffffffu
 
@@ -148,6 +151,8 @@ struct vmmbib_qp {
     struct vmmbib_ring sq;
     struct vmmbib_ring rq;
     bool active;            /* on the engine's list of QPs with work */
+    bool sq_draining;       /* in SQD, the WQE begun before still runs */
+    bool comm_est;          /* COMM_EST was raised since RESET */
     struct vmmbib_qp *next_active;
     uint32_t rnr_retries;   /* left for the WQE at the SQ head */
     uint64_t rnr_deadline_ns;
@@ -174,6 +179,7 @@ struct vmmbib_dev {
     struct vmmbib_table srqs;
     struct vmmbib_table ahs;
     uint64_t pinned_pages;
+    bool port_active_raised;    /* PORT_ACTIVE since creation or reset */
     bool *uar_slot_busy;    /* [cfg.uar_slots] */
     uint8_t *db_pages;      /* [cfg.uar_slots] pages */
     struct vmmbib_dev_stats stats;
@@ -239,6 +245,11 @@ int vmmbib_ring_load(struct vmmbib_dev *dev, struct vmmbib_ring *ring,
 /* cmd_pd.c: an address vector's checks, also for a QP's path. */
 int vmmbib_check_ah_attr(const struct vmmbib_ah_attr *attr);
 
+/* cmd_query.c: the GID of the device's port: subnet prefix, port GUID. */
+void vmmbib_port_gid(const struct vmmbib_dev *dev, uint8_t *gid);
+/* cmd_ucontext.c: the port comes up when the first context is created. */
+void vmmbib_port_activate(struct vmmbib_dev *dev);
+
 /* qp_state.c: the IB QP state machine. */
 int vmmbib_qp_check_modify(const struct vmmbib_qp *qp, uint32_t mask,
                            const struct vmmbib_qp_attr *attr);
@@ -248,6 +259,13 @@ void vmmbib_engine_attach(struct vmmbib_engine *eng, struct vmmbib_dev *dev);
 void vmmbib_engine_detach(struct vmmbib_engine *eng, struct vmmbib_dev *dev);
 struct vmmbib_dev *vmmbib_engine_find_lid(struct vmmbib_engine *eng,
                                           uint16_t lid);
+/* The device whose port GID is the 16 bytes at @gid, or NULL. */
+struct vmmbib_dev *vmmbib_engine_find_gid(struct vmmbib_engine *eng,
+                                          const uint8_t *gid);
+struct vmmbib_dev *vmmbib_engine_find_guid(struct vmmbib_engine *eng,
+                                           uint64_t guid);
+/* Wake a sleeping engine thread; engine lock held. */
+void vmmbib_engine_wake(struct vmmbib_engine *eng);
 uint16_t vmmbib_engine_assign_lid(struct vmmbib_engine *eng);
 pthread_mutex_t *vmmbib_engine_lock(struct vmmbib_engine *eng);
 /* Take and release the engine lock from outside the engine thread. */
@@ -262,6 +280,8 @@ void vmmbib_engine_qp_forget(struct vmmbib_engine *eng, struct vmmbib_qp *qp);
 /* Execute one doorbell of context @uctx; engine lock held. */
 void vmmbib_doorbell_execute(struct vmmbib_dev *dev,
                              struct vmmbib_ucontext *uctx, uint64_t db);
+/* Whether the engine must come back to @qp's SQ. */
+bool vmmbib_qp_has_sq_work(const struct vmmbib_qp *qp);
 /* Run up to @budget send WQEs of @qp; returns how many ran. */
 unsigned int vmmbib_qp_run_sq(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
                               unsigned int budget, uint64_t now_ns);
@@ -269,6 +289,8 @@ unsigned int vmmbib_qp_run_sq(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
 void vmmbib_qp_to_error(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
                         uint16_t event);
 void vmmbib_qp_flush(struct vmmbib_dev *dev, struct vmmbib_qp *qp);
+/* A UD send WQE failed: @qp goes to SQE, its SQ is flushed, RQ kept. */
+void vmmbib_qp_to_sqe(struct vmmbib_dev *dev, struct vmmbib_qp *qp);
 
 /* cmd_mr.c: the MR a key names, or NULL. */
 struct vmmbib_mr *vmmbib_mr_from_key(struct vmmbib_dev *dev, uint32_t key);

@@ -110,6 +110,9 @@ static int check_values(const struct vmmbib_qp *qp, uint32_t mask,
     if (memcmp(a->reserved, zero, sizeof(zero))) {
         return VMMBIB_STATUS_INVALID;
     }
+    if ((mask & M(EN_SQD_ASYNC_NOTIFY)) && a->en_sqd_async_notify > 1) {
+        return VMMBIB_STATUS_INVALID;
+    }
     if ((mask & M(PKEY_INDEX)) && vmmbib_le16(a->pkey_index) != 0) {
         return VMMBIB_STATUS_INVALID;
     }
@@ -175,6 +178,10 @@ int vmmbib_qp_check_modify(const struct vmmbib_qp *qp, uint32_t mask,
     }
     t = &transitions[cur][next];
     if (!t->valid || (type == TYPE_RC && cur == S(SQE))) {
+        return VMMBIB_STATUS_BAD_STATE;
+    }
+    /* IBA 10.3.1.5: SQD attributes change only once the SQ drained. */
+    if (cur == S(SQD) && next == S(SQD) && qp->sq_draining) {
         return VMMBIB_STATUS_BAD_STATE;
     }
     if ((mask & t->required[type]) != t->required[type] ||

@@ -6,6 +6,7 @@
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
+#include <endian.h>
 #include <string.h>
 #include <time.h>
 
@@ -113,7 +114,7 @@ static struct vmmbib_qp *rc_peer(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
 {
     struct vmmbib_qp *peer;
 
-    peer = vmmbib_find_qp(dev->engine, vmmbib_le16(qp->attr.ah_attr.dlid),
+    peer = vmmbib_find_qp(dev->engine, &qp->attr.ah_attr,
                           vmmbib_le32(qp->attr.dest_qp_num), peer_dev);
     /* A packet to a QP not ready to receive is dropped (IBA 9.6.1). */
     if (!peer || peer->type != VMMBIB_QPT_RC ||
@@ -149,18 +150,23 @@ static int responder_error(struct vmmbib_dev *pdev, struct vmmbib_qp *peer,
 
 /*
  * Deliver a SEND or an immediate to @peer: take a receive WQE, scatter
- * @src into it after @skip bytes, complete it.  *status is the requester's
+ * @src into it after @skip bytes, complete it.  With @grh (UD), @skip is
+ * the GRH area and the @grh bytes go there.  *status is the requester's
  * completion status when the result is REMOTE_ERROR.
  */
 static enum vmmbib_deliver deliver(struct vmmbib_dev *pdev,
                                    struct vmmbib_qp *peer,
                                    const struct vmmbib_seg *src,
                                    unsigned int nsrc, uint64_t skip,
+                                   const uint8_t *grh,
                                    struct vmmbib_cqe *cqe, bool solicited,
                                    bool copy, int *status)
 {
     static __thread struct vmmbib_recv recv;
     uint64_t len = vmmbib_sg_len(src, nsrc);
+    struct vmmbib_seg grh_seg = {
+        .dev = pdev, .len = skip, .inline_data = grh,
+    };
     int got = vmmbib_recv_take(pdev, peer, &recv);
 
     if (got == 0) {
@@ -174,6 +180,8 @@ static enum vmmbib_deliver deliver(struct vmmbib_dev *pdev,
         return VMMBIB_REMOTE_ERROR;
     }
     if (copy && (skip + len > vmmbib_sg_len(recv.segs, recv.nsegs) ||
+                 (grh && vmmbib_sg_copy(recv.segs, recv.nsegs, 0, &grh_seg,
+                                        1, skip)) ||
                  vmmbib_sg_copy(recv.segs, recv.nsegs, skip, src, nsrc,
                                 len))) {
         cqe->status = VMMBIB_WC_LOC_LEN_ERR;
@@ -230,6 +238,12 @@ static enum vmmbib_deliver exec_rc(struct vmmbib_dev *dev,
     if (!peer) {
         return VMMBIB_NO_PEER;
     }
+    if (peer->state == VMMBIB_QPS_RTR && !peer->comm_est) {
+        /* IBA 11.6.3.1: the first packet that reaches a QP in RTR. */
+        peer->comm_est = true;
+        vmmbib_dev_event(pdev, VMMBIB_EVENT_COMM_EST, peer->handle,
+                         peer->uctx);
+    }
 
     switch (h->opcode) {
     case VMMBIB_WR_SEND:
@@ -238,7 +252,7 @@ static enum vmmbib_deliver exec_rc(struct vmmbib_dev *dev,
         rcqe.byte_len = htole32(len);
         rcqe.wc_flags = h->opcode == VMMBIB_WR_SEND_WITH_IMM ?
                         VMMBIB_WC_F_WITH_IMM : 0;
-        return deliver(pdev, peer, segs, n, 0, &rcqe, solicited, true,
+        return deliver(pdev, peer, segs, n, 0, NULL, &rcqe, solicited, true,
                        status);
     case VMMBIB_WR_RDMA_WRITE:
     case VMMBIB_WR_RDMA_WRITE_WITH_IMM:
@@ -266,7 +280,7 @@ static enum vmmbib_deliver exec_rc(struct vmmbib_dev *dev,
         rcqe.opcode = VMMBIB_WC_RECV_RDMA_WITH_IMM;
         rcqe.byte_len = htole32(len);
         rcqe.wc_flags = VMMBIB_WC_F_WITH_IMM;
-        return deliver(pdev, peer, NULL, 0, 0, &rcqe, solicited, false,
+        return deliver(pdev, peer, NULL, 0, 0, NULL, &rcqe, solicited, false,
                        status);
     case VMMBIB_WR_RDMA_READ:
         if (remote_seg(pdev, peer, rkey, raddr, len,
@@ -332,6 +346,38 @@ static enum vmmbib_deliver exec_rc(struct vmmbib_dev *dev,
     return VMMBIB_DELIVERED;
 }
 
+/* IBA 9.2 and 9.3: the headers a UD SEND carries after the GRH. */
+#define BTH_SIZE    12
+#define DETH_SIZE   8
+#define IMMDT_SIZE  4
+#define ICRC_SIZE   4
+#define GRH_NEXT_HEADER_BTH 0x1b
+
+/*
+ * The GRH a datagram from @dev's port through @av would carry (IBA 8.3.1),
+ * as the responder puts it in the first 40 bytes of the receive buffer.
+ * PayLen counts what follows the GRH up to the ICRC: the transport
+ * headers and the payload padded to 4 bytes.
+ */
+static void build_grh(uint8_t *grh, const struct vmmbib_dev *dev,
+                      const struct vmmbib_ah_attr *av, uint64_t len,
+                      bool imm)
+{
+    uint32_t word0 = 6u << 28 | (uint32_t)av->traffic_class << 20 |
+                     (vmmbib_le32(av->flow_label) & 0xfffff);
+    uint16_t paylen = BTH_SIZE + DETH_SIZE + (imm ? IMMDT_SIZE : 0) +
+                      ((len + 3) & ~3ull) + ICRC_SIZE;
+
+    word0 = htobe32(word0);
+    paylen = htobe16(paylen);
+    memcpy(grh, &word0, 4);
+    memcpy(grh + 4, &paylen, 2);
+    grh[6] = GRH_NEXT_HEADER_BTH;
+    grh[7] = av->hop_limit;
+    vmmbib_port_gid(dev, grh + 8);
+    memcpy(grh + 24, av->dgid, 16);
+}
+
 static enum vmmbib_deliver exec_ud(struct vmmbib_dev *dev,
                                    struct vmmbib_qp *qp,
                                    const struct send_wqe *w, uint32_t stride,
@@ -342,13 +388,16 @@ static enum vmmbib_deliver exec_ud(struct vmmbib_dev *dev,
     struct vmmbib_ah *ah = vmmbib_table_lookup(&dev->ahs,
                                                vmmbib_le32(h->ud.ah_handle));
     uint32_t qkey = vmmbib_le32(h->ud.remote_qkey);
+    bool imm = h->opcode == VMMBIB_WR_SEND_WITH_IMM;
+    uint8_t grh[VMMBIB_GRH_SIZE];
+    bool global;
     struct vmmbib_dev *pdev;
     struct vmmbib_qp *peer;
     struct vmmbib_cqe rcqe = { .opcode = VMMBIB_WC_RECV };
     unsigned int n;
     uint64_t len;
 
-    if (h->opcode != VMMBIB_WR_SEND && h->opcode != VMMBIB_WR_SEND_WITH_IMM) {
+    if (h->opcode != VMMBIB_WR_SEND && !imm) {
         *status = VMMBIB_WC_LOC_QP_OP_ERR;
         return VMMBIB_REMOTE_ERROR;
     }
@@ -367,7 +416,7 @@ static enum vmmbib_deliver exec_ud(struct vmmbib_dev *dev,
     }
     *byte_len = len;
     *status = VMMBIB_WC_SUCCESS;
-    peer = vmmbib_find_qp(dev->engine, vmmbib_le16(ah->attr.dlid),
+    peer = vmmbib_find_qp(dev->engine, &ah->attr,
                           vmmbib_le32(h->ud.remote_qpn), &pdev);
     /* Q_Key with the high bit set means "use the QP's" (IBA 10.2.5). */
     if (qkey & 0x80000000u) {
@@ -376,21 +425,27 @@ static enum vmmbib_deliver exec_ud(struct vmmbib_dev *dev,
     /* Unreliable: a datagram nobody can take is dropped, not an error. */
     if (!peer || peer->type != VMMBIB_QPT_UD ||
         (peer->state != VMMBIB_QPS_RTR && peer->state != VMMBIB_QPS_RTS &&
-         peer->state != VMMBIB_QPS_SQD) ||
+         peer->state != VMMBIB_QPS_SQD && peer->state != VMMBIB_QPS_SQE) ||
         vmmbib_le32(peer->attr.qkey) != qkey) {
         return VMMBIB_DELIVERED;
+    }
+    global = ah->attr.ah_flags & VMMBIB_AH_GRH;
+    if (global) {
+        build_grh(grh, dev, &ah->attr, len, imm);
     }
     rcqe.byte_len = htole32(len + VMMBIB_GRH_SIZE);
     rcqe.src_qp = htole32(qp->qpn);
     rcqe.slid = htole16(dev->lid);
     rcqe.sl = ah->attr.sl;
     rcqe.imm_data = h->imm_data;
-    rcqe.wc_flags = (h->opcode == VMMBIB_WR_SEND_WITH_IMM ?
-                     VMMBIB_WC_F_WITH_IMM : 0) |
-                    (ah->attr.ah_flags & VMMBIB_AH_GRH ? VMMBIB_WC_F_GRH : 0);
-    /* The receiver's first 40 bytes are the GRH area, then the payload. */
-    if (deliver(pdev, peer, segs, n, VMMBIB_GRH_SIZE, &rcqe,
-                h->flags & VMMBIB_WQE_SOLICITED, true, status) ==
+    rcqe.wc_flags = (imm ? VMMBIB_WC_F_WITH_IMM : 0) |
+                    (global ? VMMBIB_WC_F_GRH : 0);
+    /*
+     * The receiver's first 40 bytes are the GRH area, then the payload.
+     * Without a GRH on the wire the area is left as it was (IBA 11.4.1.1).
+     */
+    if (deliver(pdev, peer, segs, n, VMMBIB_GRH_SIZE, global ? grh : NULL,
+                &rcqe, h->flags & VMMBIB_WQE_SOLICITED, true, status) ==
         VMMBIB_RNR) {
         *status = VMMBIB_WC_SUCCESS;
     }
@@ -460,9 +515,17 @@ static bool run_one(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
     dev->stats.wqes++;
     signaled = qp->sq_sig_all || (w.hdr.flags & VMMBIB_WQE_SIGNALED);
     if (status != VMMBIB_WC_SUCCESS) {
-        /* An error always completes, and the QP stops (IBA 10.8.3). */
+        /*
+         * An error always completes, and the queue stops (IBA 10.8.3):
+         * a reliable QP goes to ERR, a UD QP only loses its SQ (SQE)
+         * and keeps receiving (IBA 10.3.1.6).
+         */
         send_cqe(dev, qp, vmmbib_le64(w.hdr.wr_id), w.hdr.opcode, status, 0);
-        vmmbib_qp_to_error(dev, qp, 0);
+        if (qp->type == VMMBIB_QPT_UD) {
+            vmmbib_qp_to_sqe(dev, qp);
+        } else {
+            vmmbib_qp_to_error(dev, qp, 0);
+        }
         return true;
     }
     if (signaled) {
@@ -472,16 +535,63 @@ static bool run_one(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
     return true;
 }
 
+static void flush_ring(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
+                       struct vmmbib_ring *ring, bool send);
+
+bool vmmbib_qp_has_sq_work(const struct vmmbib_qp *qp)
+{
+    return (qp->state == VMMBIB_QPS_RTS &&
+            qp->sq.consumer != qp->sq.producer) ||
+           (qp->state == VMMBIB_QPS_SQD && qp->sq_draining);
+}
+
+/*
+ * SQD: no new WQE starts, the one begun before the transition (waiting
+ * out an RNR NAK or a timeout) finishes; then the SQ is drained and, if
+ * the transition asked for it, SQ_DRAINED tells the guest (IBA 10.3.1.5).
+ */
+static unsigned int sq_drain(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
+                             uint64_t now_ns)
+{
+    unsigned int done = 0;
+
+    if (!qp->sq_draining) {
+        return 0;
+    }
+    if (qp->rnr_deadline_ns) {
+        if (now_ns < qp->rnr_deadline_ns || !run_one(dev, qp, now_ns)) {
+            return 0;
+        }
+        done = 1;
+        if (qp->state != VMMBIB_QPS_SQD) {
+            return done;    /* it failed: the QP left SQD for ERR */
+        }
+    }
+    qp->sq_draining = false;
+    if (qp->attr.en_sqd_async_notify) {
+        vmmbib_dev_event(dev, VMMBIB_EVENT_SQ_DRAINED, qp->handle, qp->uctx);
+    }
+    return done;
+}
+
 unsigned int vmmbib_qp_run_sq(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
                               unsigned int budget, uint64_t now_ns)
 {
     unsigned int done = 0;
 
-    if (qp->state == VMMBIB_QPS_ERR) {
+    switch (qp->state) {
+    case VMMBIB_QPS_ERR:
         vmmbib_qp_flush(dev, qp);
         return 0;
-    }
-    if (qp->state != VMMBIB_QPS_RTS) {
+    case VMMBIB_QPS_SQE:
+        /* WQEs posted in SQE complete as flushed (IBA 10.3.1.6). */
+        flush_ring(dev, qp, &qp->sq, true);
+        return 0;
+    case VMMBIB_QPS_SQD:
+        return sq_drain(dev, qp, now_ns);
+    case VMMBIB_QPS_RTS:
+        break;
+    default:
         return 0;   /* posted WQEs wait for RTS */
     }
     while (done < budget && qp->sq.consumer != qp->sq.producer &&
@@ -535,6 +645,15 @@ void vmmbib_qp_flush(struct vmmbib_dev *dev, struct vmmbib_qp *qp)
     }
 }
 
+void vmmbib_qp_to_sqe(struct vmmbib_dev *dev, struct vmmbib_qp *qp)
+{
+    qp->state = VMMBIB_QPS_SQE;
+    qp->rnr_deadline_ns = 0;
+    qp->sq_draining = false;
+    vmmbib_engine_qp_forget(dev->engine, qp);
+    flush_ring(dev, qp, &qp->sq, true);
+}
+
 void vmmbib_qp_to_error(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
                         uint16_t event)
 {
@@ -542,6 +661,7 @@ void vmmbib_qp_to_error(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
 
     qp->state = VMMBIB_QPS_ERR;
     qp->rnr_deadline_ns = 0;
+    qp->sq_draining = false;
     vmmbib_engine_qp_forget(dev->engine, qp);
     vmmbib_qp_flush(dev, qp);
     if (!was_error && event) {

@@ -8,10 +8,14 @@
 
 #include "data.h"
 
-struct vmmbib_qp *vmmbib_find_qp(struct vmmbib_engine *eng, uint16_t lid,
+struct vmmbib_qp *vmmbib_find_qp(struct vmmbib_engine *eng,
+                                 const struct vmmbib_ah_attr *av,
                                  uint32_t qpn, struct vmmbib_dev **dev)
 {
-    struct vmmbib_dev *d = vmmbib_engine_find_lid(eng, lid);
+    /* A global address names the port by GID, a local one by LID. */
+    struct vmmbib_dev *d = av->ah_flags & VMMBIB_AH_GRH ?
+                           vmmbib_engine_find_gid(eng, av->dgid) :
+                           vmmbib_engine_find_lid(eng, vmmbib_le16(av->dlid));
     struct vmmbib_qp *qp;
 
     if (!d || qpn < 2 || qpn > VMMBIB_MAX_QPN) {

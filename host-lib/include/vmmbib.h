@@ -43,12 +43,22 @@ struct vmmbib_limits {
     uint32_t max_pinned_pages;  /* all MRs and rings of the device */
 };
 
+/* How long an engine polls without work before it sleeps, by default. */
+#define VMMBIB_IDLE_POLL_US_DEFAULT 50
+/* The most it may poll: beyond this an idle engine is just a busy loop. */
+#define VMMBIB_IDLE_POLL_US_MAX     1000000
+
 struct vmmbib_dev_config {
     struct vmmbib_limits limits;
     uint64_t node_guid;         /* 0: derived from the LID */
     uint16_t lid;               /* 0: the engine assigns one */
     uint32_t uar_slots;         /* UAR window slots, >= 1 */
     uint32_t doorbell_mode;     /* VMMBIB_DB_MODE_* */
+    /*
+     * For the engine the device creates when vmmbib_dev_new gets none:
+     * poll this long without work, then sleep.  0: the default.
+     */
+    uint32_t idle_poll_us;
 };
 
 /*
@@ -94,7 +104,8 @@ struct vmmbib_dev_stats {
  * its own thread; its devices form one InfiniBand subnet.
  */
 struct vmmbib_engine_config {
-    uint32_t idle_poll_us;      /* poll this long without work, then sleep */
+    /* Poll this long without work, then sleep; 0: the default. */
+    uint32_t idle_poll_us;
 };
 
 struct vmmbib_engine;
@@ -111,8 +122,8 @@ void vmmbib_limits_default(struct vmmbib_limits *limits);
 
 /*
  * Check @cfg and create a device attached to @engine, or to an engine of
- * its own if @engine is NULL (default idle_poll_us).  On failure returns NULL and writes a
- * sentence saying what is wrong into @err.
+ * its own, with @cfg->idle_poll_us, if @engine is NULL.  On failure returns
+ * NULL and writes a sentence saying what is wrong into @err.
  */
 struct vmmbib_dev *vmmbib_dev_new(const struct vmmbib_dev_config *cfg,
                                   struct vmmbib_engine *engine,
@@ -127,7 +138,10 @@ void vmmbib_dev_free(struct vmmbib_dev *dev);
  */
 void *vmmbib_dev_db_pages(struct vmmbib_dev *dev);
 
-/* Destroy every guest object: the device returns to its initial state. */
+/*
+ * Destroy every guest object: the device returns to its initial state,
+ * and its port comes up again (PORT_ACTIVE) with the next context.
+ */
 void vmmbib_dev_reset(struct vmmbib_dev *dev);
 
 /*
