@@ -480,6 +480,32 @@ int cq_wait(struct gcq *cq, struct vmmbib_cqe *out, int n)
     }
 }
 
+int cq_resize(struct gcq *cq, uint32_t cqe, uint32_t *moved)
+{
+    uint64_t bytes = sizeof(struct vmmbib_cq_header) +
+                     (uint64_t)cqe * sizeof(struct vmmbib_cqe);
+    uint64_t gpa = guest_alloc(cq->c->g, bytes);
+    struct vmmbib_cmd_resize_cq q = {
+        .cq_handle = htole32(cq->handle),
+        .cqe = htole32(cqe),
+    };
+    struct vmmbib_resp_resize_cq r;
+    int status;
+
+    guest_page_list_range(cq->c->g, gpa, bytes, &q.pages);
+    status = cmd(cq->c->dev, VMMBIB_CMD_RESIZE_CQ, cq->c->handle, &q,
+                 sizeof(q), &r, sizeof(r));
+    if (status == VMMBIB_STATUS_OK) {
+        HARNESS_ASSERT(le32toh(r.cqe) == cqe);
+        cq->gpa = gpa;
+        cq->ring = gva(cq->c->g, gpa);
+        cq->cqe = cqe;
+        cq->cons = 0;
+        *moved = le32toh(r.moved);
+    }
+    return status;
+}
+
 void cq_arm(struct gcq *cq, uint32_t how)
 {
     ctx_doorbell(cq->c, VMMBIB_DB(VMMBIB_DB_KIND_CQ_ARM,
@@ -739,6 +765,44 @@ int ah_create(struct gctx *c, uint32_t pd, uint16_t dlid, uint32_t *ah)
                      &r, sizeof(r));
 
     *ah = status == VMMBIB_STATUS_OK ? le32toh(r.ah_handle) : 0;
+    return status;
+}
+
+int ah_create_attr(struct gctx *c, uint32_t pd,
+                   const struct vmmbib_ah_attr *attr, uint32_t *ah)
+{
+    struct vmmbib_cmd_create_ah q = {
+        .pd_handle = htole32(pd),
+        .attr = *attr,
+    };
+    struct vmmbib_resp_create_ah r;
+    int status = cmd(c->dev, VMMBIB_CMD_CREATE_AH, c->handle, &q, sizeof(q),
+                     &r, sizeof(r));
+
+    *ah = status == VMMBIB_STATUS_OK ? le32toh(r.ah_handle) : 0;
+    return status;
+}
+
+void port_gid(struct vmmbib_dev *dev, uint8_t gid[16])
+{
+    struct vmmbib_cmd_query_gid q = { .port_num = 1 };
+    struct vmmbib_resp_query_gid r;
+
+    HARNESS_ASSERT(cmd(dev, VMMBIB_CMD_QUERY_GID, 0, &q, sizeof(q), &r,
+                       sizeof(r)) == VMMBIB_STATUS_OK);
+    memcpy(gid, r.gid, 16);
+}
+
+int qp_query(struct gqp *qp, struct vmmbib_qp_attr *attr)
+{
+    struct vmmbib_cmd_query_qp q = { .qp_handle = htole32(qp->handle) };
+    struct vmmbib_resp_query_qp r;
+    int status = cmd(qp->c->dev, VMMBIB_CMD_QUERY_QP, qp->c->handle, &q,
+                     sizeof(q), &r, sizeof(r));
+
+    if (status == VMMBIB_STATUS_OK) {
+        *attr = r.attr;
+    }
     return status;
 }
 

@@ -144,6 +144,11 @@ int cq_create(struct gctx *c, uint32_t cqe, struct gcq *cq);
 int cq_poll(struct gcq *cq, struct vmmbib_cqe *out, int max);
 /* Poll until @n CQEs arrived or the timeout; returns how many. */
 int cq_wait(struct gcq *cq, struct vmmbib_cqe *out, int n);
+/*
+ * RESIZE_CQ to a fresh ring of @cqe entries; on OK the guest continues at
+ * index 0 of it and *moved says how many CQEs the device carried over.
+ */
+int cq_resize(struct gcq *cq, uint32_t cqe, uint32_t *moved);
 /* A CQ_ARM doorbell (VMMBIB_DB_ARM_*). */
 void cq_arm(struct gcq *cq, uint32_t how);
 
@@ -203,6 +208,13 @@ int qp_rc_rts(struct gqp *qp, const struct rc_opts *o);
 int rc_connect(struct gqp *a, struct gqp *b, const struct rc_opts *o);
 int ud_to_rts(struct gqp *qp, uint32_t qkey);
 int ah_create(struct gctx *c, uint32_t pd, uint16_t dlid, uint32_t *ah);
+/* An AH with any address vector (a GRH, a dgid, ...). */
+int ah_create_attr(struct gctx *c, uint32_t pd,
+                   const struct vmmbib_ah_attr *attr, uint32_t *ah);
+/* The GID of @dev's port (QUERY_GID index 0). */
+void port_gid(struct vmmbib_dev *dev, uint8_t gid[16]);
+/* QUERY_QP: the attributes, or a status other than OK. */
+int qp_query(struct gqp *qp, struct vmmbib_qp_attr *attr);
 
 /* ---- data path ---- */
 /* Ring one doorbell of @c as docs/spec.md section 4 says. */
