@@ -2,7 +2,9 @@
  * Data path tests with synthetic guests: RC SEND in one device and
  * between two devices of one engine, RDMA WRITE (with immediate), READ,
  * atomics, scatter/gather, inline data, multi-level page lists,
- * unsignaled WQEs, UD with its GRH area and Q_Keys, and SRQs.
+ * unsignaled WQEs, UD with its GRH area and Q_Keys, UD and RC addressed by
+ * LID and by GID (with the GRH written), SEND_WITH_IMM, DMA MRs,
+ * DESTROY_AH, RESIZE_CQ with CQEs pending, and SRQs.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -622,6 +624,400 @@ static void test_ud(void)
     vmmbib_engine_free(eng);
 }
 
+/* A UD send with an immediate through @ah: the GRH tests use both. */
+static void ud_send_imm(struct gqp *qp, uint64_t wr_id, uint32_t ah,
+                        uint32_t qpn, uint32_t qkey, uint32_t imm,
+                        const struct vmmbib_sge *s)
+{
+    struct vmmbib_send_wqe w = {
+        .wr_id = htole64(wr_id),
+        .opcode = VMMBIB_WR_SEND_WITH_IMM,
+        .flags = VMMBIB_WQE_SIGNALED,
+        .imm_data = htobe32(imm),
+    };
+
+    w.ud.ah_handle = htole32(ah);
+    w.ud.remote_qpn = htole32(qpn);
+    w.ud.remote_qkey = htole32(qkey);
+    qp_post_send(qp, &w, s, 1, NULL, 0, true);
+}
+
+static void test_ud_addressing(void)
+{
+    struct vmmbib_engine *eng = engine_new();
+    struct vm x, y;
+    struct gcq xs, xr, ys, yr;
+    struct gqp qx, qy;
+    struct vmmbib_cqe c;
+    struct vmmbib_sge s;
+    struct vmmbib_ah_attr av;
+    uint8_t xgid[16], ygid[16], grh[VMMBIB_GRH_SIZE];
+    uint32_t ah_lid, ah_gid, ah_gid_wrong_lid, ah_nowhere, ah;
+    uint32_t word0;
+    uint16_t paylen;
+
+    if (!eng) {
+        TAP_CHECK(0, "ud addressing: engine");
+        return;
+    }
+    TAP_CHECK(vm_init(&x, eng) && vm_init(&y, eng) &&
+              make_ud(&x.c, x.pd, &xs, &xr, &qx, 0x11111111) == OK &&
+              make_ud(&y.c, y.pd, &ys, &yr, &qy, 0x11111111) == OK,
+              "ud addressing: a UD QP on each of two devices");
+    port_gid(x.dev, xgid);
+    port_gid(y.dev, ygid);
+    TAP_CHECK(memcmp(xgid, ygid, 16) && xgid[0] == 0xfe && xgid[1] == 0x80,
+              "ud addressing: two distinct link-local port GIDs");
+
+    /* By LID: no GRH travels, the area is left alone, no GRH flag. */
+    TAP_CHECK(ah_create(&x.c, x.pd, port_lid(y.dev), &ah_lid) == OK,
+              "LID AH");
+    memset(y.buf.p, 0xcc, VMMBIB_GRH_SIZE);
+    pattern_fill(x.buf.p, 200, 50);
+    s = buf_sge(&y, 0, VMMBIB_GRH_SIZE + 256);
+    qp_post_recv(&qy, 0x81, &s, 1);
+    s = buf_sge(&x, 0, 200);
+    ud_send_imm(&qx, 0x82, ah_lid, qy.qpn, 0x11111111, 0x01020304, &s);
+    TAP_CHECK(cq_wait(&xs, &c, 1) == 1 &&
+              cqe_is(&c, 0x82, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS) &&
+              cq_wait(&yr, &c, 1) == 1 &&
+              cqe_is(&c, 0x81, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS),
+              "LID AH: the datagram arrives");
+    TAP_CHECK(!(c.wc_flags & VMMBIB_WC_F_GRH) &&
+              (c.wc_flags & VMMBIB_WC_F_WITH_IMM) &&
+              c.imm_data == htobe32(0x01020304) &&
+              le32toh(c.byte_len) == 200 + VMMBIB_GRH_SIZE,
+              "LID AH: WITH_IMM and its immediate, no GRH flag");
+    memset(grh, 0xcc, sizeof(grh));
+    TAP_CHECK(!memcmp(y.buf.p, grh, VMMBIB_GRH_SIZE) &&
+              pattern_check(y.buf.p + VMMBIB_GRH_SIZE, 200, 50),
+              "LID AH: the GRH area untouched, the payload after it");
+
+    /* By GID, with dlid 0: routed by the GID alone, a GRH written. */
+    memset(&av, 0, sizeof(av));
+    memcpy(av.dgid, ygid, 16);
+    av.flow_label = htole32(0x12345);
+    av.hop_limit = 64;
+    av.traffic_class = 0x5a;
+    av.port_num = 1;
+    av.ah_flags = VMMBIB_AH_GRH;
+    TAP_CHECK(ah_create_attr(&x.c, x.pd, &av, &ah_gid) == OK,
+              "GID AH with dlid 0");
+    pattern_fill(x.buf.p + 4096, 301, 51);
+    s = buf_sge(&y, 4096, VMMBIB_GRH_SIZE + 512);
+    qp_post_recv(&qy, 0x83, &s, 1);
+    s = buf_sge(&x, 4096, 301);
+    ud_send_imm(&qx, 0x84, ah_gid, qy.qpn, 0x11111111, 0xa0b0c0d0, &s);
+    TAP_CHECK(cq_wait(&xs, &c, 1) == 1 &&
+              cqe_is(&c, 0x84, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS) &&
+              cq_wait(&yr, &c, 1) == 1 &&
+              cqe_is(&c, 0x83, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS),
+              "GID AH: the datagram arrives at the GID's device");
+    TAP_CHECK((c.wc_flags & VMMBIB_WC_F_GRH) &&
+              (c.wc_flags & VMMBIB_WC_F_WITH_IMM) &&
+              c.imm_data == htobe32(0xa0b0c0d0) &&
+              le32toh(c.byte_len) == 301 + VMMBIB_GRH_SIZE &&
+              le32toh(c.src_qp) == qx.qpn &&
+              le16toh(c.slid) == port_lid(x.dev),
+              "GID AH: GRH and WITH_IMM flags, imm, byte_len, source");
+    memcpy(grh, y.buf.p + 4096, sizeof(grh));
+    memcpy(&word0, grh, 4);
+    memcpy(&paylen, grh + 4, 2);
+    TAP_CHECK(be32toh(word0) == (6u << 28 | 0x5au << 20 | 0x12345),
+              "GRH: version 6, traffic class, flow label");
+    /* BTH 12 + DETH 8 + ImmDt 4 + 301 padded to 304 + ICRC 4 */
+    TAP_CHECK(be16toh(paylen) == 332 && grh[6] == 0x1b && grh[7] == 64,
+              "GRH: PayLen 332, next header 0x1B, hop limit");
+    TAP_CHECK(!memcmp(grh + 8, xgid, 16) && !memcmp(grh + 24, ygid, 16),
+              "GRH: SGID is the sender's port GID, DGID the AH's");
+    TAP_CHECK(pattern_check(y.buf.p + 4096 + VMMBIB_GRH_SIZE, 301, 51) &&
+              y.buf.p[4096 + VMMBIB_GRH_SIZE + 301] == 0,
+              "GID AH: the payload follows the GRH");
+
+    /* The GID decides, not a dlid that names another port. */
+    av.dlid = htole16(port_lid(x.dev));
+    av.flow_label = 0;
+    av.traffic_class = 0;
+    TAP_CHECK(ah_create_attr(&x.c, x.pd, &av, &ah_gid_wrong_lid) == OK,
+              "GID AH whose dlid names the sender's own port");
+    s = buf_sge(&y, 8192, VMMBIB_GRH_SIZE + 64);
+    qp_post_recv(&qy, 0x85, &s, 1);
+    s = buf_sge(&x, 4096, 64);
+    ud_send_imm(&qx, 0x86, ah_gid_wrong_lid, qy.qpn, 0x11111111, 7, &s);
+    TAP_CHECK(cq_wait(&yr, &c, 1) == 1 &&
+              cqe_is(&c, 0x85, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              (c.wc_flags & VMMBIB_WC_F_GRH) &&
+              pattern_check(y.buf.p + 8192 + VMMBIB_GRH_SIZE, 64, 51) &&
+              cq_wait(&xs, &c, 1) == 1,
+              "GID AH: delivered by its dgid, whatever the dlid");
+    TAP_CHECK(cq_poll(&xr, &c, 1) == 0, "... nothing on the sender's port");
+
+    /* A GID nobody has: dropped, the sender still succeeds. */
+    av.dgid[15] ^= 0x5a;
+    av.dlid = 0;
+    TAP_CHECK(ah_create_attr(&x.c, x.pd, &av, &ah_nowhere) == OK,
+              "GID AH to an unknown GID");
+    s = buf_sge(&y, 12288, VMMBIB_GRH_SIZE + 64);
+    qp_post_recv(&qy, 0x87, &s, 1);
+    s = buf_sge(&x, 4096, 64);
+    ud_send_imm(&qx, 0x88, ah_nowhere, qy.qpn, 0x11111111, 8, &s);
+    TAP_CHECK(cq_wait(&xs, &c, 1) == 1 &&
+              cqe_is(&c, 0x88, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS),
+              "unknown GID: the sender completes with SUCCESS");
+    msleep(10);
+    TAP_CHECK(cq_poll(&yr, &c, 1) == 0 && y.buf.p[12288] == 0,
+              "unknown GID: nothing received");
+
+    /* dlid 0 is a route only with a GRH. */
+    memset(&av, 0, sizeof(av));
+    av.port_num = 1;
+    TAP_CHECK(ah_create_attr(&x.c, x.pd, &av, &ah) ==
+              VMMBIB_STATUS_INVALID, "a local AH with dlid 0: INVALID");
+    vm_fini(&x);
+    vm_fini(&y);
+    vmmbib_engine_free(eng);
+}
+
+/* An RC path given as a global address with dlid 0 connects by GID. */
+static void test_rc_by_gid(void)
+{
+    struct vmmbib_engine *eng = engine_new();
+    struct vm x, y;
+    struct gcq xs, xr, ys, yr;
+    struct gqp a, b;
+    struct rc_opts ro;
+    struct vmmbib_qp_attr attr;
+    struct vmmbib_cqe c;
+    struct vmmbib_sge s;
+    const uint32_t rtr_mask = VMMBIB_QP_STATE | VMMBIB_QP_AV |
+                              VMMBIB_QP_PATH_MTU | VMMBIB_QP_DEST_QPN |
+                              VMMBIB_QP_RQ_PSN |
+                              VMMBIB_QP_MAX_DEST_RD_ATOMIC |
+                              VMMBIB_QP_MIN_RNR_TIMER;
+
+    if (!eng) {
+        TAP_CHECK(0, "rc by gid: engine");
+        return;
+    }
+    rc_opts_default(&ro);
+    TAP_CHECK(vm_init(&x, eng) && vm_init(&y, eng) &&
+              cq_create(&x.c, 16, &xs) == OK && cq_create(&x.c, 16, &xr) == OK &&
+              cq_create(&y.c, 16, &ys) == OK && cq_create(&y.c, 16, &yr) == OK &&
+              qp_create(&x.c, x.pd, &xs, &xr, NULL, NULL, &a) == OK &&
+              qp_create(&y.c, y.pd, &ys, &yr, NULL, NULL, &b) == OK &&
+              qp_rc_init(&a, ro.access) == OK &&
+              qp_rc_init(&b, ro.access) == OK,
+              "rc by gid: an RC QP on each of two devices");
+    memset(&attr, 0, sizeof(attr));
+    attr.qp_state = VMMBIB_QPS_RTR;
+    attr.path_mtu = VMMBIB_MTU_4096;
+    attr.max_dest_rd_atomic = 4;
+    attr.min_rnr_timer = 1;
+    attr.ah_attr.port_num = 1;
+    attr.ah_attr.ah_flags = VMMBIB_AH_GRH;
+    attr.dest_qp_num = htole32(b.qpn);
+    port_gid(y.dev, attr.ah_attr.dgid);
+    TAP_CHECK(qp_modify(&a, rtr_mask, &attr) == OK, "a: RTR by y's GID");
+    attr.dest_qp_num = htole32(a.qpn);
+    port_gid(x.dev, attr.ah_attr.dgid);
+    TAP_CHECK(qp_modify(&b, rtr_mask, &attr) == OK &&
+              qp_rc_rts(&a, &ro) == OK && qp_rc_rts(&b, &ro) == OK,
+              "b: RTR by x's GID; both in RTS");
+    pattern_fill(x.buf.p, 1500, 52);
+    s = buf_sge(&y, 4096, 2048);
+    qp_post_recv(&b, 0x91, &s, 1);
+    s = buf_sge(&x, 0, 1500);
+    post_send(&a, 0x92, VMMBIB_WR_SEND, &s, 1, 0, 0);
+    TAP_CHECK(cq_wait(&xs, &c, 1) == 1 &&
+              cqe_is(&c, 0x92, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS) &&
+              cq_wait(&yr, &c, 1) == 1 &&
+              cqe_is(&c, 0x91, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              !(c.wc_flags & VMMBIB_WC_F_GRH) &&
+              pattern_check(y.buf.p + 4096, 1500, 52),
+              "rc by gid: the SEND arrives, RC receives carry no GRH");
+    vm_fini(&x);
+    vm_fini(&y);
+    vmmbib_engine_free(eng);
+}
+
+static void test_send_with_imm(void)
+{
+    struct vm v;
+    struct rc_pair p;
+    struct vmmbib_cqe c;
+    struct vmmbib_send_wqe w;
+    struct vmmbib_sge s;
+
+    TAP_CHECK(vm_init(&v, NULL) &&
+              rc_pair_create(&p, &v.c, v.pd, &v.c, v.pd, NULL) == OK,
+              "send_with_imm: a connected pair");
+    pattern_fill(v.buf.p, 777, 53);
+    s = buf_sge(&v, 8192, 1024);
+    qp_post_recv(&p.b, 0xa1, &s, 1);
+    memset(&w, 0, sizeof(w));
+    w.wr_id = htole64(0xa2);
+    w.opcode = VMMBIB_WR_SEND_WITH_IMM;
+    w.flags = VMMBIB_WQE_SIGNALED;
+    w.imm_data = htobe32(0xcafef00d);
+    s = buf_sge(&v, 0, 777);
+    qp_post_send(&p.a, &w, &s, 1, NULL, 0, true);
+    TAP_CHECK(cq_wait(&p.a_scq, &c, 1) == 1 &&
+              cqe_is(&c, 0xa2, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS) &&
+              le32toh(c.byte_len) == 777,
+              "send_with_imm: the requester completes as SEND");
+    TAP_CHECK(cq_wait(&p.b_rcq, &c, 1) == 1 &&
+              cqe_is(&c, 0xa1, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              (c.wc_flags & VMMBIB_WC_F_WITH_IMM) &&
+              !(c.wc_flags & VMMBIB_WC_F_GRH) &&
+              c.imm_data == htobe32(0xcafef00d) &&
+              le32toh(c.byte_len) == 777 && le32toh(c.src_qp) == p.a.qpn,
+              "send_with_imm: RECV with WITH_IMM, the immediate, byte_len");
+    TAP_CHECK(pattern_check(v.buf.p + 8192, 777, 53) &&
+              v.buf.p[8192 + 777] == 0,
+              "send_with_imm: the payload lands in the receive buffer");
+    /* Plain SEND right after: no immediate flag left over. */
+    s = buf_sge(&v, 12288, 64);
+    qp_post_recv(&p.b, 0xa3, &s, 1);
+    s = buf_sge(&v, 0, 10);
+    post_send(&p.a, 0xa4, VMMBIB_WR_SEND, &s, 1, 0, 0);
+    TAP_CHECK(cq_wait(&p.b_rcq, &c, 1) == 1 &&
+              cqe_is(&c, 0xa3, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              !(c.wc_flags & VMMBIB_WC_F_WITH_IMM) &&
+              cq_wait(&p.a_scq, &c, 1) == 1,
+              "send_with_imm: a plain SEND after it has no WITH_IMM");
+    vm_fini(&v);
+}
+
+static void test_dma_mr(void)
+{
+    struct vm v;
+    struct rc_pair p;
+    struct gmr dma;
+    struct gbuf src, dst;
+    struct vmmbib_cqe c;
+    struct vmmbib_sge s;
+
+    TAP_CHECK(vm_init(&v, NULL) &&
+              rc_pair_create(&p, &v.c, v.pd, &v.c, v.pd, NULL) == OK &&
+              mr_dma(&v.c, v.pd, VMMBIB_ACCESS_LOCAL_WRITE, &dma) == OK,
+              "dma mr: a pair and a DMA MR");
+    /* Unregistered guest memory, named by guest physical address. */
+    gbuf_alloc(&v.g, 3 * 4096, &src);
+    gbuf_alloc(&v.g, 3 * 4096, &dst);
+    pattern_fill(src.p + 100, 6000, 54);
+    s = sge(&dma, dst.gpa + 50, 8000);
+    qp_post_recv(&p.b, 0xb1, &s, 1);
+    s = sge(&dma, src.gpa + 100, 6000);
+    post_send(&p.a, 0xb2, VMMBIB_WR_SEND, &s, 1, 0, 0);
+    TAP_CHECK(cq_wait(&p.a_scq, &c, 1) == 1 &&
+              cqe_is(&c, 0xb2, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS) &&
+              cq_wait(&p.b_rcq, &c, 1) == 1 &&
+              cqe_is(&c, 0xb1, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              le32toh(c.byte_len) == 6000,
+              "dma mr: a SEND gathered and scattered through the DMA lkey");
+    TAP_CHECK(pattern_check(dst.p + 50, 6000, 54) && dst.p[49] == 0 &&
+              dst.p[50 + 6000] == 0,
+              "dma mr: the bytes cross pages by guest physical address");
+    /* An address outside guest RAM fails the lkey check. */
+    s = sge(&dma, GUEST_RAM_BASE + GUEST_RAM_SIZE, 64);
+    post_send(&p.a, 0xb3, VMMBIB_WR_SEND, &s, 1, 0, 0);
+    TAP_CHECK(cq_wait(&p.a_scq, &c, 1) == 1 &&
+              cqe_is(&c, 0xb3, VMMBIB_WC_SEND, VMMBIB_WC_LOC_PROT_ERR),
+              "dma mr: past the end of guest RAM: LOC_PROT_ERR");
+    vm_fini(&v);
+}
+
+static void test_destroy_ah(void)
+{
+    struct vm v;
+    struct gcq xs, xr;
+    struct gqp q;
+    struct vmmbib_cqe c;
+    struct vmmbib_sge s;
+    struct vmmbib_dev_stats st;
+    uint32_t pd2, ah, ah2;
+
+    TAP_CHECK(vm_init(&v, NULL) &&
+              make_ud(&v.c, v.pd, &xs, &xr, &q, 5) == OK &&
+              pd_create(&v.c, &pd2) == OK &&
+              ah_create(&v.c, pd2, port_lid(v.dev), &ah2) == OK &&
+              ah_create(&v.c, v.pd, port_lid(v.dev), &ah) == OK,
+              "destroy_ah: a UD QP, AHs on two PDs");
+    vmmbib_dev_get_stats(v.dev, &st);
+    TAP_CHECK(st.ahs == 2, "destroy_ah: 2 AHs counted");
+    TAP_CHECK(destroy(&v.c, VMMBIB_CMD_DESTROY_PD, pd2) == VMMBIB_STATUS_BUSY,
+              "destroy_ah: a PD with an AH is BUSY");
+    TAP_CHECK(destroy(&v.c, VMMBIB_CMD_DESTROY_AH, ah2) == OK &&
+              destroy(&v.c, VMMBIB_CMD_DESTROY_PD, pd2) == OK,
+              "destroy_ah: DESTROY_AH, then its PD goes too");
+    TAP_CHECK(destroy(&v.c, VMMBIB_CMD_DESTROY_AH, ah2) ==
+              VMMBIB_STATUS_BAD_HANDLE,
+              "destroy_ah: the same handle again: BAD_HANDLE");
+    TAP_CHECK(destroy(&v.c, VMMBIB_CMD_DESTROY_AH, ah) == OK, "DESTROY_AH");
+    vmmbib_dev_get_stats(v.dev, &st);
+    TAP_CHECK(st.ahs == 0, "destroy_ah: no AH left in the counters");
+    s = buf_sge(&v, 0, 16);
+    ud_send(&q, 0xc1, ah, q.qpn, 5, &s);
+    TAP_CHECK(cq_wait(&xs, &c, 1) == 1 &&
+              cqe_is(&c, 0xc1, VMMBIB_WC_SEND, VMMBIB_WC_LOC_QP_OP_ERR) &&
+              qp_state(&q) == VMMBIB_QPS_SQE,
+              "destroy_ah: a send through the destroyed AH fails, QP in SQE");
+    vm_fini(&v);
+}
+
+static void test_resize_cq(void)
+{
+    struct vm v;
+    struct gcq cq, peer_cq;
+    struct gqp a, b;
+    struct vmmbib_cqe c[16];
+    struct vmmbib_sge s;
+    uint32_t moved = 0;
+    bool in_order = true;
+
+    TAP_CHECK(vm_init(&v, NULL) && cq_create(&v.c, 8, &cq) == OK &&
+              cq_create(&v.c, 16, &peer_cq) == OK &&
+              qp_create(&v.c, v.pd, &cq, &cq, NULL, NULL, &a) == OK &&
+              qp_create(&v.c, v.pd, &peer_cq, &peer_cq, NULL, NULL, &b) ==
+              OK && rc_connect(&a, &b, NULL) == OK,
+              "resize: a QP on an 8-entry CQ");
+    s = buf_sge(&v, 0, 8);
+    for (int i = 0; i < 5; i++) {
+        post_send(&a, 0xd0 + i, VMMBIB_WR_RDMA_WRITE, &s, 1,
+                  v.buf.gpa + 4096 + i * 8, v.mr.rkey);
+    }
+    TAP_CHECK(ctx_doorbells_drained(&v.c) && cq_poll(&cq, c, 2) == 2 &&
+              le64toh(c[0].wr_id) == 0xd0 && le64toh(c[1].wr_id) == 0xd1,
+              "resize: 5 completions, 2 consumed");
+    msleep(5);      /* the other 3 are written too */
+    TAP_CHECK(cq_resize(&cq, 2, &moved) == VMMBIB_STATUS_BUSY,
+              "resize: to 2 entries with 3 pending: BUSY");
+    TAP_CHECK(cq_resize(&cq, 32, &moved) == OK && moved == 3,
+              "resize: to 32 entries, 3 CQEs moved");
+    TAP_CHECK(cq_poll(&cq, c, 16) == 3 &&
+              cqe_is(&c[0], 0xd2, VMMBIB_WC_RDMA_WRITE, VMMBIB_WC_SUCCESS) &&
+              cqe_is(&c[1], 0xd3, VMMBIB_WC_RDMA_WRITE, VMMBIB_WC_SUCCESS) &&
+              cqe_is(&c[2], 0xd4, VMMBIB_WC_RDMA_WRITE, VMMBIB_WC_SUCCESS) &&
+              le32toh(c[2].wqe_index) == 4,
+              "resize: the pending CQEs at the start of the new ring, in order");
+    /* More than the old ring held, with data, into the new ring. */
+    for (int i = 0; i < 12; i++) {
+        pattern_fill(v.buf.p + 256 * i, 100, 60 + i);
+        s = buf_sge(&v, 256 * i, 100);
+        post_send(&a, 0xe0 + i, VMMBIB_WR_RDMA_WRITE, &s, 1,
+                  v.buf.gpa + 16384 + 256 * i, v.mr.rkey);
+    }
+    TAP_CHECK(cq_wait(&cq, c, 12) == 12, "resize: 12 more completions");
+    for (int i = 0; i < 12; i++) {
+        in_order &= le64toh(c[i].wr_id) == 0xe0u + i &&
+                    c[i].status == VMMBIB_WC_SUCCESS &&
+                    pattern_check(v.buf.p + 16384 + 256 * i, 100, 60 + i);
+    }
+    TAP_CHECK(in_order, "resize: in order, successful, and the data landed");
+    TAP_CHECK(cq_poll(&cq, c, 1) == 0, "resize: nothing more");
+    vm_fini(&v);
+}
+
 static void test_srq(void)
 {
     struct vm v;
@@ -702,6 +1098,12 @@ int main(void)
     test_rdma();
     test_unsignaled();
     test_ud();
+    test_ud_addressing();
+    test_rc_by_gid();
+    test_send_with_imm();
+    test_dma_mr();
+    test_destroy_ah();
+    test_resize_cq();
     test_srq();
     return tap_done();
 }
