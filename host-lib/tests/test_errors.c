@@ -514,6 +514,124 @@ static void test_quotas(void)
     guest_fini(&g);
 }
 
+/*
+ * Object quotas: the object after the last one a limit allows gets
+ * NO_RESOURCES and pins nothing, the device keeps serving, and freeing one
+ * lets creation succeed again.
+ */
+static void test_object_quotas(void)
+{
+    struct vmmbib_dev_config cfg;
+    struct vm v;
+    struct vmmbib_dev_stats st0, st;
+    struct gcq cq1, cq2, cq3;
+    struct gqp qa, qb, qc;
+    struct gsrq s1, s2;
+    struct gmr m2, m3;
+    struct vmmbib_cqe e;
+    struct vmmbib_sge s;
+    struct vmmbib_resp_query_device qd;
+    uint32_t ah1, ah2;
+
+    guest_dev_config(&cfg);
+    cfg.limits.max_cq = 2;
+    cfg.limits.max_qp = 2;
+    cfg.limits.max_mr = 2;
+    cfg.limits.max_srq = 1;
+    cfg.limits.max_ah = 1;
+    TAP_CHECK(vm_init_cfg(&v, &cfg),
+              "object quotas: max_cq 2, max_qp 2, max_mr 2, max_srq 1, "
+              "max_ah 1 (one MR in use)");
+
+    TAP_CHECK(mr_reg(&v.c, v.pd, v.buf.gpa, 4096, VMMBIB_ACCESS_LOCAL_WRITE,
+                     &m2) == OK, "max_mr: the second MR");
+    TAP_CHECK(mr_reg(&v.c, v.pd, v.buf.gpa, 4096, VMMBIB_ACCESS_LOCAL_WRITE,
+                     &m3) == VMMBIB_STATUS_NO_RESOURCES,
+              "max_mr: the third REG_MR gets NO_RESOURCES");
+    TAP_CHECK(mr_dma(&v.c, v.pd, VMMBIB_ACCESS_LOCAL_WRITE, &m3) ==
+              VMMBIB_STATUS_NO_RESOURCES,
+              "max_mr: so does CREATE_DMA_MR");
+
+    TAP_CHECK(cq_create(&v.c, 16, &cq1) == OK &&
+              cq_create(&v.c, 16, &cq2) == OK, "max_cq: two CQs");
+    TAP_CHECK(cq_create(&v.c, 16, &cq3) == VMMBIB_STATUS_NO_RESOURCES,
+              "max_cq: the third CREATE_CQ gets NO_RESOURCES");
+
+    TAP_CHECK(qp_create(&v.c, v.pd, &cq1, &cq1, NULL, NULL, &qa) == OK &&
+              qp_create(&v.c, v.pd, &cq2, &cq2, NULL, NULL, &qb) == OK,
+              "max_qp: two QPs");
+    TAP_CHECK(qp_create(&v.c, v.pd, &cq1, &cq1, NULL, NULL, &qc) ==
+              VMMBIB_STATUS_NO_RESOURCES,
+              "max_qp: the third CREATE_QP gets NO_RESOURCES");
+
+    TAP_CHECK(srq_create(&v.c, v.pd, 8, 0, &s1) == OK, "max_srq: one SRQ");
+    TAP_CHECK(srq_create(&v.c, v.pd, 8, 0, &s2) ==
+              VMMBIB_STATUS_NO_RESOURCES,
+              "max_srq: the second CREATE_SRQ gets NO_RESOURCES");
+
+    TAP_CHECK(ah_create(&v.c, v.pd, port_lid(v.dev), &ah1) == OK,
+              "max_ah: one AH");
+    TAP_CHECK(ah_create(&v.c, v.pd, port_lid(v.dev), &ah2) ==
+              VMMBIB_STATUS_NO_RESOURCES,
+              "max_ah: the second CREATE_AH gets NO_RESOURCES");
+
+    vmmbib_dev_get_stats(v.dev, &st);
+    TAP_CHECK(st.mrs == 2 && st.cqs == 2 && st.qps == 2 && st.srqs == 1 &&
+              st.ahs == 1,
+              "object quotas: the counters hold exactly the limits");
+    /* The refused creations pinned nothing: retry and compare. */
+    vmmbib_dev_get_stats(v.dev, &st0);
+    TAP_CHECK(cq_create(&v.c, 16, &cq3) == VMMBIB_STATUS_NO_RESOURCES &&
+              qp_create(&v.c, v.pd, &cq1, &cq1, NULL, NULL, &qc) ==
+              VMMBIB_STATUS_NO_RESOURCES &&
+              srq_create(&v.c, v.pd, 8, 0, &s2) ==
+              VMMBIB_STATUS_NO_RESOURCES, "refused again");
+    vmmbib_dev_get_stats(v.dev, &st);
+    TAP_CHECK(st.pinned_pages == st0.pinned_pages,
+              "object quotas: a refused CQ, QP or SRQ keeps no pinned page");
+
+    /* The device still serves valid requests: a SEND with its data. */
+    TAP_CHECK(cmd(v.dev, VMMBIB_CMD_QUERY_DEVICE, 0, NULL, 0, &qd,
+                  sizeof(qd)) == OK && le32toh(qd.max_qp) == 2 &&
+              le32toh(qd.max_ah) == 1, "QUERY_DEVICE reports the limits");
+    TAP_CHECK(rc_connect(&qa, &qb, NULL) == OK,
+              "at the limits: the two QPs connect");
+    pattern_fill(v.buf.p, 500, 95);
+    s = buf_sge(&v, 8192, 512);
+    qp_post_recv(&qb, 0x71, &s, 1);
+    s = buf_sge(&v, 0, 500);
+    post_send(&qa, 0x72, VMMBIB_WR_SEND, &s, 1, 0, 0);
+    TAP_CHECK(cq_wait(&cq1, &e, 1) == 1 &&
+              cqe_is(&e, 0x72, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS) &&
+              cq_wait(&cq2, &e, 1) == 1 &&
+              cqe_is(&e, 0x71, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              pattern_check(v.buf.p + 8192, 500, 95),
+              "at the limits: a SEND moves its data");
+
+    /* Freeing one of a kind makes room for one. */
+    TAP_CHECK(destroy(&v.c, VMMBIB_CMD_DEREG_MR, m2.handle) == OK &&
+              mr_reg(&v.c, v.pd, v.buf.gpa, 4096,
+                     VMMBIB_ACCESS_LOCAL_WRITE, &m3) == OK,
+              "max_mr: after DEREG_MR a REG_MR succeeds");
+    TAP_CHECK(destroy(&v.c, VMMBIB_CMD_DESTROY_SRQ, s1.handle) == OK &&
+              srq_create(&v.c, v.pd, 8, 0, &s2) == OK,
+              "max_srq: after DESTROY_SRQ a CREATE_SRQ succeeds");
+    TAP_CHECK(destroy(&v.c, VMMBIB_CMD_DESTROY_AH, ah1) == OK &&
+              ah_create(&v.c, v.pd, port_lid(v.dev), &ah2) == OK &&
+              ah2 != ah1,
+              "max_ah: after DESTROY_AH a CREATE_AH succeeds, new handle");
+    TAP_CHECK(destroy(&v.c, VMMBIB_CMD_DESTROY_QP, qb.handle) == OK &&
+              qp_create(&v.c, v.pd, &cq1, &cq1, NULL, NULL, &qc) == OK,
+              "max_qp: after DESTROY_QP a CREATE_QP succeeds");
+    TAP_CHECK(destroy(&v.c, VMMBIB_CMD_DESTROY_CQ, cq2.handle) == OK &&
+              cq_create(&v.c, 16, &cq3) == OK,
+              "max_cq: after DESTROY_CQ a CREATE_CQ succeeds");
+    vmmbib_dev_get_stats(v.dev, &st);
+    TAP_CHECK(st.mrs == 2 && st.cqs == 2 && st.qps == 2 && st.srqs == 1 &&
+              st.ahs == 1, "object quotas: still exactly at the limits");
+    vm_fini(&v);
+}
+
 /* Every object kind of one context, with work in flight. */
 struct objs {
     struct rc_pair p;
@@ -651,6 +769,7 @@ int main(void)
     test_wqe_errors();
     test_command_errors();
     test_quotas();
+    test_object_quotas();
     test_teardown();
     return tap_done();
 }
