@@ -1,6 +1,7 @@
 /*
  * Engine behaviour with synthetic guests: RNR retries, CQ arming and
- * overflow, hostile doorbells, sleeping and kicks, MMIO doorbells.
+ * overflow, hostile doorbells, sleeping and kicks, MMIO doorbells, stale
+ * doorbells after a trapped one, and the configured idle time.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -563,6 +564,146 @@ static void test_concurrent_producers(void)
 }
 
 /*
+ * Regression for 457b930: with the ring full a driver sends the next
+ * doorbell through the trapped register, which runs at once; the older
+ * doorbell still in the ring then arrives behind the consumer.  An older
+ * producer index says nothing new and must not put the QP in ERR.
+ */
+static void test_stale_doorbell(void)
+{
+    struct vm v;
+    struct rc_pair p;
+    struct vmmbib_cqe c[4];
+    struct vmmbib_sge s;
+    struct vmmbib_send_wqe w;
+    struct vmmbib_dev_stats st0, st1;
+    uint32_t qidx_a, qidx_b;
+
+    TAP_CHECK(vm_init(&v) &&
+              rc_pair_create(&p, &v.c, v.pd, &v.c, v.pd, NULL) == OK,
+              "stale doorbell: a connected pair");
+    qidx_a = VMMBIB_HANDLE_INDEX(p.a.handle);
+    qidx_b = VMMBIB_HANDLE_INDEX(p.b.handle);
+    vmmbib_dev_get_stats(v.dev, &st0);
+
+    /* Two receives; the newer RQ index trapped, the older one ringed. */
+    s = buf_sge(&v, 8192, 256);
+    qp_write_recv(&p.b, 0x41, &s, 1, false);
+    s = buf_sge(&v, 8192 + 256, 256);
+    qp_write_recv(&p.b, 0x42, &s, 1, false);
+    vmmbib_dev_doorbell(v.dev, v.c.slot,
+                        VMMBIB_DB(VMMBIB_DB_KIND_RQ, qidx_b, 2));
+    ctx_doorbell(&v.c, VMMBIB_DB(VMMBIB_DB_KIND_RQ, qidx_b, 1));
+
+    /* Two WRITEs: index 2 trapped (they run at once), then index 1. */
+    memset(&w, 0, sizeof(w));
+    w.opcode = VMMBIB_WR_RDMA_WRITE;
+    w.flags = VMMBIB_WQE_SIGNALED;
+    w.rdma.rkey = htole32(v.mr.rkey);
+    for (int i = 0; i < 2; i++) {
+        pattern_fill(v.buf.p + 100 * i, 50, 90 + i);
+        w.wr_id = htole64(0x51 + i);
+        w.rdma.remote_addr = htole64(v.buf.gpa + 4096 + 100 * i);
+        s = buf_sge(&v, 100 * i, 50);
+        qp_post_send(&p.a, &w, &s, 1, NULL, 0, false);
+    }
+    vmmbib_dev_doorbell(v.dev, v.c.slot,
+                        VMMBIB_DB(VMMBIB_DB_KIND_SQ, qidx_a, 2));
+    TAP_CHECK(cq_poll(&p.a_scq, c, 4) == 2 &&
+              cqe_is(&c[0], 0x51, VMMBIB_WC_RDMA_WRITE, VMMBIB_WC_SUCCESS) &&
+              cqe_is(&c[1], 0x52, VMMBIB_WC_RDMA_WRITE, VMMBIB_WC_SUCCESS),
+              "stale doorbell: the trapped SQ doorbell ran both WQEs");
+    ctx_doorbell(&v.c, VMMBIB_DB(VMMBIB_DB_KIND_SQ, qidx_a, 1));
+    TAP_CHECK(ctx_doorbells_drained(&v.c), "stale doorbell: the engine "
+              "took the older doorbells from the ring");
+    msleep(10);
+    vmmbib_dev_get_stats(v.dev, &st1);
+    TAP_CHECK(qp_state(&p.a) == VMMBIB_QPS_RTS &&
+              qp_state(&p.b) == VMMBIB_QPS_RTS &&
+              guest_event_count(&v.g, VMMBIB_EVENT_QP_FATAL, p.a.handle) == 0 &&
+              guest_event_count(&v.g, VMMBIB_EVENT_QP_FATAL, p.b.handle) == 0,
+              "stale doorbell: an older producer index leaves both QPs in RTS");
+    TAP_CHECK(cq_poll(&p.a_scq, c, 4) == 0 && cq_poll(&p.b_rcq, c, 4) == 0,
+              "stale doorbell: nothing ran twice, nothing was flushed");
+    TAP_CHECK(st1.doorbells == st0.doorbells + 4 &&
+              st1.bad_doorbells == st0.bad_doorbells &&
+              st1.error_completions == st0.error_completions,
+              "stale doorbell: 4 doorbells, none bad, no error completion");
+    TAP_CHECK(pattern_check(v.buf.p + 4096, 50, 90) &&
+              pattern_check(v.buf.p + 4196, 50, 91),
+              "stale doorbell: both WRITEs' data landed");
+
+    /* The queues carry on from where they are: both receives are there. */
+    for (int i = 0; i < 2; i++) {
+        pattern_fill(v.buf.p + 1024 + 64 * i, 40, 92 + i);
+        s = buf_sge(&v, 1024 + 64 * i, 40);
+        post_send(&p.a, 0x61 + i, VMMBIB_WR_SEND, &s, 1, 0, 0);
+    }
+    TAP_CHECK(cq_wait(&p.b_rcq, c, 2) == 2 &&
+              cqe_is(&c[0], 0x41, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              cqe_is(&c[1], 0x42, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              pattern_check(v.buf.p + 8192, 40, 92) &&
+              pattern_check(v.buf.p + 8192 + 256, 40, 93) &&
+              cq_wait(&p.a_scq, c, 2) == 2 &&
+              cqe_is(&c[1], 0x62, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS),
+              "stale doorbell: the next SENDs use both receives, in order");
+    vm_fini(&v);
+}
+
+/* The idle time before sleeping comes from the device config. */
+static void test_idle_config(void)
+{
+    struct vmmbib_dev_config cfg;
+    struct vmmbib_engine_config ecfg = { 0 };
+    struct vmmbib_engine *eng;
+    struct vmmbib_dev *dev;
+    struct guest g;
+    struct gctx c;
+    char err[256] = "";
+    bool awake_at_30ms, asleep_later = false;
+
+    guest_init(&g, GUEST_RAM_SIZE);
+    guest_dev_config(&cfg);
+    cfg.idle_poll_us = VMMBIB_IDLE_POLL_US_MAX + 1;
+    dev = vmmbib_dev_new(&cfg, NULL, &guest_host_ops, &g, err, sizeof(err));
+    printf("# %s\n", err);
+    TAP_CHECK(!dev && strstr(err, "idle-poll-us=1000001"),
+              "idle: more than the maximum is refused, naming the value");
+    ecfg.idle_poll_us = VMMBIB_IDLE_POLL_US_MAX + 1;
+    eng = vmmbib_engine_new(&ecfg, err, sizeof(err));
+    TAP_CHECK(!eng && strstr(err, "idle-poll-us"),
+              "idle: the engine config is checked the same way");
+
+    /* 150 ms of polling: still awake after 30 ms, asleep in the end. */
+    cfg.idle_poll_us = 150000;
+    dev = guest_dev_new(&g, NULL, &cfg);
+    TAP_CHECK(ctx_create(&c, dev, &g) == OK, "idle: a device polling 150 ms");
+    vmmbib_dev_kick(dev);       /* awake now, whatever it was */
+    msleep(30);
+    awake_at_30ms = db_word(&c, VMMBIB_DB_ENGINE_STATE) ==
+                    VMMBIB_ENGINE_AWAKE;
+    for (int i = 0; i < 100 && !asleep_later; i++) {
+        msleep(10);
+        asleep_later = db_word(&c, VMMBIB_DB_ENGINE_STATE) ==
+                       VMMBIB_ENGINE_ASLEEP;
+    }
+    TAP_CHECK(awake_at_30ms, "idle: 30 ms after a kick it still polls");
+    TAP_CHECK(asleep_later, "idle: after its idle time it sleeps");
+    vmmbib_dev_free(dev);
+
+    /* 0 is the default, 50 us: asleep long before 30 ms. */
+    cfg.idle_poll_us = 0;
+    dev = guest_dev_new(&g, NULL, &cfg);
+    TAP_CHECK(ctx_create(&c, dev, &g) == OK, "idle: a device with 0");
+    vmmbib_dev_kick(dev);
+    msleep(30);
+    TAP_CHECK(db_word(&c, VMMBIB_DB_ENGINE_STATE) == VMMBIB_ENGINE_ASLEEP,
+              "idle: 0 means the 50 us default");
+    vmmbib_dev_free(dev);
+    guest_fini(&g);
+}
+
+/*
  * A context created while the engine sleeps must see ASLEEP too, or its
  * first doorbell never kicks and waits forever (docs/spec.md section 4:
  * "no doorbell waits for the next kick").  Last: a failure here makes
@@ -605,6 +746,8 @@ int main(void)
     test_mmio();
     test_sleep_race();
     test_concurrent_producers();
+    test_stale_doorbell();
+    test_idle_config();
     test_context_while_asleep();
     return tap_done();
 }
