@@ -378,32 +378,29 @@ static int vmmbib_modify(VmmbibObjs *o, uint32_t qp, uint32_t mask,
     return vmmbib_obj_cmd(o, VMMBIB_CMD_MODIFY_QP, &m, sizeof(m), &r);
 }
 
-/*
- * The whole path in one device: an RC QP connected to itself, an RDMA
- * WRITE posted in guest memory, its doorbell stored in the UAR page (no
- * trap unless the engine sleeps), the CQE read back from guest memory.
- */
-static void test_rdma_write_loopback(void *obj, void *data,
-                                     QGuestAllocator *alloc)
-{
-    QVmmbibPCI *dev = obj;
-    QVmmbib *vib = &dev->vib;
-    QPCIDevice *pdev = dev->pci_vdev.pdev;
-    QPCIBar uar = qpci_iomap(pdev, 2, NULL);
+/* An RC QP of one context connected to itself, with a CQ and an MR. */
+typedef struct VmmbibLoop {
     VmmbibObjs o;
+    QPCIDevice *pdev;
+    QPCIBar uar;
+    uint64_t db_page;       /* offset of the context's doorbell page */
+    uint64_t buf;           /* two pages registered as the MR */
+    uint64_t cq_ring;
+    uint64_t sq;
+    uint32_t key, cq, qp, qpn;
+} VmmbibLoop;
+
+static void vmmbib_loop_init(VmmbibLoop *l, QVmmbibPCI *dev,
+                             QGuestAllocator *alloc)
+{
+    VmmbibObjs *o = &l->o;
     VmmbibReply r;
-    uint64_t buf = vmmbib_guest_pages(alloc, 2);
-    uint64_t cq_ring = vmmbib_guest_pages(alloc, 1);
-    uint64_t sq = vmmbib_guest_pages(alloc, 1);
-    uint64_t rq = vmmbib_guest_pages(alloc, 1);
-    uint64_t db_page;
-    uint32_t pd, key, cq, qp, qpn, producer;
+    uint32_t pd;
     uint16_t lid;
     struct vmmbib_cmd_query_port port = { .port_num = 1 };
     struct vmmbib_cmd_reg_mr mr = {
         .access = cpu_to_le32(VMMBIB_ACCESS_LOCAL_WRITE |
                               VMMBIB_ACCESS_REMOTE_WRITE),
-        .iova = cpu_to_le64(buf),
         .length = cpu_to_le64(2 * VMMBIB_PAGE_SIZE),
     };
     struct vmmbib_cmd_create_cq ccq = { .cqe = cpu_to_le32(8) };
@@ -419,55 +416,56 @@ static void test_rdma_write_loopback(void *obj, void *data,
         },
     };
     struct vmmbib_qp_attr attr = { 0 };
-    struct vmmbib_send_wqe wqe = { 0 };
-    struct vmmbib_sge sge;
-    struct vmmbib_cqe cqe;
-    uint8_t pattern[512], copy[512];
-    unsigned int i, tries;
 
-    vmmbib_objs_init(&o, vib, alloc);
-    db_page = (uint64_t)o.slot * VMMBIB_UAR_SLOT_SIZE;
-    g_assert_cmpint(vmmbib_cmd(vib, VMMBIB_CMD_QUERY_PORT, 0, &port,
+    l->pdev = dev->pci_vdev.pdev;
+    l->uar = qpci_iomap(l->pdev, 2, NULL);
+    l->buf = vmmbib_guest_pages(alloc, 2);
+    l->cq_ring = vmmbib_guest_pages(alloc, 1);
+    l->sq = vmmbib_guest_pages(alloc, 1);
+    vmmbib_objs_init(o, &dev->vib, alloc);
+    l->db_page = (uint64_t)o->slot * VMMBIB_UAR_SLOT_SIZE;
+    g_assert_cmpint(vmmbib_cmd(o->vib, VMMBIB_CMD_QUERY_PORT, 0, &port,
                                sizeof(port), &r, alloc), ==,
                     VMMBIB_STATUS_OK);
     lid = le16_to_cpu(r.port.lid);
-    pd = vmmbib_handle(&o, VMMBIB_CMD_CREATE_PD, NULL, 0);
+    pd = vmmbib_handle(o, VMMBIB_CMD_CREATE_PD, NULL, 0);
     mr.pd_handle = cpu_to_le32(pd);
-    mr.pages = vmmbib_list(alloc, buf, 2);
-    g_assert_cmpint(vmmbib_obj_cmd(&o, VMMBIB_CMD_REG_MR, &mr, sizeof(mr),
+    mr.iova = cpu_to_le64(l->buf);
+    mr.pages = vmmbib_list(alloc, l->buf, 2);
+    g_assert_cmpint(vmmbib_obj_cmd(o, VMMBIB_CMD_REG_MR, &mr, sizeof(mr),
                                    &r), ==, VMMBIB_STATUS_OK);
-    key = ldl_le_p(r.raw + 4);
-    ccq.pages = vmmbib_list(alloc, cq_ring, 1);
-    cq = vmmbib_handle(&o, VMMBIB_CMD_CREATE_CQ, &ccq, sizeof(ccq));
+    l->key = ldl_le_p(r.raw + 4);
+    ccq.pages = vmmbib_list(alloc, l->cq_ring, 1);
+    l->cq = vmmbib_handle(o, VMMBIB_CMD_CREATE_CQ, &ccq, sizeof(ccq));
     cqp.pd_handle = cpu_to_le32(pd);
-    cqp.send_cq_handle = cpu_to_le32(cq);
-    cqp.recv_cq_handle = cpu_to_le32(cq);
-    cqp.sq_pages = vmmbib_list(alloc, sq, 1);
-    cqp.rq_pages = vmmbib_list(alloc, rq, 1);
-    g_assert_cmpint(vmmbib_obj_cmd(&o, VMMBIB_CMD_CREATE_QP, &cqp,
+    cqp.send_cq_handle = cpu_to_le32(l->cq);
+    cqp.recv_cq_handle = cpu_to_le32(l->cq);
+    cqp.sq_pages = vmmbib_list(alloc, l->sq, 1);
+    cqp.rq_pages = vmmbib_list(alloc, vmmbib_guest_pages(alloc, 1), 1);
+    g_assert_cmpint(vmmbib_obj_cmd(o, VMMBIB_CMD_CREATE_QP, &cqp,
                                    sizeof(cqp), &r), ==, VMMBIB_STATUS_OK);
-    qp = ldl_le_p(r.raw);
-    qpn = ldl_le_p(r.raw + 4);
+    l->qp = ldl_le_p(r.raw);
+    l->qpn = ldl_le_p(r.raw + 4);
 
     /* RESET -> RTR skips INIT: the spec's state machine refuses it. */
     attr.qp_state = VMMBIB_QPS_RTR;
-    g_assert_cmpint(vmmbib_modify(&o, qp, VMMBIB_QP_STATE, &attr), ==,
+    g_assert_cmpint(vmmbib_modify(o, l->qp, VMMBIB_QP_STATE, &attr), ==,
                     VMMBIB_STATUS_BAD_STATE);
     attr.qp_state = VMMBIB_QPS_INIT;
     attr.port_num = 1;
     attr.qp_access_flags = cpu_to_le32(VMMBIB_ACCESS_REMOTE_WRITE);
-    g_assert_cmpint(vmmbib_modify(&o, qp, VMMBIB_QP_STATE |
+    g_assert_cmpint(vmmbib_modify(o, l->qp, VMMBIB_QP_STATE |
                                   VMMBIB_QP_PKEY_INDEX | VMMBIB_QP_PORT |
                                   VMMBIB_QP_ACCESS_FLAGS, &attr), ==,
                     VMMBIB_STATUS_OK);
     attr.qp_state = VMMBIB_QPS_RTR;
     attr.path_mtu = VMMBIB_MTU_1024;
-    attr.dest_qp_num = cpu_to_le32(qpn);
+    attr.dest_qp_num = cpu_to_le32(l->qpn);
     attr.max_dest_rd_atomic = 1;
     attr.min_rnr_timer = 1;
     attr.ah_attr.dlid = cpu_to_le16(lid);
     attr.ah_attr.port_num = 1;
-    g_assert_cmpint(vmmbib_modify(&o, qp, VMMBIB_QP_STATE | VMMBIB_QP_AV |
+    g_assert_cmpint(vmmbib_modify(o, l->qp, VMMBIB_QP_STATE | VMMBIB_QP_AV |
                                   VMMBIB_QP_PATH_MTU | VMMBIB_QP_DEST_QPN |
                                   VMMBIB_QP_RQ_PSN |
                                   VMMBIB_QP_MAX_DEST_RD_ATOMIC |
@@ -478,67 +476,234 @@ static void test_rdma_write_loopback(void *obj, void *data,
     attr.retry_cnt = 1;
     attr.rnr_retry = 1;
     attr.max_rd_atomic = 1;
-    g_assert_cmpint(vmmbib_modify(&o, qp, VMMBIB_QP_STATE | VMMBIB_QP_SQ_PSN |
-                                  VMMBIB_QP_TIMEOUT | VMMBIB_QP_RETRY_CNT |
-                                  VMMBIB_QP_RNR_RETRY |
+    g_assert_cmpint(vmmbib_modify(o, l->qp, VMMBIB_QP_STATE |
+                                  VMMBIB_QP_SQ_PSN | VMMBIB_QP_TIMEOUT |
+                                  VMMBIB_QP_RETRY_CNT | VMMBIB_QP_RNR_RETRY |
                                   VMMBIB_QP_MAX_QP_RD_ATOMIC, &attr), ==,
                     VMMBIB_STATUS_OK);
+}
 
-    /* 512 bytes that straddle the MR's two pages, written to page 0. */
-    for (i = 0; i < sizeof(pattern); i++) {
-        pattern[i] = i * 7 + 3;
-    }
-    qtest_memwrite(global_qtest, buf + VMMBIB_PAGE_SIZE - 256, pattern,
-                   sizeof(pattern));
-    wqe.wr_id = cpu_to_le64(0x1234);
-    wqe.opcode = VMMBIB_WR_RDMA_WRITE;
-    wqe.flags = VMMBIB_WQE_SIGNALED;
-    wqe.num_sge = 1;
-    wqe.rdma.remote_addr = cpu_to_le64(buf + 64);
-    wqe.rdma.rkey = cpu_to_le32(key);
-    sge.addr = cpu_to_le64(buf + VMMBIB_PAGE_SIZE - 256);
-    sge.length = cpu_to_le32(sizeof(pattern));
-    sge.lkey = cpu_to_le32(key);
-    qtest_memwrite(global_qtest, sq, &wqe, sizeof(wqe));
-    qtest_memwrite(global_qtest, sq + sizeof(wqe), &sge, sizeof(sge));
+/*
+ * A doorbell as a guest stores it: ring entry first, then the producer;
+ * the trapped kick only if the engine says it sleeps.
+ */
+static void vmmbib_ring_doorbell(VmmbibLoop *l, uint64_t value)
+{
+    uint32_t producer = qpci_io_readl(l->pdev, l->uar,
+                                      l->db_page + VMMBIB_DB_PRODUCER);
 
-    /* The doorbell, as a guest stores it: entry first, then producer. */
-    producer = qpci_io_readl(pdev, uar, db_page + VMMBIB_DB_PRODUCER);
-    qpci_io_writeq(pdev, uar, db_page + VMMBIB_DB_RING +
-                   8 * (producer % VMMBIB_DB_RING_ENTRIES),
-                   VMMBIB_DB(VMMBIB_DB_KIND_SQ, VMMBIB_HANDLE_INDEX(qp), 1));
-    qpci_io_writel(pdev, uar, db_page + VMMBIB_DB_PRODUCER, producer + 1);
-    if (qpci_io_readl(pdev, uar, db_page + VMMBIB_DB_ENGINE_STATE) ==
-        VMMBIB_ENGINE_ASLEEP) {
-        qpci_io_writel(pdev, uar, db_page + VMMBIB_UAR_KICK_PAGE_OFFSET +
-                       VMMBIB_KICK, 1);
+    qpci_io_writeq(l->pdev, l->uar, l->db_page + VMMBIB_DB_RING +
+                   8 * (producer % VMMBIB_DB_RING_ENTRIES), value);
+    qpci_io_writel(l->pdev, l->uar, l->db_page + VMMBIB_DB_PRODUCER,
+                   producer + 1);
+    if (qpci_io_readl(l->pdev, l->uar, l->db_page +
+                      VMMBIB_DB_ENGINE_STATE) == VMMBIB_ENGINE_ASLEEP) {
+        qpci_io_writel(l->pdev, l->uar, l->db_page +
+                       VMMBIB_UAR_KICK_PAGE_OFFSET + VMMBIB_KICK, 1);
     }
+}
+
+/*
+ * Post, as SQ entry @index, a signaled RDMA WRITE of @len bytes from
+ * @src to @dst (both in the MR), and ring its doorbell.
+ */
+static void vmmbib_post_write(VmmbibLoop *l, uint32_t index, uint64_t wr_id,
+                              uint64_t src, uint64_t dst, uint32_t len)
+{
+    struct vmmbib_send_wqe wqe = {
+        .wr_id = cpu_to_le64(wr_id),
+        .opcode = VMMBIB_WR_RDMA_WRITE,
+        .flags = VMMBIB_WQE_SIGNALED,
+        .num_sge = 1,
+    };
+    struct vmmbib_sge sge = {
+        .addr = cpu_to_le64(src),
+        .length = cpu_to_le32(len),
+        .lkey = cpu_to_le32(l->key),
+    };
+    uint64_t slot = l->sq + (uint64_t)(index % 8) * 128;
+
+    wqe.rdma.remote_addr = cpu_to_le64(dst);
+    wqe.rdma.rkey = cpu_to_le32(l->key);
+    qtest_memwrite(global_qtest, slot, &wqe, sizeof(wqe));
+    qtest_memwrite(global_qtest, slot + sizeof(wqe), &sge, sizeof(sge));
+    vmmbib_ring_doorbell(l, VMMBIB_DB(VMMBIB_DB_KIND_SQ,
+                                      VMMBIB_HANDLE_INDEX(l->qp),
+                                      index + 1));
+}
+
+/* Wait for CQE @index of the loop's CQ and return it. */
+static struct vmmbib_cqe vmmbib_wait_cqe(VmmbibLoop *l, uint32_t index)
+{
+    struct vmmbib_cqe cqe;
+    unsigned int tries;
 
     for (tries = 0; tries < 2000; tries++) {
-        qtest_memread(global_qtest, cq_ring + sizeof(struct vmmbib_cq_header),
-                      &cqe, sizeof(cqe));
+        qtest_memread(global_qtest, l->cq_ring +
+                      sizeof(struct vmmbib_cq_header) +
+                      (uint64_t)(index % 8) * sizeof(cqe), &cqe,
+                      sizeof(cqe));
         if (cqe.owner == VMMBIB_CQE_OWNER) {
             break;
         }
         g_usleep(1000);
     }
     g_assert_cmpuint(cqe.owner, ==, VMMBIB_CQE_OWNER);
+    return cqe;
+}
+
+/*
+ * The whole path in one device: an RDMA WRITE posted in guest memory,
+ * its doorbell stored in the UAR page (no trap unless the engine sleeps),
+ * the CQE read back from guest memory.
+ */
+static void test_rdma_write_loopback(void *obj, void *data,
+                                     QGuestAllocator *alloc)
+{
+    QVmmbibPCI *dev = obj;
+    VmmbibLoop l;
+    struct vmmbib_cqe cqe;
+    uint8_t pattern[512], copy[512];
+    unsigned int i;
+
+    vmmbib_loop_init(&l, dev, alloc);
+    /* 512 bytes that straddle the MR's two pages, written to page 0. */
+    for (i = 0; i < sizeof(pattern); i++) {
+        pattern[i] = i * 7 + 3;
+    }
+    qtest_memwrite(global_qtest, l.buf + VMMBIB_PAGE_SIZE - 256, pattern,
+                   sizeof(pattern));
+    vmmbib_post_write(&l, 0, 0x1234, l.buf + VMMBIB_PAGE_SIZE - 256,
+                      l.buf + 64, sizeof(pattern));
+
+    cqe = vmmbib_wait_cqe(&l, 0);
     g_assert_cmpuint(cqe.status, ==, VMMBIB_WC_SUCCESS);
     g_assert_cmpuint(cqe.opcode, ==, VMMBIB_WC_RDMA_WRITE);
     g_assert_cmphex(le64_to_cpu(cqe.wr_id), ==, 0x1234);
-    g_assert_cmpuint(le32_to_cpu(cqe.qpn), ==, qpn);
-    qtest_memread(global_qtest, buf + 64, copy, sizeof(copy));
+    g_assert_cmpuint(le32_to_cpu(cqe.qpn), ==, l.qpn);
+    qtest_memread(global_qtest, l.buf + 64, copy, sizeof(copy));
     g_assert_cmpmem(copy, sizeof(copy), pattern, sizeof(pattern));
     g_assert_cmpuint(vmmbib_stat("stats-wqes"), ==, 1);
     g_assert_cmpuint(vmmbib_stat("stats-cqes"), ==, 1);
     g_assert_cmpuint(vmmbib_stat("stats-doorbell-writes"), ==, 0);
 
     /* A reset with all of it live leaves nothing behind. */
-    qvirtio_reset(vib->vdev);
+    qvirtio_reset(dev->vib.vdev);
     g_assert_cmpuint(vmmbib_stat("stats-qps"), ==, 0);
     g_assert_cmpuint(vmmbib_stat("stats-cqs"), ==, 0);
     g_assert_cmpuint(vmmbib_stat("stats-pinned-pages"), ==, 0);
-    qpci_iounmap(pdev, uar);
+    qpci_iounmap(l.pdev, l.uar);
+}
+
+/* Event buffers posted on the eventq, consumed in order. */
+typedef struct VmmbibEvents {
+    uint64_t addr[4];
+    uint32_t head[4];
+    unsigned int next;
+} VmmbibEvents;
+
+static void vmmbib_events_post(QVmmbib *vib, VmmbibEvents *e,
+                               QGuestAllocator *alloc)
+{
+    unsigned int i;
+
+    /* libqos makes one chain available per kick. */
+    for (i = 0; i < ARRAY_SIZE(e->addr); i++) {
+        e->addr[i] = guest_alloc(alloc, sizeof(struct vmmbib_event));
+        e->head[i] = qvirtqueue_add(global_qtest, vib->event_vq, e->addr[i],
+                                    sizeof(struct vmmbib_event), true,
+                                    false);
+        qvirtqueue_kick(global_qtest, vib->vdev, vib->event_vq, e->head[i]);
+    }
+    e->next = 0;
+}
+
+/* The next event that is not about the port (those may come any time). */
+static struct vmmbib_event vmmbib_next_event(QVmmbib *vib, VmmbibEvents *e)
+{
+    struct vmmbib_event ev;
+    uint32_t len;
+
+    do {
+        uint32_t head = UINT32_MAX;
+        unsigned int tries;
+
+        g_assert_cmpuint(e->next, <, ARRAY_SIZE(e->addr));
+        /*
+         * Poll the used ring itself: the ISR bit that qvirtio_wait_used_elem
+         * waits for is one for both queues, so a controlq reply clears it.
+         */
+        for (tries = 0; tries < 2000; tries++) {
+            if (qvirtqueue_get_buf(global_qtest, vib->event_vq, &head,
+                                   &len)) {
+                break;
+            }
+            g_usleep(1000);
+        }
+        g_assert_cmpuint(head, ==, e->head[e->next]);
+        g_assert_cmpuint(len, ==, sizeof(ev));
+        qtest_memread(global_qtest, e->addr[e->next++], &ev, sizeof(ev));
+    } while (le16_to_cpu(ev.type) == VMMBIB_EVENT_PORT_ACTIVE ||
+             le16_to_cpu(ev.type) == VMMBIB_EVENT_PORT_ERR);
+    return ev;
+}
+
+/*
+ * Completion events on the eventq: only for an armed CQ, once per arm;
+ * a write with a key that names no MR completes in error, raises the
+ * armed event too, and the device keeps going.
+ */
+static void test_eventq(void *obj, void *data, QGuestAllocator *alloc)
+{
+    QVmmbibPCI *dev = obj;
+    QVmmbib *vib = &dev->vib;
+    VmmbibLoop l;
+    VmmbibEvents events;
+    VmmbibReply r;
+    struct vmmbib_event ev;
+    struct vmmbib_cqe cqe;
+    uint64_t raised;
+
+    vmmbib_loop_init(&l, dev, alloc);
+    vmmbib_events_post(vib, &events, alloc);
+    raised = vmmbib_stat("stats-events");
+
+    /* Not armed: a completion but no event. */
+    vmmbib_post_write(&l, 0, 1, l.buf, l.buf + 2048, 64);
+    g_assert_cmpuint(vmmbib_wait_cqe(&l, 0).status, ==, VMMBIB_WC_SUCCESS);
+    g_assert_cmpuint(vmmbib_stat("stats-events"), ==, raised);
+
+    /* Armed: one COMP event for this CQ of this context. */
+    vmmbib_ring_doorbell(&l, VMMBIB_DB(VMMBIB_DB_KIND_CQ_ARM,
+                                       VMMBIB_HANDLE_INDEX(l.cq),
+                                       VMMBIB_DB_ARM_NEXT));
+    vmmbib_post_write(&l, 1, 2, l.buf, l.buf + 2048, 64);
+    g_assert_cmpuint(vmmbib_wait_cqe(&l, 1).status, ==, VMMBIB_WC_SUCCESS);
+    ev = vmmbib_next_event(vib, &events);
+    g_assert_cmpuint(le16_to_cpu(ev.type), ==, VMMBIB_EVENT_COMP);
+    g_assert_cmphex(le32_to_cpu(ev.handle), ==, l.cq);
+    g_assert_cmphex(le32_to_cpu(ev.ctx_handle), ==, l.o.ctx);
+
+    /* The arm was used up: the next completion raises nothing. */
+    vmmbib_post_write(&l, 2, 3, l.buf, l.buf + 2048, 64);
+    g_assert_cmpuint(vmmbib_wait_cqe(&l, 2).status, ==, VMMBIB_WC_SUCCESS);
+    g_assert_cmpuint(vmmbib_stat("stats-events"), ==, raised + 1);
+
+    l.key ^= 0xff;
+    vmmbib_ring_doorbell(&l, VMMBIB_DB(VMMBIB_DB_KIND_CQ_ARM,
+                                       VMMBIB_HANDLE_INDEX(l.cq),
+                                       VMMBIB_DB_ARM_NEXT));
+    vmmbib_post_write(&l, 3, 4, l.buf, l.buf + 2048, 64);
+    cqe = vmmbib_wait_cqe(&l, 3);
+    g_assert_cmpuint(cqe.status, ==, VMMBIB_WC_LOC_PROT_ERR);
+    g_assert_cmphex(le64_to_cpu(cqe.wr_id), ==, 4);
+    ev = vmmbib_next_event(vib, &events);
+    g_assert_cmpuint(le16_to_cpu(ev.type), ==, VMMBIB_EVENT_COMP);
+    g_assert_cmphex(le32_to_cpu(ev.handle), ==, l.cq);
+    g_assert_cmpuint(vmmbib_stat("stats-error-completions"), ==, 1);
+    g_assert_cmpint(vmmbib_cmd(vib, VMMBIB_CMD_QUERY_DEVICE, 0, NULL, 0, &r,
+                               alloc), ==, VMMBIB_STATUS_OK);
+    qpci_iounmap(l.pdev, l.uar);
 }
 
 /* Destroy @handle with @op in @o; returns the status. */
@@ -683,6 +848,409 @@ static void test_every_command(void *obj, void *data, QGuestAllocator *alloc)
                                alloc), ==, VMMBIB_STATUS_OK);
 }
 
+/* The device offers exactly VERSION_1 and its three feature bits. */
+static void test_features(void *obj, void *data, QGuestAllocator *alloc)
+{
+    QVmmbib *vib = obj;
+    uint64_t ours = (1ull << VMMBIB_F_SRQ) | (1ull << VMMBIB_F_ATOMIC) |
+                    (1ull << VMMBIB_F_UD);
+    uint64_t features = qvirtio_get_features(vib->vdev);
+    VmmbibReply r;
+
+    g_assert_cmphex(features & ours, ==, ours);
+    /* Device-specific bits 3..23 are not ours to offer. */
+    g_assert_cmphex(features & 0xfffff8ull, ==, 0);
+    /* start_hw accepted them all and the device serves commands. */
+    g_assert_cmphex(vib->vdev->features & ours, ==, ours);
+    g_assert_cmpint(vmmbib_cmd(vib, VMMBIB_CMD_QUERY_DEVICE, 0, NULL, 0, &r,
+                               alloc), ==, VMMBIB_STATUS_OK);
+}
+
+/* QUERY_GID and QUERY_PKEY answer their one entry and refuse the rest. */
+static void test_gid_pkey(void *obj, void *data, QGuestAllocator *alloc)
+{
+    QVmmbib *vib = obj;
+    VmmbibReply r;
+    struct vmmbib_cmd_query_gid gid = { .port_num = 1 };
+    struct vmmbib_cmd_query_pkey pkey = { .port_num = 1 };
+    struct vmmbib_cmd_query_port port = { .port_num = 2 };
+    static const uint8_t prefix[8] = { 0xfe, 0x80 };
+    uint64_t guid;
+
+    g_assert_cmpint(vmmbib_cmd(vib, VMMBIB_CMD_QUERY_DEVICE, 0, NULL, 0, &r,
+                               alloc), ==, VMMBIB_STATUS_OK);
+    guid = r.dev.node_guid;
+    g_assert_cmpint(vmmbib_cmd(vib, VMMBIB_CMD_QUERY_GID, 0, &gid,
+                               sizeof(gid), &r, alloc), ==, VMMBIB_STATUS_OK);
+    g_assert_cmpmem(r.raw, 8, prefix, 8);
+    g_assert_cmpmem(r.raw + 8, 8, &guid, 8);
+    gid.index = cpu_to_le32(1);
+    g_assert_cmpint(vmmbib_cmd(vib, VMMBIB_CMD_QUERY_GID, 0, &gid,
+                               sizeof(gid), &r, alloc), ==,
+                    VMMBIB_STATUS_INVALID);
+    gid.index = 0;
+    gid.port_num = 0;
+    g_assert_cmpint(vmmbib_cmd(vib, VMMBIB_CMD_QUERY_GID, 0, &gid,
+                               sizeof(gid), &r, alloc), ==,
+                    VMMBIB_STATUS_INVALID);
+
+    g_assert_cmpint(vmmbib_cmd(vib, VMMBIB_CMD_QUERY_PKEY, 0, &pkey,
+                               sizeof(pkey), &r, alloc), ==,
+                    VMMBIB_STATUS_OK);
+    g_assert_cmphex(lduw_le_p(r.raw), ==, 0xffff);
+    pkey.index = cpu_to_le32(0x80000000);
+    g_assert_cmpint(vmmbib_cmd(vib, VMMBIB_CMD_QUERY_PKEY, 0, &pkey,
+                               sizeof(pkey), &r, alloc), ==,
+                    VMMBIB_STATUS_INVALID);
+    g_assert_cmpint(vmmbib_cmd(vib, VMMBIB_CMD_QUERY_PORT, 0, &port,
+                               sizeof(port), &r, alloc), ==,
+                    VMMBIB_STATUS_INVALID);
+    g_assert_cmpint(vmmbib_cmd(vib, VMMBIB_CMD_QUERY_DEVICE, 0, NULL, 0, &r,
+                               alloc), ==, VMMBIB_STATUS_OK);
+}
+
+/* @status for @op, then the device still answers a valid request. */
+static void vmmbib_expect(VmmbibObjs *o, uint16_t op, const void *body,
+                          size_t len, int status)
+{
+    VmmbibReply r;
+
+    g_assert_cmpint(vmmbib_obj_cmd(o, op, body, len, &r), ==, status);
+    g_assert_cmpint(vmmbib_cmd(o->vib, VMMBIB_CMD_QUERY_DEVICE, 0, NULL, 0,
+                               &r, o->alloc), ==, VMMBIB_STATUS_OK);
+}
+
+/*
+ * Counts of zero, counts above the device's limits and page lists that
+ * do not hold what they describe: each an INVALID status.  The test runs
+ * with max-cqe=64, max-qp-wr=64, max-srq-wr=64, max-sge=4,
+ * max-mr-pages=16.
+ */
+static void test_bad_counts(void *obj, void *data, QGuestAllocator *alloc)
+{
+    QVmmbib *vib = obj;
+    VmmbibObjs o;
+    uint64_t page = vmmbib_guest_pages(alloc, 1);
+    uint64_t big = vmmbib_guest_pages(alloc, 17);
+    uint32_t pd, cq;
+    struct vmmbib_cmd_create_cq ccq = { 0 };
+    struct vmmbib_cmd_create_qp cqp = {
+        .qp_type = VMMBIB_QPT_RC,
+        .caps = {
+            .max_send_wr = cpu_to_le32(8),
+            .max_recv_wr = cpu_to_le32(8),
+            .max_send_sge = cpu_to_le32(1),
+            .max_recv_sge = cpu_to_le32(1),
+            .sq_wqe_shift = 7,
+            .rq_wqe_shift = 5,
+        },
+    };
+    struct vmmbib_cmd_create_qp good;
+    struct vmmbib_cmd_create_srq csrq = {
+        .max_sge = cpu_to_le32(1),
+        .wqe_shift = 5,
+    };
+    struct vmmbib_cmd_reg_mr mr = {
+        .access = cpu_to_le32(VMMBIB_ACCESS_LOCAL_WRITE),
+        .iova = cpu_to_le64(0x100000),
+    };
+
+    vmmbib_objs_init(&o, vib, alloc);
+    pd = vmmbib_handle(&o, VMMBIB_CMD_CREATE_PD, NULL, 0);
+
+    /* CQs: zero entries, more than max-cqe, a ring bigger than its pages. */
+    ccq.pages = vmmbib_list(alloc, page, 1);
+    vmmbib_expect(&o, VMMBIB_CMD_CREATE_CQ, &ccq, sizeof(ccq),
+                  VMMBIB_STATUS_INVALID);
+    ccq.cqe = cpu_to_le32(128);
+    vmmbib_expect(&o, VMMBIB_CMD_CREATE_CQ, &ccq, sizeof(ccq),
+                  VMMBIB_STATUS_INVALID);
+    ccq.cqe = cpu_to_le32(64);      /* 64 CQEs need more than one page */
+    vmmbib_expect(&o, VMMBIB_CMD_CREATE_CQ, &ccq, sizeof(ccq),
+                  VMMBIB_STATUS_INVALID);
+    ccq.cqe = cpu_to_le32(8);
+    ccq.pages.npages = 0;
+    vmmbib_expect(&o, VMMBIB_CMD_CREATE_CQ, &ccq, sizeof(ccq),
+                  VMMBIB_STATUS_INVALID);
+    ccq.pages = vmmbib_list(alloc, page, 1);
+    cq = vmmbib_handle(&o, VMMBIB_CMD_CREATE_CQ, &ccq, sizeof(ccq));
+
+    /* QPs: zero or too many WRs or SGEs, rings their pages cannot hold. */
+    cqp.pd_handle = cpu_to_le32(pd);
+    cqp.send_cq_handle = cpu_to_le32(cq);
+    cqp.recv_cq_handle = cpu_to_le32(cq);
+    cqp.sq_pages = vmmbib_list(alloc, vmmbib_guest_pages(alloc, 1), 1);
+    cqp.rq_pages = vmmbib_list(alloc, vmmbib_guest_pages(alloc, 1), 1);
+    good = cqp;
+    cqp.caps.max_send_wr = 0;
+    vmmbib_expect(&o, VMMBIB_CMD_CREATE_QP, &cqp, sizeof(cqp),
+                  VMMBIB_STATUS_INVALID);
+    cqp = good;
+    cqp.caps.max_send_wr = cpu_to_le32(128);
+    vmmbib_expect(&o, VMMBIB_CMD_CREATE_QP, &cqp, sizeof(cqp),
+                  VMMBIB_STATUS_INVALID);
+    cqp = good;
+    cqp.caps.max_recv_wr = cpu_to_le32(0x80000000);
+    vmmbib_expect(&o, VMMBIB_CMD_CREATE_QP, &cqp, sizeof(cqp),
+                  VMMBIB_STATUS_INVALID);
+    cqp = good;
+    cqp.caps.max_send_sge = cpu_to_le32(5);
+    vmmbib_expect(&o, VMMBIB_CMD_CREATE_QP, &cqp, sizeof(cqp),
+                  VMMBIB_STATUS_INVALID);
+    cqp = good;
+    cqp.caps.max_recv_sge = 0;
+    vmmbib_expect(&o, VMMBIB_CMD_CREATE_QP, &cqp, sizeof(cqp),
+                  VMMBIB_STATUS_INVALID);
+    cqp = good;
+    cqp.caps.max_send_wr = cpu_to_le32(64);     /* 64 x 128 B: two pages */
+    vmmbib_expect(&o, VMMBIB_CMD_CREATE_QP, &cqp, sizeof(cqp),
+                  VMMBIB_STATUS_INVALID);
+    cqp = good;
+    cqp.caps.sq_wqe_shift = 13;                 /* a stride over a page */
+    vmmbib_expect(&o, VMMBIB_CMD_CREATE_QP, &cqp, sizeof(cqp),
+                  VMMBIB_STATUS_INVALID);
+    cqp = good;
+    cqp.qp_type = 9;
+    vmmbib_expect(&o, VMMBIB_CMD_CREATE_QP, &cqp, sizeof(cqp),
+                  VMMBIB_STATUS_INVALID);
+    cqp = good;
+    cqp.reserved[5] = 1;
+    vmmbib_expect(&o, VMMBIB_CMD_CREATE_QP, &cqp, sizeof(cqp),
+                  VMMBIB_STATUS_INVALID);
+
+    /* SRQs: zero or too many WRs. */
+    csrq.pd_handle = cpu_to_le32(pd);
+    csrq.pages = vmmbib_list(alloc, vmmbib_guest_pages(alloc, 1), 1);
+    vmmbib_expect(&o, VMMBIB_CMD_CREATE_SRQ, &csrq, sizeof(csrq),
+                  VMMBIB_STATUS_INVALID);
+    csrq.max_wr = cpu_to_le32(128);
+    vmmbib_expect(&o, VMMBIB_CMD_CREATE_SRQ, &csrq, sizeof(csrq),
+                  VMMBIB_STATUS_INVALID);
+
+    /*
+     * MRs: no pages, more than max-mr-pages, a page list that claims more
+     * entries than its one directory page holds, an unaligned directory.
+     */
+    mr.pd_handle = cpu_to_le32(pd);
+    mr.length = cpu_to_le64(VMMBIB_PAGE_SIZE);
+    mr.pages = vmmbib_list(alloc, page, 1);
+    mr.pages.npages = 0;
+    vmmbib_expect(&o, VMMBIB_CMD_REG_MR, &mr, sizeof(mr),
+                  VMMBIB_STATUS_INVALID);
+    mr.length = cpu_to_le64(17 * VMMBIB_PAGE_SIZE);
+    mr.pages = vmmbib_list(alloc, big, 17);
+    vmmbib_expect(&o, VMMBIB_CMD_REG_MR, &mr, sizeof(mr),
+                  VMMBIB_STATUS_INVALID);
+    mr.length = cpu_to_le64(2 * VMMBIB_PAGE_SIZE);
+    mr.pages = vmmbib_list(alloc, page, 1);
+    mr.pages.npages = cpu_to_le32(2);           /* level 0 holds one */
+    vmmbib_expect(&o, VMMBIB_CMD_REG_MR, &mr, sizeof(mr),
+                  VMMBIB_STATUS_INVALID);
+    mr.pages = vmmbib_list(alloc, big, 2);
+    mr.pages.addr = cpu_to_le64(le64_to_cpu(mr.pages.addr) + 8);
+    vmmbib_expect(&o, VMMBIB_CMD_REG_MR, &mr, sizeof(mr),
+                  VMMBIB_STATUS_INVALID);
+    mr.pages = vmmbib_list(alloc, big, 2);
+    mr.pages.levels = 4;
+    vmmbib_expect(&o, VMMBIB_CMD_REG_MR, &mr, sizeof(mr),
+                  VMMBIB_STATUS_INVALID);
+
+    /* Nothing was created or pinned by any of them. */
+    g_assert_cmpuint(vmmbib_stat("stats-qps"), ==, 0);
+    g_assert_cmpuint(vmmbib_stat("stats-srqs"), ==, 0);
+    g_assert_cmpuint(vmmbib_stat("stats-mrs"), ==, 0);
+    g_assert_cmpuint(vmmbib_stat("stats-cqs"), ==, 1);
+    g_assert_cmpuint(vmmbib_stat("stats-pinned-pages"), ==, 1);
+    /* And the good QP still goes in. */
+    vmmbib_handle(&o, VMMBIB_CMD_CREATE_QP, &good, sizeof(good));
+}
+
+/*
+ * Rings and page directories outside guest RAM: beyond it, in the MMIO
+ * hole (the device's own UAR BAR) or with the directory itself outside.
+ */
+static void test_bad_ring_pages(void *obj, void *data,
+                                QGuestAllocator *alloc)
+{
+    QVmmbibPCI *dev = obj;
+    QVmmbib *vib = &dev->vib;
+    QPCIDevice *pdev = dev->pci_vdev.pdev;
+    QPCIBar uar = qpci_iomap(pdev, 2, NULL);
+    uint64_t bar_gpa;
+    uint64_t outside[2];
+    VmmbibObjs o;
+    uint32_t pd, cq;
+    unsigned int i;
+    struct vmmbib_cmd_create_cq ccq = { .cqe = cpu_to_le32(8) };
+    struct vmmbib_cmd_create_srq csrq = {
+        .max_wr = cpu_to_le32(8),
+        .max_sge = cpu_to_le32(1),
+        .wqe_shift = 5,
+    };
+    struct vmmbib_cmd_create_qp cqp = {
+        .qp_type = VMMBIB_QPT_RC,
+        .caps = {
+            .max_send_wr = cpu_to_le32(8),
+            .max_recv_wr = cpu_to_le32(8),
+            .max_send_sge = cpu_to_le32(1),
+            .max_recv_sge = cpu_to_le32(1),
+            .sq_wqe_shift = 7,
+            .rq_wqe_shift = 5,
+        },
+    };
+    struct vmmbib_cmd_create_qp good;
+    struct vmmbib_cmd_reg_mr mr = {
+        .access = cpu_to_le32(VMMBIB_ACCESS_LOCAL_WRITE),
+        .iova = cpu_to_le64(0x100000),
+        .length = cpu_to_le64(2 * VMMBIB_PAGE_SIZE),
+    };
+
+    /* A 64-bit BAR: the low dword carries the flags. */
+    bar_gpa = (qpci_config_readl(pdev, PCI_BASE_ADDRESS_2) & ~0xfull) |
+              (uint64_t)qpci_config_readl(pdev, PCI_BASE_ADDRESS_3) << 32;
+    g_assert_cmphex(bar_gpa, !=, 0);
+    outside[0] = 0x7fff00000000ull;
+    outside[1] = bar_gpa;           /* slot 0: the context's doorbell page */
+    vmmbib_objs_init(&o, vib, alloc);
+    pd = vmmbib_handle(&o, VMMBIB_CMD_CREATE_PD, NULL, 0);
+    ccq.pages = vmmbib_list(alloc, vmmbib_guest_pages(alloc, 1), 1);
+    cq = vmmbib_handle(&o, VMMBIB_CMD_CREATE_CQ, &ccq, sizeof(ccq));
+    cqp.pd_handle = cpu_to_le32(pd);
+    cqp.send_cq_handle = cpu_to_le32(cq);
+    cqp.recv_cq_handle = cpu_to_le32(cq);
+    cqp.sq_pages = vmmbib_list(alloc, vmmbib_guest_pages(alloc, 1), 1);
+    cqp.rq_pages = vmmbib_list(alloc, vmmbib_guest_pages(alloc, 1), 1);
+    good = cqp;
+    csrq.pd_handle = cpu_to_le32(pd);
+    mr.pd_handle = cpu_to_le32(pd);
+
+    for (i = 0; i < ARRAY_SIZE(outside); i++) {
+        ccq.pages = vmmbib_list(alloc, outside[i], 1);
+        vmmbib_expect(&o, VMMBIB_CMD_CREATE_CQ, &ccq, sizeof(ccq),
+                      VMMBIB_STATUS_BAD_ADDRESS);
+        cqp = good;
+        cqp.sq_pages = vmmbib_list(alloc, outside[i], 1);
+        vmmbib_expect(&o, VMMBIB_CMD_CREATE_QP, &cqp, sizeof(cqp),
+                      VMMBIB_STATUS_BAD_ADDRESS);
+        cqp = good;
+        cqp.rq_pages = vmmbib_list(alloc, outside[i], 1);
+        vmmbib_expect(&o, VMMBIB_CMD_CREATE_QP, &cqp, sizeof(cqp),
+                      VMMBIB_STATUS_BAD_ADDRESS);
+        csrq.pages = vmmbib_list(alloc, outside[i], 1);
+        vmmbib_expect(&o, VMMBIB_CMD_CREATE_SRQ, &csrq, sizeof(csrq),
+                      VMMBIB_STATUS_BAD_ADDRESS);
+        /* The directory page itself is outside RAM. */
+        mr.pages = vmmbib_list(alloc, vmmbib_guest_pages(alloc, 2), 2);
+        mr.pages.addr = cpu_to_le64(outside[i]);
+        vmmbib_expect(&o, VMMBIB_CMD_REG_MR, &mr, sizeof(mr),
+                      VMMBIB_STATUS_BAD_ADDRESS);
+        /* The second of two pages is outside RAM. */
+        mr.pages = vmmbib_list(alloc, vmmbib_guest_pages(alloc, 2), 2);
+        qtest_writeq(global_qtest, le64_to_cpu(mr.pages.addr) + 8,
+                     outside[i]);
+        vmmbib_expect(&o, VMMBIB_CMD_REG_MR, &mr, sizeof(mr),
+                      VMMBIB_STATUS_BAD_ADDRESS);
+    }
+    g_assert_cmpuint(vmmbib_stat("stats-qps") + vmmbib_stat("stats-srqs") +
+                     vmmbib_stat("stats-mrs"), ==, 0);
+    g_assert_cmpuint(vmmbib_stat("stats-pinned-pages"), ==, 1);
+    qpci_iounmap(pdev, uar);
+}
+
+/*
+ * Quotas: with max-pd=2, max-cq=1, max-mr=1, max-srq=1, max-qp=1,
+ * max-ah=1, uar-slots=2 and max-pinned-mb=1 (256 pages), one object too
+ * many gets NO_RESOURCES, and freeing one makes room again.
+ */
+static void test_quotas(void *obj, void *data, QGuestAllocator *alloc)
+{
+    QVmmbib *vib = obj;
+    VmmbibObjs a, b, c;
+    VmmbibReply r;
+    uint32_t pd, cq, mr, srq, ah;
+    uint64_t pages = vmmbib_guest_pages(alloc, 257);
+    struct vmmbib_cmd_create_cq ccq = { .cqe = cpu_to_le32(8) };
+    struct vmmbib_cmd_create_srq csrq = {
+        .max_wr = cpu_to_le32(8),
+        .max_sge = cpu_to_le32(1),
+        .wqe_shift = 5,
+    };
+    struct vmmbib_cmd_create_qp cqp = {
+        .qp_type = VMMBIB_QPT_UD,
+        .caps = {
+            .max_send_wr = cpu_to_le32(4),
+            .max_send_sge = cpu_to_le32(1),
+            .sq_wqe_shift = 7,
+        },
+    };
+    struct vmmbib_cmd_reg_mr reg = {
+        .access = cpu_to_le32(VMMBIB_ACCESS_LOCAL_WRITE),
+        .iova = cpu_to_le64(0x100000),
+        .length = cpu_to_le64(VMMBIB_PAGE_SIZE),
+    };
+    struct vmmbib_cmd_create_ah cah = {
+        .attr = { .dlid = cpu_to_le16(1), .port_num = 1 },
+    };
+
+    vmmbib_objs_init(&a, vib, alloc);
+    vmmbib_objs_init(&b, vib, alloc);
+    /* Both UAR slots are taken: a third context has none to get. */
+    g_assert_cmpint(vmmbib_cmd(vib, VMMBIB_CMD_CREATE_UCONTEXT, 0, NULL, 0,
+                               &r, alloc), ==, VMMBIB_STATUS_NO_RESOURCES);
+
+    pd = vmmbib_handle(&a, VMMBIB_CMD_CREATE_PD, NULL, 0);
+    vmmbib_handle(&b, VMMBIB_CMD_CREATE_PD, NULL, 0);
+    vmmbib_expect(&a, VMMBIB_CMD_CREATE_PD, NULL, 0,
+                  VMMBIB_STATUS_NO_RESOURCES);
+
+    ccq.pages = vmmbib_list(alloc, vmmbib_guest_pages(alloc, 1), 1);
+    cq = vmmbib_handle(&a, VMMBIB_CMD_CREATE_CQ, &ccq, sizeof(ccq));
+    vmmbib_expect(&a, VMMBIB_CMD_CREATE_CQ, &ccq, sizeof(ccq),
+                  VMMBIB_STATUS_NO_RESOURCES);
+
+    /* 256 pinned pages in all: the CQ has one, so 256 more is too many. */
+    reg.pd_handle = cpu_to_le32(pd);
+    reg.length = cpu_to_le64(256 * VMMBIB_PAGE_SIZE);
+    reg.pages = vmmbib_list(alloc, pages, 256);
+    vmmbib_expect(&a, VMMBIB_CMD_REG_MR, &reg, sizeof(reg),
+                  VMMBIB_STATUS_NO_RESOURCES);
+    reg.length = cpu_to_le64(VMMBIB_PAGE_SIZE);
+    reg.pages = vmmbib_list(alloc, pages, 1);
+    mr = vmmbib_handle(&a, VMMBIB_CMD_REG_MR, &reg, sizeof(reg));
+    vmmbib_expect(&a, VMMBIB_CMD_REG_MR, &reg, sizeof(reg),
+                  VMMBIB_STATUS_NO_RESOURCES);
+
+    csrq.pd_handle = cpu_to_le32(pd);
+    csrq.pages = vmmbib_list(alloc, vmmbib_guest_pages(alloc, 1), 1);
+    srq = vmmbib_handle(&a, VMMBIB_CMD_CREATE_SRQ, &csrq, sizeof(csrq));
+    vmmbib_expect(&a, VMMBIB_CMD_CREATE_SRQ, &csrq, sizeof(csrq),
+                  VMMBIB_STATUS_NO_RESOURCES);
+
+    cqp.pd_handle = cpu_to_le32(pd);
+    cqp.send_cq_handle = cpu_to_le32(cq);
+    cqp.recv_cq_handle = cpu_to_le32(cq);
+    cqp.srq_handle = cpu_to_le32(srq);
+    cqp.sq_pages = vmmbib_list(alloc, vmmbib_guest_pages(alloc, 1), 1);
+    vmmbib_handle(&a, VMMBIB_CMD_CREATE_QP, &cqp, sizeof(cqp));
+    vmmbib_expect(&a, VMMBIB_CMD_CREATE_QP, &cqp, sizeof(cqp),
+                  VMMBIB_STATUS_NO_RESOURCES);
+
+    cah.pd_handle = cpu_to_le32(pd);
+    ah = vmmbib_handle(&a, VMMBIB_CMD_CREATE_AH, &cah, sizeof(cah));
+    vmmbib_expect(&a, VMMBIB_CMD_CREATE_AH, &cah, sizeof(cah),
+                  VMMBIB_STATUS_NO_RESOURCES);
+
+    /* Freeing makes room. */
+    g_assert_cmpint(vmmbib_destroy(&a, VMMBIB_CMD_DESTROY_AH, ah), ==, 0);
+    vmmbib_handle(&a, VMMBIB_CMD_CREATE_AH, &cah, sizeof(cah));
+    g_assert_cmpint(vmmbib_destroy(&a, VMMBIB_CMD_DEREG_MR, mr), ==, 0);
+    vmmbib_handle(&a, VMMBIB_CMD_REG_MR, &reg, sizeof(reg));
+    g_assert_cmpint(vmmbib_obj_cmd(&b, VMMBIB_CMD_DESTROY_UCONTEXT, NULL, 0,
+                                   &r), ==, VMMBIB_STATUS_OK);
+    vmmbib_objs_init(&c, vib, alloc);
+    vmmbib_handle(&c, VMMBIB_CMD_CREATE_PD, NULL, 0);
+}
+
 /* A slot count that is not a power of two still makes a valid BAR. */
 static void test_odd_uar_slots(void *obj, void *data, QGuestAllocator *alloc)
 {
@@ -703,6 +1271,15 @@ static void register_vmmbib_tests(void)
     QOSGraphTestOptions odd_slots_opts = {
         .edge.extra_device_opts = "uar-slots=3",
     };
+    QOSGraphTestOptions bad_counts_opts = {
+        .edge.extra_device_opts = "max-cqe=64,max-qp-wr=64,max-srq-wr=64,"
+                                  "max-sge=4,max-mr-pages=16",
+    };
+    QOSGraphTestOptions quota_opts = {
+        .edge.extra_device_opts = "max-pd=2,max-cq=1,max-mr=1,max-srq=1,"
+                                  "max-qp=1,max-ah=1,uar-slots=2,"
+                                  "max-pinned-mb=1",
+    };
 
     qos_add_test("pci-identity", "vmmbypass-ib", test_pci_identity, NULL);
     qos_add_test("config", "vmmbypass-ib-dev", test_config, NULL);
@@ -719,6 +1296,13 @@ static void register_vmmbib_tests(void)
                  NULL);
     qos_add_test("odd-uar-slots", "vmmbypass-ib", test_odd_uar_slots,
                  &odd_slots_opts);
+    qos_add_test("features", "vmmbypass-ib-dev", test_features, NULL);
+    qos_add_test("gid-pkey", "vmmbypass-ib-dev", test_gid_pkey, NULL);
+    qos_add_test("bad-counts", "vmmbypass-ib-dev", test_bad_counts,
+                 &bad_counts_opts);
+    qos_add_test("bad-ring-pages", "vmmbypass-ib", test_bad_ring_pages, NULL);
+    qos_add_test("quotas", "vmmbypass-ib-dev", test_quotas, &quota_opts);
+    qos_add_test("eventq", "vmmbypass-ib", test_eventq, NULL);
 }
 
 libqos_init(register_vmmbib_tests);

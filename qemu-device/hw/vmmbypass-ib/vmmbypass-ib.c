@@ -807,12 +807,42 @@ static const VMStateDescription vmstate_vmmbib = {
     .unmigratable = 1,
 };
 
+/* What `-device vmmbypass-ib,help` prints next to each property. */
+static const struct {
+    const char *name;
+    const char *description;
+} vmmbib_property_help[] = {
+    { "max-pd", "protection domains the guest may hold" },
+    { "max-mr", "memory regions the guest may hold" },
+    { "max-mr-pages", "pages in one memory region" },
+    { "max-pinned-mb", "guest memory (MiB) all regions and rings may pin" },
+    { "max-cq", "completion queues the guest may hold" },
+    { "max-cqe", "entries in one completion queue" },
+    { "max-qp", "queue pairs the guest may hold" },
+    { "max-qp-wr", "work requests in one send or receive queue" },
+    { "max-sge", "scatter/gather entries in one work request" },
+    { "max-srq", "shared receive queues the guest may hold" },
+    { "max-srq-wr", "work requests in one shared receive queue" },
+    { "max-ah", "address handles the guest may hold" },
+    { "max-inline-data", "bytes of inline data in one send work request" },
+    { "uar-slots", "doorbell pages in the UAR BAR: one per user context, "
+                   "page 0 the kernel's" },
+    { "node-guid", "node GUID (0: derived from the LID)" },
+    { "lid", "port LID (0: assigned by the engine)" },
+};
+
 static void vmmbib_class_init(ObjectClass *klass, void *data)
 {
     DeviceClass *dc = DEVICE_CLASS(klass);
     VirtioDeviceClass *vdc = VIRTIO_DEVICE_CLASS(klass);
+    size_t i;
 
     device_class_set_props(dc, vmmbib_properties);
+    for (i = 0; i < ARRAY_SIZE(vmmbib_property_help); i++) {
+        object_class_property_set_description(
+            klass, vmmbib_property_help[i].name,
+            vmmbib_property_help[i].description);
+    }
     dc->vmsd = &vmstate_vmmbib;
     set_bit(DEVICE_CATEGORY_NETWORK, dc->categories);
     vdc->realize = vmmbib_realize;
