@@ -222,6 +222,8 @@ static void test_malformed(void *obj, void *data, QGuestAllocator *alloc)
     VmmbibReply r;
     uint8_t junk[300] = { 0 };
     uint64_t errors = vmmbib_stat("stats-command-errors");
+    g_autofree char *expect = g_strdup_printf("%" PRIu64, errors + 4);
+    char *hmp;
     uint32_t used;
 
     /* Shorter than a command header. */
@@ -240,6 +242,11 @@ static void test_malformed(void *obj, void *data, QGuestAllocator *alloc)
     g_assert_cmpint(vmmbib_cmd(vib, VMMBIB_CMD_DESTROY_UCONTEXT, 0x1234, NULL,
                                0, &r, alloc), ==, VMMBIB_STATUS_BAD_HANDLE);
     g_assert_cmpuint(vmmbib_stat("stats-command-errors"), ==, errors + 4);
+    /* The same counter in the human monitor. */
+    hmp = qtest_hmp(global_qtest, "qom-get %s stats-command-errors",
+                    QVMMBIB_QOM_PATH);
+    g_assert_cmpstr(g_strstrip(hmp), ==, expect);
+    g_free(hmp);
 
     /* The device still serves valid requests. */
     g_assert_cmpint(vmmbib_cmd(vib, VMMBIB_CMD_QUERY_DEVICE, 0, NULL, 0, &r,
