@@ -11,8 +11,9 @@
 #   rdma-core-build/                its cmake/ninja build dir
 #   guest-driver/provider/libvmmbib-rdmav34.so   the provider module
 #   guest-driver/provider/vmmbib.driver          /etc/libibverbs.d entry for the guest
-#   guest-driver/provider/vmmbib-verbs-check     tests/guest/verbs-check.c, a guest test
-#                                                program linked against this tree's libibverbs
+#   guest-driver/provider/vmmbib-verbs-check     tests/guest/verbs-check.c and
+#   guest-driver/provider/vmmbib-integrity       tests/guest/integrity.c, guest test
+#                                                programs linked against this tree's libibverbs
 # Incremental: a second run lets ninja rebuild only what changed; outputs are
 # replaced only when their content changed.
 set -euo pipefail
@@ -171,20 +172,23 @@ install_if_changed() { # SRC DEST
     fi
 }
 
-# The guest test program: plain libibverbs API (IBVERBS_1.x symbols), so the
-# guest's libibverbs runs it. Small: built whenever it is older than its source.
-check_src="$VMMBIB_ROOT/tests/guest/verbs-check.c"
-check_bin="$obj/vmmbib-verbs-check"
-if [[ ! "$check_bin" -nt "$check_src" ]]; then
-    log "building vmmbib-verbs-check"
-    ccache cc -std=gnu11 -O2 -g -Wall -Wextra -Wno-missing-field-initializers -Werror \
-        -I"$obj/include" -o "$check_bin" "$check_src" -L"$obj/lib" -libverbs >&2 ||
-        die "building $check_src failed (see the compiler output above)"
-fi
-
+# The guest test programs: plain libibverbs API (IBVERBS_1.x symbols), so the
+# guest's libibverbs runs them. Small: each built whenever it is older than
+# its source.
 mkdir -p "$out"
+for prog in verbs-check integrity; do
+    check_src="$VMMBIB_ROOT/tests/guest/$prog.c"
+    check_bin="$obj/vmmbib-$prog"
+    if [[ ! "$check_bin" -nt "$check_src" ]]; then
+        log "building vmmbib-$prog"
+        ccache cc -std=gnu11 -O2 -g -Wall -Wextra -Wno-missing-field-initializers -Werror \
+            -I"$obj/include" -o "$check_bin" "$check_src" -L"$obj/lib" -libverbs >&2 ||
+            die "building $check_src failed (see the compiler output above)"
+    fi
+    install_if_changed "$check_bin" "$out/vmmbib-$prog"
+done
+
 install_if_changed "$so" "$out/lib$target.so"
-install_if_changed "$check_bin" "$out/vmmbib-verbs-check"
 drv="$obj/vmmbib.driver.guest"
 printf 'driver %s/libvmmbib\n' "$GUEST_PROVIDER_DIR" >"$drv"
 install_if_changed "$drv" "$out/vmmbib.driver"

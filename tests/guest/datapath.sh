@@ -1,15 +1,22 @@
 # tests/guest/datapath.sh — guest test of the direct data path: unmodified
 # verbs programs (rdma-core's pingpongs, perftest) between two processes in
 # this one guest, through loopback on vmmbib0 (IB: the client reaches the
-# server's LID/QPN, which the programs exchange over TCP on lo); and
-# vmmbib-verbs-check (verbs-check.c, passed in with --file) for what those
-# programs do not exercise.
+# server's LID/QPN, which the programs exchange over TCP on lo); and our own
+# programs, passed in with --file: vmmbib-verbs-check (verbs-check.c) for
+# what those programs do not exercise, vmmbib-integrity (integrity.c) for
+# every byte of many random messages.
 #
 # Environment (all optional):
 #   VMMBIB_DEV      device name (default vmmbib0)
 #   VMMBIB_ITERS    iterations per program (default 100; TCG is slow)
-#   VMMBIB_TESTS    space-separated subset of: verbs-check rc rc-events ud
-#                   srq write-lat send-bw read-lat atomic-lat (default: all)
+#   VMMBIB_TESTS    space-separated subset of: verbs-check integrity rc
+#                   rc-events ud srq send-lat send-bw write-lat write-bw
+#                   read-lat read-bw atomic-lat atomic-bw (default: all), and
+#                   steady (not in the default: VMMBIB_STEADY_WRS RDMA WRITEs
+#                   of 8 bytes with ib_write_bw, for the per-WR doorbell count)
+#   VMMBIB_STEADY_WRS  work requests of the steady test (default 100000)
+#   VMMBIB_MESSAGES messages of vmmbib-integrity (default its own, 20000)
+#   VMMBIB_SEED     its seed (default: its own choice, printed)
 #   VMMBIB_RX_DEPTH receive queue depth for the ibv_*_pingpong programs
 #                   (default: theirs, 500). Below the doorbell ring's 256
 #                   entries, a burst of receive posts cannot fill the ring, so
@@ -18,7 +25,7 @@
 
 dev=${VMMBIB_DEV:-vmmbib0}
 iters=${VMMBIB_ITERS:-100}
-tests=${VMMBIB_TESTS:-verbs-check rc rc-events ud srq write-lat send-bw read-lat atomic-lat}
+tests=${VMMBIB_TESTS:-verbs-check integrity rc rc-events ud srq send-lat send-bw write-lat write-bw read-lat read-bw atomic-lat atomic-bw}
 port=18600
 # "-r N" or nothing; unquoted below on purpose.
 rx=${VMMBIB_RX_DEPTH:+-r $VMMBIB_RX_DEPTH}
@@ -39,7 +46,9 @@ sleep 2
 
 # run_pair NAME CHECK SERVER_CMD...: runs SERVER_CMD in the background and
 # the same command with 127.0.0.1 appended as the client; passes when both
-# exit 0 and the client's output matches the grep pattern CHECK.
+# exit 0, the client's output matches the grep pattern CHECK and neither
+# reports bad data (the pingpongs' -c check prints "invalid data in page N"
+# but still exits 0).
 run_pair() {
     _name=$1 _check=$2
     shift 2
@@ -57,7 +66,8 @@ run_pair() {
     fi
     wait "$_server"
     _src=$?
-    if [ "$_crc" = 0 ] && [ "$_src" = 0 ] && grep -q "$_check" /tmp/client.log; then
+    if [ "$_crc" = 0 ] && [ "$_src" = 0 ] && grep -q "$_check" /tmp/client.log &&
+        ! grep -q "invalid data" /tmp/client.log /tmp/server.log; then
         tap_ok "$_name"
         tap_diag "$(grep -E "$_check" /tmp/client.log | tail -n 3)"
     else
@@ -67,53 +77,69 @@ run_pair() {
     fi
 }
 
-# vmmbib-verbs-check prints "ok NAME" / "not ok NAME: WHY" per check.
-verbs_check() {
-    if ! command -v vmmbib-verbs-check >/dev/null; then
-        tap_skip "vmmbib-verbs-check" "not passed in (run-guest-test.py --file vmmbib-verbs-check=...)"
+# checker NAME ARGS...: runs our program vmmbib-NAME, which prints
+# "ok CHECK" / "not ok CHECK: WHY" per check (anything else is a diagnostic).
+checker() {
+    _prog=vmmbib-$1
+    _label=$1
+    shift
+    if ! command -v "$_prog" >/dev/null; then
+        tap_skip "$_prog" "not passed in (run-guest-test.py --file $_prog=...)"
         return
     fi
-    timeout 120 vmmbib-verbs-check "$dev" >/tmp/verbs-check.log 2>&1
+    timeout 180 "$_prog" "$@" >"/tmp/$_label.log" 2>&1
     _rc=$?
     while IFS= read -r _line; do
         case $_line in
-        "ok "*) tap_ok "verbs-check: ${_line#ok }" ;;
-        "not ok "*) tap_fail "verbs-check: ${_line#not ok }" ;;
+        "ok "*) tap_ok "$_label: ${_line#ok }" ;;
+        "not ok "*) tap_fail "$_label: ${_line#not ok }" ;;
         *) tap_diag "$_line" ;;
         esac
-    done </tmp/verbs-check.log
-    [ "$_rc" = 0 ] || tap_fail "vmmbib-verbs-check exit status is 0 (it was $_rc)"
+    done <"/tmp/$_label.log"
+    [ "$_rc" = 0 ] || tap_fail "$_prog exit status is 0 (it was $_rc)"
+}
+
+# perftest PROGRAM SIZE...: one client/server run per message size.
+perftest() {
+    _prog=$1
+    shift
+    for _size in "$@"; do
+        run_pair "perftest $_prog -s $_size ($iters iterations)" "^ *[0-9]" \
+            "$_prog" -d "$dev" -n "$iters" -s "$_size" -F
+    done
 }
 
 # shellcheck disable=SC2086 # $rx is split on purpose
 for t in $tests; do
     case $t in
     verbs-check)
-        verbs_check ;;
+        checker verbs-check "$dev" ;;
+    integrity)
+        checker integrity ${VMMBIB_MESSAGES:+-n "$VMMBIB_MESSAGES"} \
+            ${VMMBIB_SEED:+-s "$VMMBIB_SEED"} "$dev" ;;
+    # -c: the programs check the received payload.
     rc)
-        run_pair "ibv_rc_pingpong ($iters iterations)" "iters in" \
-            ibv_rc_pingpong -d "$dev" -n "$iters" $rx ;;
+        run_pair "ibv_rc_pingpong -c ($iters iterations)" "iters in" \
+            ibv_rc_pingpong -d "$dev" -n "$iters" -c $rx ;;
     rc-events)
-        run_pair "ibv_rc_pingpong -e, completion events ($iters iterations)" "iters in" \
-            ibv_rc_pingpong -d "$dev" -n "$iters" -e $rx ;;
+        run_pair "ibv_rc_pingpong -c -e, completion events ($iters iterations)" "iters in" \
+            ibv_rc_pingpong -d "$dev" -n "$iters" -c -e $rx ;;
     ud)
-        run_pair "ibv_ud_pingpong ($iters iterations)" "iters in" \
-            ibv_ud_pingpong -d "$dev" -n "$iters" -s 1024 $rx ;;
+        run_pair "ibv_ud_pingpong -c ($iters iterations)" "iters in" \
+            ibv_ud_pingpong -d "$dev" -n "$iters" -s 1024 -c $rx ;;
     srq)
-        run_pair "ibv_srq_pingpong, 4 QPs on one SRQ ($iters iterations)" "iters in" \
-            ibv_srq_pingpong -d "$dev" -n "$iters" -q 4 $rx ;;
-    write-lat)
-        run_pair "perftest ib_write_lat ($iters iterations)" "^ *[0-9]" \
-            ib_write_lat -d "$dev" -n "$iters" -F ;;
-    send-bw)
-        run_pair "perftest ib_send_bw ($iters iterations)" "^ *[0-9]" \
-            ib_send_bw -d "$dev" -n "$iters" -F ;;
-    read-lat)
-        run_pair "perftest ib_read_lat ($iters iterations)" "^ *[0-9]" \
-            ib_read_lat -d "$dev" -n "$iters" -F ;;
-    atomic-lat)
-        run_pair "perftest ib_atomic_lat ($iters iterations)" "^ *[0-9]" \
-            ib_atomic_lat -d "$dev" -n "$iters" -F ;;
+        run_pair "ibv_srq_pingpong -c, 4 QPs on one SRQ ($iters iterations)" "iters in" \
+            ibv_srq_pingpong -d "$dev" -n "$iters" -q 4 -c $rx ;;
+    # Small and large (multi-packet) messages; atomics are 8 bytes only.
+    send-lat | send-bw | write-lat | write-bw | read-lat | read-bw)
+        perftest "ib_$(echo "$t" | tr - _)" 8 65536 ;;
+    atomic-lat | atomic-bw)
+        perftest "ib_$(echo "$t" | tr - _)" 8 ;;
+    steady)
+        # Many small WRs back to back: the doorbell protocol's steady state.
+        _wrs=${VMMBIB_STEADY_WRS:-100000}
+        run_pair "steady state: ib_write_bw, $_wrs RDMA WRITEs of 8 bytes" "^ *[0-9]" \
+            ib_write_bw -d "$dev" -n "$_wrs" -s 8 -F ;;
     *)
         tap_fail "unknown test '$t' in VMMBIB_TESTS" ;;
     esac

@@ -394,6 +394,11 @@ def report_tap(results, qemu_rc, why, elapsed, logdir, args, cmd):
                        " ".join(f"{k[len('stats-'):]}={v}" for k, v in values.items()))
         first = next(iter(stats.values()), {})
         names = {k[len("stats-"):].replace("-", "_"): v for k, v in first.items()}
+        if names.get("wqes"):
+            # What the doorbell protocol costs per work request, for the log.
+            out.append("# per WQE: " + " ".join(
+                f"{k}={names[k] / names['wqes']:.4f}"
+                for k in ("doorbell_writes", "kicks", "doorbells") if k in names))
         for expr in args.expect_stat:
             try:
                 ok = bool(eval(expr, {"__builtins__": {}}, dict(names)))  # noqa: S307
