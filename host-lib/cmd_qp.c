@@ -109,8 +109,12 @@ int vmmbib_cmd_create_qp(struct vmmbib_cmd_ctx *c)
     int status;
 
     if (memcmp(q->reserved, zero, sizeof(zero)) || q->sq_sig_all > 1 ||
-        (q->qp_type != VMMBIB_QPT_RC && q->qp_type != VMMBIB_QPT_UD)) {
+        (q->qp_type != VMMBIB_QPT_RC && !vmmbib_qpt_is_ud(q->qp_type))) {
         return VMMBIB_STATUS_INVALID;
+    }
+    /* One GSI QP per device: QP number 1 is taken. */
+    if (q->qp_type == VMMBIB_QPT_GSI && dev->gsi) {
+        return VMMBIB_STATUS_BUSY;
     }
     qp = calloc(1, sizeof(*qp));
     if (!qp) {
@@ -155,7 +159,15 @@ int vmmbib_cmd_create_qp(struct vmmbib_cmd_ctx *c)
         qp_release(dev, qp);
         return VMMBIB_STATUS_NO_RESOURCES;
     }
-    qp->qpn = VMMBIB_HANDLE_INDEX(qp->handle) + 1;
+    if (qp->type == VMMBIB_QPT_GSI) {
+        /* QP1: its Q_Key and port are fixed (IBA 10.2.5, 14.2.5). */
+        qp->qpn = VMMBIB_GSI_QPN;
+        qp->attr.qkey = htole32(VMMBIB_GSI_QKEY);
+        qp->attr.port_num = 1;
+        dev->gsi = qp;
+    } else {
+        qp->qpn = VMMBIB_HANDLE_INDEX(qp->handle) + 1;
+    }
     qp->pd->users++;
     qp->send_cq->users++;
     qp->recv_cq->users++;
@@ -207,6 +219,10 @@ static void apply_attrs(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
         qp->sq.producer = qp->sq.consumer = 0;
         qp->rq.producer = qp->rq.consumer = 0;
         memset(&qp->attr, 0, sizeof(qp->attr));
+        if (qp->type == VMMBIB_QPT_GSI) {
+            qp->attr.qkey = htole32(VMMBIB_GSI_QKEY);
+            qp->attr.port_num = 1;
+        }
         qp->rnr_deadline_ns = 0;
         qp->sq_draining = false;
         qp->comm_est = false;
@@ -288,6 +304,9 @@ int vmmbib_cmd_query_qp(struct vmmbib_cmd_ctx *c)
 void vmmbib_qp_free(struct vmmbib_dev *dev, struct vmmbib_qp *qp)
 {
     vmmbib_engine_qp_forget(dev->engine, qp);
+    if (dev->gsi == qp) {
+        dev->gsi = NULL;
+    }
     qp->pd->users--;
     qp->send_cq->users--;
     qp->recv_cq->users--;

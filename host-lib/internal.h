@@ -24,8 +24,18 @@ static inline uint64_t vmmbib_le64(uint64_t v) { return le64toh(v); }
 /* The subnet's GID prefix: link-local, one subnet per engine. */
 #define VMMBIB_SUBNET_PREFIX 0xfe80000000000000ull
 
-/* QP numbers are 24 bits; 0 and 1 name the special QPs of IB. */
+/*
+ * QP numbers are 24 bits; 0 and 1 name the special QPs of IB.  A QP in
+ * table index i (from 1) has QPN i + 1, so regular QPs start at 2; the
+ * device's GSI QP (QPN 1) sits in the table too but is found by
+ * dev->gsi.  There is no QP 0: the engine is the subnet manager.
+ */
 #define VMMBIB_MAX_QPN 0xffffffu
+
+static inline bool vmmbib_qpt_is_ud(uint8_t type)
+{
+    return type == VMMBIB_QPT_UD || type == VMMBIB_QPT_GSI;
+}
 
 static inline bool vmmbib_is_pow2(uint32_t v)
 {
@@ -178,6 +188,7 @@ struct vmmbib_dev {
     struct vmmbib_table qps;
     struct vmmbib_table srqs;
     struct vmmbib_table ahs;
+    struct vmmbib_qp *gsi;  /* the GSI QP (QPN 1), or NULL */
     uint64_t pinned_pages;
     bool port_active_raised;    /* PORT_ACTIVE since creation or reset */
     bool *uar_slot_busy;    /* [cfg.uar_slots] */

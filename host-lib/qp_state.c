@@ -113,6 +113,11 @@ static int check_values(const struct vmmbib_qp *qp, uint32_t mask,
     if ((mask & M(EN_SQD_ASYNC_NOTIFY)) && a->en_sqd_async_notify > 1) {
         return VMMBIB_STATUS_INVALID;
     }
+    /* QP1's Q_Key is 0x80010000 (IBA 10.2.5): it cannot change. */
+    if ((mask & M(QKEY)) && qp->type == VMMBIB_QPT_GSI &&
+        vmmbib_le32(a->qkey) != VMMBIB_GSI_QKEY) {
+        return VMMBIB_STATUS_INVALID;
+    }
     if ((mask & M(PKEY_INDEX)) && vmmbib_le16(a->pkey_index) != 0) {
         return VMMBIB_STATUS_INVALID;
     }
@@ -146,7 +151,6 @@ static int check_values(const struct vmmbib_qp *qp, uint32_t mask,
     if (mask & (M(ALT_PATH) | M(CAP))) {
         return VMMBIB_STATUS_NOT_SUPPORTED;
     }
-    (void)qp;
     return VMMBIB_STATUS_OK;
 }
 
@@ -156,6 +160,7 @@ int vmmbib_qp_check_modify(const struct vmmbib_qp *qp, uint32_t mask,
     unsigned int type = qp->type == VMMBIB_QPT_RC ? TYPE_RC : TYPE_UD;
     unsigned int cur = qp->state, next = qp->state;
     const struct transition *t;
+    uint32_t required, optional;
 
     if (mask & ~VMMBIB_QP_ATTR_MASK_SUPPORTED) {
         return VMMBIB_STATUS_INVALID;
@@ -184,8 +189,15 @@ int vmmbib_qp_check_modify(const struct vmmbib_qp *qp, uint32_t mask,
     if (cur == S(SQD) && next == S(SQD) && qp->sq_draining) {
         return VMMBIB_STATUS_BAD_STATE;
     }
-    if ((mask & t->required[type]) != t->required[type] ||
-        (mask & ~(M(STATE) | t->required[type] | t->optional[type]))) {
+    required = t->required[type];
+    optional = t->optional[type];
+    /* The GSI QP is a UD QP whose port is its own (IBA table 93). */
+    if (qp->type == VMMBIB_QPT_GSI && cur == S(RESET)) {
+        required &= ~M(PORT);
+        optional |= M(PORT);
+    }
+    if ((mask & required) != required ||
+        (mask & ~(M(STATE) | required | optional))) {
         return VMMBIB_STATUS_BAD_STATE;
     }
     return check_values(qp, mask, attr);

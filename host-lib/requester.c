@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "data.h"
+#include "sa.h"
 
 #define UD_MTU VMMBIB_PAGE_SIZE
 
@@ -187,7 +188,7 @@ static enum vmmbib_deliver deliver(struct vmmbib_dev *pdev,
         cqe->status = VMMBIB_WC_LOC_LEN_ERR;
         cqe->byte_len = 0;
         vmmbib_recv_complete(pdev, peer, &recv, cqe, true);
-        if (peer->type == VMMBIB_QPT_UD) {
+        if (vmmbib_qpt_is_ud(peer->type)) {
             return VMMBIB_DELIVERED;    /* UD: only that receive fails */
         }
         *status = responder_error(pdev, peer, VMMBIB_EVENT_QP_REQ_ERR,
@@ -378,6 +379,67 @@ static void build_grh(uint8_t *grh, const struct vmmbib_dev *dev,
     memcpy(grh + 24, av->dgid, 16);
 }
 
+/*
+ * A datagram to QP1 at the sender's own port, which is its SM LID (or
+ * GID): SubnAdm MADs go to the engine's subnet administrator (sa.c),
+ * whose response @qp receives at once, from QP1 and the SM LID.  Returns
+ * false for anything else, which the port's own GSI QP receives.
+ */
+static bool sa_exchange(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
+                        const struct vmmbib_ah_attr *av,
+                        const struct vmmbib_seg *segs, unsigned int n,
+                        uint64_t len, uint32_t qkey, bool imm)
+{
+    static __thread uint8_t req[VMMBIB_MAD_SIZE], resp[VMMBIB_MAD_SIZE];
+    struct vmmbib_seg req_seg = {
+        .dev = dev, .len = sizeof(req), .inline_data = req,
+    };
+    struct vmmbib_seg resp_seg = {
+        .dev = dev, .len = sizeof(resp), .inline_data = resp,
+    };
+    bool global = av->ah_flags & VMMBIB_AH_GRH;
+    uint8_t gid[16], grh[VMMBIB_GRH_SIZE];
+    struct vmmbib_cqe cqe = {
+        .opcode = VMMBIB_WC_RECV,
+        .byte_len = htole32(VMMBIB_MAD_SIZE + VMMBIB_GRH_SIZE),
+        .src_qp = htole32(VMMBIB_GSI_QPN),
+        .slid = htole16(dev->lid),
+        .sl = av->sl,
+        .wc_flags = global ? VMMBIB_WC_F_GRH : 0,
+    };
+    int status;
+
+    vmmbib_port_gid(dev, gid);
+    if (global ? memcmp(av->dgid, gid, sizeof(gid)) :
+        vmmbib_le16(av->dlid) != dev->lid) {
+        return false;
+    }
+    if (len < VMMBIB_MAD_HDR_SIZE ||
+        vmmbib_sg_copy(&req_seg, 1, 0, segs, n,
+                       len < sizeof(req) ? len : sizeof(req)) ||
+        req[1] != VMMBIB_MGMT_CLASS_SUBN_ADM) {
+        return false;
+    }
+    /* QP1 takes only Q_Key 0x80010000; a MAD is 256 bytes, no more. */
+    dev->stats.sa_requests++;
+    if (qkey != VMMBIB_GSI_QKEY || imm || len != VMMBIB_MAD_SIZE ||
+        vmmbib_sa_answer(dev, req, resp)) {
+        dev->stats.sa_dropped++;
+        return true;
+    }
+    if (qp->state != VMMBIB_QPS_RTR && qp->state != VMMBIB_QPS_RTS &&
+        qp->state != VMMBIB_QPS_SQD && qp->state != VMMBIB_QPS_SQE) {
+        return true;
+    }
+    if (global) {
+        build_grh(grh, dev, av, VMMBIB_MAD_SIZE, false);
+    }
+    /* No receive posted: the response is lost, as on a wire. */
+    deliver(dev, qp, &resp_seg, 1, VMMBIB_GRH_SIZE, global ? grh : NULL,
+            &cqe, false, true, &status);
+    return true;
+}
+
 static enum vmmbib_deliver exec_ud(struct vmmbib_dev *dev,
                                    struct vmmbib_qp *qp,
                                    const struct send_wqe *w, uint32_t stride,
@@ -416,14 +478,18 @@ static enum vmmbib_deliver exec_ud(struct vmmbib_dev *dev,
     }
     *byte_len = len;
     *status = VMMBIB_WC_SUCCESS;
-    peer = vmmbib_find_qp(dev->engine, &ah->attr,
-                          vmmbib_le32(h->ud.remote_qpn), &pdev);
     /* Q_Key with the high bit set means "use the QP's" (IBA 10.2.5). */
     if (qkey & 0x80000000u) {
         qkey = vmmbib_le32(qp->attr.qkey);
     }
+    if (vmmbib_le32(h->ud.remote_qpn) == VMMBIB_GSI_QPN &&
+        sa_exchange(dev, qp, &ah->attr, segs, n, len, qkey, imm)) {
+        return VMMBIB_DELIVERED;
+    }
+    peer = vmmbib_find_qp(dev->engine, &ah->attr,
+                          vmmbib_le32(h->ud.remote_qpn), &pdev);
     /* Unreliable: a datagram nobody can take is dropped, not an error. */
-    if (!peer || peer->type != VMMBIB_QPT_UD ||
+    if (!peer || !vmmbib_qpt_is_ud(peer->type) ||
         (peer->state != VMMBIB_QPS_RTR && peer->state != VMMBIB_QPS_RTS &&
          peer->state != VMMBIB_QPS_SQD && peer->state != VMMBIB_QPS_SQE) ||
         vmmbib_le32(peer->attr.qkey) != qkey) {
@@ -480,6 +546,13 @@ static bool run_one(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
     } else {
         result = exec_ud(dev, qp, &w, stride, &byte_len, &status);
     }
+    if (qp->state == VMMBIB_QPS_ERR) {
+        /*
+         * The QP was its own responder (loopback) and a bad receive WQE
+         * moved it to ERR: its SQ, this WQE included, is flushed already.
+         */
+        return true;
+    }
 
     if (result == VMMBIB_RNR || result == VMMBIB_NO_PEER) {
         uint8_t retry = result == VMMBIB_RNR ? qp->attr.rnr_retry :
@@ -521,7 +594,7 @@ static bool run_one(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
          * and keeps receiving (IBA 10.3.1.6).
          */
         send_cqe(dev, qp, vmmbib_le64(w.hdr.wr_id), w.hdr.opcode, status, 0);
-        if (qp->type == VMMBIB_QPT_UD) {
+        if (vmmbib_qpt_is_ud(qp->type)) {
             vmmbib_qp_to_sqe(dev, qp);
         } else {
             vmmbib_qp_to_error(dev, qp, 0);

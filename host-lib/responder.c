@@ -18,10 +18,11 @@ struct vmmbib_qp *vmmbib_find_qp(struct vmmbib_engine *eng,
                            vmmbib_engine_find_lid(eng, vmmbib_le16(av->dlid));
     struct vmmbib_qp *qp;
 
-    if (!d || qpn < 2 || qpn > VMMBIB_MAX_QPN) {
+    if (!d || qpn == 0 || qpn > VMMBIB_MAX_QPN) {
         return NULL;
     }
-    qp = vmmbib_table_at(&d->qps, qpn - 1);
+    /* QPN 1 is the port's GSI QP; the others are table index + 1. */
+    qp = qpn == VMMBIB_GSI_QPN ? d->gsi : vmmbib_table_at(&d->qps, qpn - 1);
     if (!qp || qp->qpn != qpn) {
         return NULL;
     }

@@ -398,9 +398,18 @@ struct vmmbib_resp_resize_cq {
 	__le32 moved;		/* CQEs moved to the new ring */
 };
 
-/* QP types (same values as IB verbs). */
+/*
+ * QP types (same values as IB verbs).  GSI is the general services QP:
+ * a UD QP with the fixed QP number 1 and Q_Key 0x80010000, one per device
+ * (docs/spec.md section 3.6).  There is no SMI QP (QP0): the device is its
+ * own subnet manager.
+ */
+#define VMMBIB_QPT_GSI			1
 #define VMMBIB_QPT_RC			2
 #define VMMBIB_QPT_UD			4
+
+#define VMMBIB_GSI_QPN			1
+#define VMMBIB_GSI_QKEY			0x80010000u
 
 /* QP states (same values as IB verbs). */
 enum vmmbib_qp_state {

@@ -221,6 +221,7 @@ struct vmmbib_ah {
 	struct ib_ah ibah;
 	u32 handle;
 	u32 ctx_handle;
+	struct vmmbib_ah_attr attr;	/* as created, for query_ah */
 };
 
 struct vmmbib_ucontext {

@@ -115,7 +115,8 @@ static int vmmbib_write_send_wqe(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
 				 const struct ib_send_wr *wr)
 {
 	struct vmmbib_wq *sq = &qp->sq;
-	bool ud = qp->ibqp.qp_type == IB_QPT_UD;
+	bool ud = qp->ibqp.qp_type == IB_QPT_UD ||
+		  qp->ibqp.qp_type == IB_QPT_GSI;
 	struct vmmbib_send_wqe *wqe;
 
 	if (sq->head - READ_ONCE(sq->tail) >= sq->entries)

@@ -502,6 +502,7 @@ static int vmmbib_create_ah(struct ib_ah *ibah,
 		return err;
 
 	vmmbib_ah_from_ib(init_attr->ah_attr, &attr);
+	ah->attr = attr;
 	ah->ctx_handle = pd->ctx_handle;
 	err = vmmbib_cmd_create_ah(dev, pd->ctx_handle, pd->handle, &attr,
 				   &ah->handle);
@@ -529,6 +530,13 @@ static int vmmbib_destroy_ah(struct ib_ah *ibah, u32 flags)
 	return vmmbib_destroy_obj(to_vmmbib_dev(ibah->device),
 				  VMMBIB_CMD_DESTROY_AH, ah->ctx_handle,
 				  ah->handle);
+}
+
+/* ib_mad matches a response to its request by the request's AH. */
+static int vmmbib_query_ah(struct ib_ah *ibah, struct rdma_ah_attr *ah_attr)
+{
+	vmmbib_ah_to_ib(&to_vmmbib_ah(ibah)->attr, ah_attr);
+	return 0;
 }
 
 /* ---- QP ---- */
@@ -718,6 +726,11 @@ static int vmmbib_create_qp(struct ib_qp *ibqp, struct ib_qp_init_attr *init,
 	switch (init->qp_type) {
 	case IB_QPT_RC:
 		break;
+	case IB_QPT_GSI:
+		/* ib_mad's QP1: a kernel UD QP with QP number 1. */
+		if (udata)
+			return -EOPNOTSUPP;
+		fallthrough;
 	case IB_QPT_UD:
 		if (virtio_has_feature(dev->vdev, VMMBIB_F_UD))
 			break;
@@ -743,8 +756,9 @@ static int vmmbib_create_qp(struct ib_qp *ibqp, struct ib_qp_init_attr *init,
 	cmd.srq_handle = cpu_to_le32(init->srq ?
 				     to_vmmbib_srq(init->srq)->handle :
 				     VMMBIB_HANDLE_NONE);
-	cmd.qp_type = init->qp_type == IB_QPT_RC ? VMMBIB_QPT_RC :
-						   VMMBIB_QPT_UD;
+	BUILD_BUG_ON(IB_QPT_GSI != VMMBIB_QPT_GSI ||
+		     IB_QPT_RC != VMMBIB_QPT_RC || IB_QPT_UD != VMMBIB_QPT_UD);
+	cmd.qp_type = init->qp_type;
 	cmd.sq_sig_all = init->sq_sig_type == IB_SIGNAL_ALL_WR;
 	cmd.caps.max_send_sge = cpu_to_le32(cap->max_send_sge);
 	cmd.caps.max_recv_sge = cpu_to_le32(init->srq ? 0 :
@@ -1112,6 +1126,7 @@ const struct ib_device_ops vmmbib_obj_ops = {
 	.create_ah = vmmbib_create_ah,
 	.create_user_ah = vmmbib_create_ah,
 	.destroy_ah = vmmbib_destroy_ah,
+	.query_ah = vmmbib_query_ah,
 
 	INIT_RDMA_OBJ_SIZE(ib_pd, vmmbib_pd, ibpd),
 	INIT_RDMA_OBJ_SIZE(ib_cq, vmmbib_cq, ibcq),

@@ -197,8 +197,15 @@ static int vmmbib_get_port_immutable(struct ib_device *ibdev, u32 port,
 
 	immutable->pkey_tbl_len = attr.pkey_tbl_len;
 	immutable->gid_tbl_len = attr.gid_tbl_len;
-	/* An IB port: without CAP_PROT_IB, ib_core drops LIDs from AHs. */
-	immutable->core_cap_flags = RDMA_CORE_PORT_IBA_IB;
+	/*
+	 * An IB port: without CAP_PROT_IB, ib_core drops LIDs from AHs.  The
+	 * device is its own subnet manager: GSI (QP1) for ib_mad, ib_cm and
+	 * ib_sa, but no SMI (QP0), so not RDMA_CORE_PORT_IBA_IB.
+	 */
+	immutable->core_cap_flags = RDMA_CORE_CAP_PROT_IB |
+				    RDMA_CORE_CAP_IB_MAD |
+				    RDMA_CORE_CAP_IB_CM |
+				    RDMA_CORE_CAP_IB_SA;
 	immutable->max_mad_size = IB_MGMT_MAD_SIZE;
 	return 0;
 }

@@ -89,6 +89,8 @@ struct vmmbib_dev_stats {
     uint64_t cqes;
     uint64_t events;
     uint64_t error_completions;
+    uint64_t sa_requests;       /* SubnAdm MADs to the engine's SA */
+    uint64_t sa_dropped;        /* of those, dropped unanswered */
     uint32_t ucontexts;
     uint32_t pds;
     uint32_t mrs;
