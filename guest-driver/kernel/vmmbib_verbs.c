@@ -6,6 +6,7 @@
  */
 
 #include <linux/kernel.h>
+#include <linux/log2.h>
 #include <linux/minmax.h>
 #include <linux/mm.h>
 #include <linux/slab.h>
@@ -19,6 +20,16 @@
 static int vmmbib_to_int(u32 val)
 {
 	return min_t(u32, val, INT_MAX);
+}
+
+/*
+ * The largest ring a verb may ask for: rings are powers of two
+ * (docs/spec.md), so a request is rounded up and must still fit the
+ * device's limit.
+ */
+static int vmmbib_ring_max(u32 limit)
+{
+	return limit ? vmmbib_to_int(rounddown_pow_of_two(limit)) : 0;
 }
 
 static u64 vmmbib_dev_cap_flags(u32 flags)
@@ -68,19 +79,20 @@ static int vmmbib_query_device(struct ib_device *ibdev,
 	props->vendor_part_id = attr->vendor_part_id;
 	props->hw_ver = attr->hw_ver;
 	props->max_qp = vmmbib_to_int(attr->max_qp);
-	props->max_qp_wr = vmmbib_to_int(attr->max_qp_wr);
+	props->max_qp_wr = vmmbib_ring_max(attr->max_qp_wr);
 	props->device_cap_flags = vmmbib_dev_cap_flags(attr->device_cap_flags);
 	props->max_send_sge = vmmbib_to_int(attr->max_send_sge);
 	props->max_recv_sge = vmmbib_to_int(attr->max_recv_sge);
 	props->max_sge_rd = vmmbib_to_int(attr->max_sge_rd);
 	props->max_cq = vmmbib_to_int(attr->max_cq);
-	props->max_cqe = vmmbib_to_int(attr->max_cqe);
+	/* The provider's CQ rings hold one CQE more than asked for. */
+	props->max_cqe = max(vmmbib_ring_max(attr->max_cqe) - 1, 0);
 	props->max_mr = vmmbib_to_int(attr->max_mr);
 	props->max_pd = vmmbib_to_int(attr->max_pd);
 	props->max_qp_rd_atom = vmmbib_to_int(attr->max_qp_rd_atom);
 	props->max_qp_init_rd_atom = vmmbib_to_int(attr->max_qp_init_rd_atom);
 	props->max_srq = vmmbib_to_int(attr->max_srq);
-	props->max_srq_wr = vmmbib_to_int(attr->max_srq_wr);
+	props->max_srq_wr = vmmbib_ring_max(attr->max_srq_wr);
 	props->max_srq_sge = vmmbib_to_int(attr->max_srq_sge);
 	props->max_ah = vmmbib_to_int(attr->max_ah);
 	props->max_pkeys = attr->max_pkeys;

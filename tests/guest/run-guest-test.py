@@ -22,6 +22,11 @@ Examples:
   ... --stats --expect-stat 'doorbell_writes <= 0.01 * wqes'
                          after the script, read the device's stats-* counters
                          over QMP (qom-get), print them and check expressions
+  ... --reboots 1 --expect-stat 'after_reset_qps == 0'
+                         the guest reboots once (the script runs again); the
+                         counters are read where the reboot stopped the VM
+                         (before_reset_*) and right after the reset
+                         (after_reset_*), before the guest runs again
 """
 
 import argparse
@@ -93,8 +98,15 @@ def parse_args(argv):
                    help="with --stats: a Python expression over the first device's counters "
                    "(stats-doorbell-writes is doorbell_writes) that must hold, e.g. "
                    "'doorbell_writes <= 0.01 * wqes'; one TAP result each (repeatable)")
+    p.add_argument("--reboots", type=int, default=0, metavar="N",
+                   help="the guest reboots N times before its script finishes (implies --stats): "
+                   "each reboot stops the VM (-no-reboot -no-shutdown); the counters are read "
+                   "(before_reset_NAME in --expect-stat), the machine is reset as QEMU resets it "
+                   "on a reboot, the counters are read again (after_reset_NAME) and the guest "
+                   "boots again, running the script again; the counters the script's baseline "
+                   "read are baseline_NAME")
     args = p.parse_args(argv)
-    if args.expect_stat:
+    if args.expect_stat or args.reboots:
         args.stats = True
     if args.stats and (args.no_device or args.shell):
         p.error("--stats needs a device and a non-interactive run")
@@ -185,6 +197,8 @@ class Results:
         self.stats_error = None
         self.baseline = None       # the same, when the script asked for a baseline
         self.baseline_wanted = False
+        self.boots = 0
+        self.resets = []           # (counters before, counters after) per guest reboot
         self._partial = ""
 
     def feed(self, text):
@@ -209,6 +223,7 @@ class Results:
                 print(line[len("VMMBIB-OUT: "):], flush=True)
         elif line.startswith("VMMBIB-BOOT uptime="):
             self.boot_uptime = line.split("=", 1)[1]
+            self.boots += 1
         elif line.startswith("VMMBIB-DONE rc="):
             try:
                 self.rc = int(line.split("=", 1)[1])
@@ -256,16 +271,72 @@ class Qmp:
         self.sock.close()
 
 
+def qmp_stats(qmp, ids):
+    """{device id: {stats-name: value}} read over an open QMP connection."""
+    stats = {}
+    for dev_id in ids:
+        path = f"/machine/peripheral/{dev_id}"
+        names = [p["name"] for p in qmp.cmd("qom-list", path=path)
+                 if p["name"].startswith("stats-")]
+        stats[dev_id] = {n: qmp.cmd("qom-get", path=path, property=n) for n in sorted(names)}
+    return stats
+
+
+def guest_stopped(logdir):
+    """True if the VM stands in the 'shutdown' run state, where a guest reboot or
+    power-off leaves it under -no-reboot -no-shutdown; False also while QEMU
+    does not listen yet."""
+    try:
+        qmp = Qmp(os.path.join(logdir, "qmp.sock"), timeout=5)
+    except OSError:
+        return False
+    try:
+        return qmp.cmd("query-status").get("status") == "shutdown"
+    finally:
+        qmp.close()
+
+
+def reset_machine(logdir, ids):
+    """Where a guest reboot stopped the VM: reads the counters, resets the
+    machine (as QEMU does on a reboot without -no-reboot), reads them again
+    before any guest code runs, and lets the guest boot. Returns both reads.
+
+    Reboots reset the machine from then on (SeaBIOS resets it once more on
+    its way): set_reboot_action(logdir, "shutdown") once the guest is up."""
+    qmp = Qmp(os.path.join(logdir, "qmp.sock"))
+    try:
+        before = qmp_stats(qmp, ids)
+        # Under -no-reboot a reset request is a shutdown: allow resets.
+        qmp.cmd("set-action", reboot="reset")
+        qmp.cmd("system_reset")
+        # QEMU's main loop resets the machine after the command returned; the
+        # run state then leaves 'shutdown' for 'prelaunch'.
+        deadline = time.monotonic() + 10
+        while qmp.cmd("query-status").get("status") == "shutdown":
+            if time.monotonic() > deadline:
+                raise RuntimeError("system_reset did not reset the machine within 10 s")
+            time.sleep(0.05)
+        after = qmp_stats(qmp, ids)
+        qmp.cmd("cont")
+        return before, after
+    finally:
+        qmp.close()
+
+
+def set_reboot_action(logdir, action):
+    """What a guest reboot does: "reset" the machine or "shutdown" (stop it)."""
+    qmp = Qmp(os.path.join(logdir, "qmp.sock"))
+    try:
+        qmp.cmd("set-action", reboot=action)
+    finally:
+        qmp.close()
+
+
 def read_stats(logdir, ids, quit_after=True):
     """{device id: {stats-name: value}} read over QMP, then tells QEMU to quit."""
     qmp = Qmp(os.path.join(logdir, "qmp.sock"))
     try:
-        stats = {}
-        for dev_id in ids:
-            path = f"/machine/peripheral/{dev_id}"
-            names = [p["name"] for p in qmp.cmd("qom-list", path=path)
-                     if p["name"].startswith("stats-")]
-            stats[dev_id] = {n: qmp.cmd("qom-get", path=path, property=n) for n in sorted(names)}
+        stats = qmp_stats(qmp, ids)
         if quit_after:
             try:
                 qmp.cmd("quit")
@@ -276,12 +347,15 @@ def read_stats(logdir, ids, quit_after=True):
         qmp.close()
 
 
-def run_guest(cmd, logdir, results, timeout, stats_ids=None):
+def run_guest(cmd, logdir, results, timeout, stats_ids=None, reboots=0):
     """Runs QEMU, following results.log; returns (qemu exit code or None, why, seconds).
 
     With stats_ids, reads the devices' counters once the script is done
-    (results.stats, or results.stats_error) and then makes QEMU quit."""
+    (results.stats, or results.stats_error) and then makes QEMU quit; and
+    with reboots, lets the guest reboot that many times (results.resets)."""
     start = time.monotonic()
+    next_status = start
+    rearm_at_boot = None       # the boot from which a reboot stops the VM again
     with open(os.path.join(logdir, "qemu.log"), "wb") as qlog:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=qlog,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -290,6 +364,13 @@ def run_guest(cmd, logdir, results, timeout, stats_ids=None):
     try:
         while True:
             exited = proc.poll() is not None
+            # Asked before results.log is read: a guest that powered off
+            # after its script has written VMMBIB-DONE by then.
+            stopped = False
+            if reboots and results.rc is None and not exited and \
+                    time.monotonic() >= next_status:
+                next_status = time.monotonic() + 0.5
+                stopped = guest_stopped(logdir)
             if os.path.exists(res_path):
                 with open(res_path, "rb") as f:
                     f.seek(pos)
@@ -298,6 +379,25 @@ def run_guest(cmd, logdir, results, timeout, stats_ids=None):
                 results.feed(data.decode("utf-8", "replace"))
             if exited:
                 break
+            if rearm_at_boot is not None and results.boots >= rearm_at_boot:
+                try:
+                    set_reboot_action(logdir, "shutdown")
+                except (OSError, ValueError, RuntimeError, ConnectionError) as e:
+                    why = f"setting the reboot action over QMP failed: {e}"
+                    break
+                rearm_at_boot = None
+            if stopped and results.rc is None:
+                if len(results.resets) >= reboots:
+                    why = f"the guest rebooted more than {reboots} time(s) (or powered " \
+                        "off before its script finished)"
+                    break
+                try:
+                    results.resets.append(reset_machine(logdir, stats_ids))
+                except (OSError, ValueError, RuntimeError, ConnectionError) as e:
+                    why = f"resetting the machine over QMP after the guest's reboot failed: {e}"
+                    break
+                results.feed("\n")    # a line the reboot cut short
+                rearm_at_boot = results.boots + 1
             now = time.monotonic()
             if stats_ids and results.baseline_wanted and results.baseline is None \
                     and results.rc is None:
@@ -394,6 +494,20 @@ def report_tap(results, qemu_rc, why, elapsed, logdir, args, cmd):
                        " ".join(f"{k[len('stats-'):]}={v}" for k, v in values.items()))
         first = next(iter(stats.values()), {})
         names = {k[len("stats-"):].replace("-", "_"): v for k, v in first.items()}
+        # The first device's counters at other points, as raw values.
+        points = [("baseline_", results.baseline)]
+        if results.resets:
+            points += [("before_reset_", results.resets[0][0]),
+                       ("after_reset_", results.resets[0][1])]
+        for prefix, point in points:
+            if not point:
+                continue
+            for dev_id, values in point.items():
+                out.append(f"# {dev_id} counters {prefix[:-1].replace('_', ' ')}: " +
+                           " ".join(f"{k[len('stats-'):]}={v}" for k, v in values.items()))
+            values = next(iter(point.values()), {})
+            names.update({prefix + k[len("stats-"):].replace("-", "_"): v
+                          for k, v in values.items()})
         if names.get("wqes"):
             # What the doorbell protocol costs per work request, for the log.
             out.append("# per WQE: " + " ".join(
@@ -408,6 +522,10 @@ def report_tap(results, qemu_rc, why, elapsed, logdir, args, cmd):
     elif args.expect_stat:
         for expr in args.expect_stat:
             result(False, f"device counters: {expr} (no counters were read)")
+    if args.reboots:
+        result(len(results.resets) == args.reboots,
+               f"the guest rebooted {args.reboots} time(s) (it did {len(results.resets)}; "
+               f"{results.boots} boot(s) seen)")
     trouble = [l for l in console.splitlines() if KERNEL_TROUBLE.search(l)]
     if console and not args.allow_kernel_warnings:
         result(not trouble, "guest kernel log has no oops/BUG/WARNING")
@@ -448,7 +566,8 @@ def main(argv):
     cmd = qemu_command(args, logdir, False)
     results = Results(args.show_output)
     qemu_rc, why, elapsed = run_guest(cmd, logdir, results, args.timeout,
-                                      device_ids(args) if args.stats else None)
+                                      device_ids(args) if args.stats else None,
+                                      args.reboots)
 
     if args.show_output:
         # Demo mode: the output was printed live; summarise, and on failure show
