@@ -155,8 +155,10 @@ struct vmmbib_dev *vmmbib_dev_new(const struct vmmbib_dev_config *cfg,
     }
     dev->opaque = opaque;
     dev->uar_slot_busy = calloc(cfg->uar_slots, sizeof(bool));
-    if (posix_memalign((void **)&dev->db_pages, VMMBIB_PAGE_SIZE,
-                       (size_t)cfg->uar_slots * VMMBIB_PAGE_SIZE)) {
+    if (cfg->db_pages) {
+        dev->db_pages = cfg->db_pages;
+    } else if (posix_memalign((void **)&dev->db_pages, VMMBIB_PAGE_SIZE,
+                              (size_t)cfg->uar_slots * VMMBIB_PAGE_SIZE)) {
         dev->db_pages = NULL;
     }
     if (!dev->uar_slot_busy || !dev->db_pages || !init_tables(dev)) {
@@ -245,13 +247,25 @@ void vmmbib_dev_free(struct vmmbib_dev *dev)
     }
     fini_tables(dev);
     free(dev->uar_slot_busy);
-    free(dev->db_pages);
+    if (dev->db_pages != dev->cfg.db_pages) {
+        free(dev->db_pages);
+    }
     free(dev);
 }
 
 void *vmmbib_dev_db_pages(struct vmmbib_dev *dev)
 {
     return dev->db_pages;
+}
+
+uint16_t vmmbib_dev_lid(struct vmmbib_dev *dev)
+{
+    return dev->lid;
+}
+
+uint64_t vmmbib_dev_node_guid(struct vmmbib_dev *dev)
+{
+    return dev->node_guid;
 }
 
 void vmmbib_dev_get_stats(struct vmmbib_dev *dev,

@@ -59,6 +59,12 @@ struct vmmbib_dev_config {
      * poll this long without work, then sleep.  0: the default.
      */
     uint32_t idle_poll_us;
+    /*
+     * Memory for the doorbell pages: uar_slots pages, page aligned, that
+     * stay valid until vmmbib_dev_free (vmmbibd passes a memfd mapping so
+     * that QEMU maps the same pages).  NULL: the device allocates them.
+     */
+    void *db_pages;
 };
 
 /*
@@ -164,6 +170,10 @@ void vmmbib_dev_doorbell(struct vmmbib_dev *dev, uint32_t slot,
 
 void vmmbib_dev_get_stats(struct vmmbib_dev *dev,
                           struct vmmbib_dev_stats *stats);
+
+/* The port's LID and the node GUID, as configured or assigned. */
+uint16_t vmmbib_dev_lid(struct vmmbib_dev *dev);
+uint64_t vmmbib_dev_node_guid(struct vmmbib_dev *dev);
 
 const char *vmmbib_cmd_name(unsigned int opcode);
 const char *vmmbib_status_name(unsigned int status);
