@@ -145,6 +145,9 @@ static int dispatch(struct vmmbib_dev *dev, const uint8_t *req,
         return VMMBIB_STATUS_INVALID;
     }
 
+    if (c.uctx) {
+        vmmbib_engine_drain_context(dev, c.uctx);
+    }
     memset(body, 0, sizeof(body));
     memcpy(body, req + sizeof(hdr), desc->req_len);
     memset(resp_body, 0, desc->resp_len);

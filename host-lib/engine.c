@@ -36,6 +36,7 @@ struct vmmbib_engine {
     uint16_t next_lid;
     uint32_t state;         /* VMMBIB_ENGINE_*, as the pages show it */
     unsigned int waiters;   /* threads other than the engine's, waiting */
+    unsigned int entries;   /* times one of them got the lock */
 };
 
 static uint64_t now_ns(void)
@@ -118,6 +119,30 @@ void vmmbib_engine_enter(struct vmmbib_engine *eng)
     __atomic_add_fetch(&eng->waiters, 1, __ATOMIC_RELAXED);
     pthread_mutex_lock(&eng->lock);
     __atomic_sub_fetch(&eng->waiters, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&eng->entries, 1, __ATOMIC_RELEASE);
+}
+
+/*
+ * Called by the engine thread, lock held: if another thread waits for the
+ * lock, give it up until one of them has had it.  Unlocking and locking
+ * again is not enough: the waiter must first be scheduled, and on a
+ * machine whose other CPU runs a vCPU the engine wins the lock back every
+ * time, which starved commands and trapped doorbells for seconds.
+ */
+static void let_waiters_in(struct vmmbib_engine *eng)
+{
+    unsigned int entries = __atomic_load_n(&eng->entries, __ATOMIC_ACQUIRE);
+
+    if (!__atomic_load_n(&eng->waiters, __ATOMIC_RELAXED)) {
+        return;
+    }
+    pthread_mutex_unlock(&eng->lock);
+    /* A waiter counted itself before it locks, so one will get in. */
+    while (__atomic_load_n(&eng->entries, __ATOMIC_ACQUIRE) == entries &&
+           __atomic_load_n(&eng->waiters, __ATOMIC_RELAXED)) {
+        sched_yield();
+    }
+    pthread_mutex_lock(&eng->lock);
 }
 
 void vmmbib_engine_leave(struct vmmbib_engine *eng)
@@ -284,6 +309,24 @@ static unsigned int each_context(struct vmmbib_engine *eng,
     return sum;
 }
 
+/*
+ * Lock held: execute the doorbells a context's ring holds now.  Commands
+ * call this first, so that a doorbell rung before, say, DESTROY_QP takes
+ * effect before it, as the guest ordered them, instead of later naming a
+ * queue that is gone.  At most one ring's worth: the guest cannot keep
+ * the command here.
+ */
+void vmmbib_engine_drain_context(struct vmmbib_dev *dev,
+                                 struct vmmbib_ucontext *uctx)
+{
+    unsigned int taken = 0, n;
+
+    do {
+        n = drain_ring(dev, uctx);
+        taken += n;
+    } while (n == DB_BUDGET && taken < VMMBIB_DB_RING_ENTRIES);
+}
+
 static unsigned int drain_context(struct vmmbib_dev *dev,
                                   struct vmmbib_ucontext *uctx,
                                   uint32_t unused)
@@ -365,17 +408,12 @@ static void *engine_thread(void *opaque)
         work = poll_doorbells(eng) + run_active(eng, now, &deadline);
         if (work) {
             idle_since = now;
-            if (__atomic_load_n(&eng->waiters, __ATOMIC_RELAXED)) {
-                /* A command or a trapped doorbell waits: let it in. */
-                pthread_mutex_unlock(&eng->lock);
-                sched_yield();
-                pthread_mutex_lock(&eng->lock);
-            }
+            /* A command or a trapped doorbell waits: let it in. */
+            let_waiters_in(eng);
         } else if (now - idle_since < (uint64_t)eng->idle_poll_us * 1000) {
-            /* Let commands in between passes. */
-            pthread_mutex_unlock(&eng->lock);
+            /* Polling without work: others may use the CPU meanwhile. */
+            let_waiters_in(eng);
             sched_yield();
-            pthread_mutex_lock(&eng->lock);
         } else {
             set_engine_state(eng, VMMBIB_ENGINE_ASLEEP);
             /* A doorbell stored before the mark was seen is found here. */

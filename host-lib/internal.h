@@ -287,6 +287,9 @@ uint32_t vmmbib_engine_state(struct vmmbib_engine *eng);
 void vmmbib_engine_qp_activate(struct vmmbib_engine *eng,
                                struct vmmbib_qp *qp);
 void vmmbib_engine_qp_forget(struct vmmbib_engine *eng, struct vmmbib_qp *qp);
+/* Execute what @uctx's doorbell ring holds now; engine lock held. */
+void vmmbib_engine_drain_context(struct vmmbib_dev *dev,
+                                 struct vmmbib_ucontext *uctx);
 
 /* Execute one doorbell of context @uctx; engine lock held. */
 void vmmbib_doorbell_execute(struct vmmbib_dev *dev,

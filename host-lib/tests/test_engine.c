@@ -650,6 +650,58 @@ static void test_stale_doorbell(void)
     vm_fini(&v);
 }
 
+/*
+ * A doorbell still in the ring when the guest destroys its QP: the
+ * command executes it first, so it never names a queue that is gone
+ * (a pingpong that exits right after its last post does this).
+ */
+static void test_doorbell_before_destroy(void)
+{
+    struct vm v;
+    struct rc_pair p;
+    struct vmmbib_dev_stats st0, st1;
+    struct vmmbib_sge s;
+    struct vmmbib_send_wqe w;
+    uint64_t *ring;
+    uint32_t producer, qidx;
+
+    TAP_CHECK(vm_init(&v) &&
+              rc_pair_create(&p, &v.c, v.pd, &v.c, v.pd, NULL) == OK,
+              "doorbell before destroy: a connected pair");
+    qidx = VMMBIB_HANDLE_INDEX(p.a.handle);
+    msleep(20);     /* the engine has been idle long enough to sleep */
+    TAP_CHECK(db_word(&v.c, VMMBIB_DB_ENGINE_STATE) == VMMBIB_ENGINE_ASLEEP,
+              "doorbell before destroy: the engine sleeps");
+    vmmbib_dev_get_stats(v.dev, &st0);
+
+    /* A WRITE and its doorbell in the ring, the engine not kicked yet. */
+    memset(&w, 0, sizeof(w));
+    w.opcode = VMMBIB_WR_RDMA_WRITE;
+    w.rdma.rkey = htole32(v.mr.rkey);
+    w.rdma.remote_addr = htole64(v.buf.gpa + 4096);
+    s = buf_sge(&v, 0, 8);
+    qp_post_send(&p.a, &w, &s, 1, NULL, 0, false);
+    producer = db_word(&v.c, VMMBIB_DB_PRODUCER);
+    ring = (uint64_t *)(v.c.db + VMMBIB_DB_RING);
+    __atomic_store_n((uint32_t *)(v.c.db + VMMBIB_DB_PRODUCER),
+                     htole32(producer + 1), __ATOMIC_RELEASE);
+    __atomic_store_n(&ring[producer % VMMBIB_DB_RING_ENTRIES],
+                     htole64(VMMBIB_DB(VMMBIB_DB_KIND_SQ, qidx, 1)),
+                     __ATOMIC_RELEASE);
+
+    TAP_CHECK(destroy(&v.c, VMMBIB_CMD_DESTROY_QP, p.a.handle) == OK,
+              "doorbell before destroy: DESTROY_QP succeeds");
+    TAP_CHECK(db_word(&v.c, VMMBIB_DB_CONSUMER) == producer + 1,
+              "doorbell before destroy: the command took the doorbell first");
+    vmmbib_dev_kick(v.dev);
+    msleep(10);
+    vmmbib_dev_get_stats(v.dev, &st1);
+    TAP_CHECK(st1.doorbells == st0.doorbells + 1 &&
+              st1.bad_doorbells == st0.bad_doorbells,
+              "doorbell before destroy: executed once, not counted bad");
+    vm_fini(&v);
+}
+
 /* The idle time before sleeping comes from the device config. */
 static void test_idle_config(void)
 {
@@ -747,6 +799,7 @@ int main(void)
     test_sleep_race();
     test_concurrent_producers();
     test_stale_doorbell();
+    test_doorbell_before_destroy();
     test_idle_config();
     test_context_while_asleep();
     return tap_done();
