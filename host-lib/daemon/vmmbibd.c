@@ -455,10 +455,25 @@ static enum outcome reply(struct vm *vm, const struct vmmbibd_hdr *req,
     return KEEP;
 }
 
+static const char *msg_name(uint16_t type)
+{
+    static const char *const names[] = {
+        [VMMBIBD_MSG_HELLO] = "HELLO",
+        [VMMBIBD_MSG_MEMORY] = "MEMORY",
+        [VMMBIBD_MSG_COMMAND] = "COMMAND",
+        [VMMBIBD_MSG_DOORBELL] = "DOORBELL",
+        [VMMBIBD_MSG_RESET] = "RESET",
+        [VMMBIBD_MSG_STATS] = "STATS",
+    };
+
+    return type < sizeof(names) / sizeof(names[0]) && names[type] ?
+           names[type] : "an unknown message";
+}
+
 static enum outcome reply_error(struct vm *vm, const struct vmmbibd_hdr *req,
                                 uint32_t result, const char *why)
 {
-    log_line("%s: request %u refused: %s", vm->name, req->type, why);
+    log_line("%s: %s refused: %s", vm->name, msg_name(req->type), why);
     return reply(vm, req, result, why, strlen(why) + 1, NULL, 0);
 }
 
@@ -768,6 +783,7 @@ static bool vm_receive(struct daemon *d, struct vm *vm)
         ssize_t n;
         bool too_many_fds = false;
         enum outcome outcome;
+        unsigned int nfds;
 
         if (vm->in_len >= hdr_size) {
             memcpy(&hdr, vm->in, hdr_size);
@@ -833,6 +849,7 @@ static bool vm_receive(struct daemon *d, struct vm *vm)
         }
 
         outcome = handle_message(d, vm, &hdr, vm->in + hdr_size);
+        nfds = vm->in_nfds;
         close_fds(vm->in_fds, vm->in_nfds);
         vm->in_nfds = 0;
         vm->in_len = 0;
@@ -844,8 +861,8 @@ static bool vm_receive(struct daemon *d, struct vm *vm)
             char why[128];
 
             snprintf(why, sizeof(why), "protocol error: malformed or "
-                     "unexpected message (type %u, %u bytes)", hdr.type,
-                     hdr.size);
+                     "unexpected %s (%u bytes, %u fds)", msg_name(hdr.type),
+                     hdr.size, nfds);
             disconnect(d, vm, why);
             return false;
         }
