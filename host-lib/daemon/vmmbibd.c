@@ -390,14 +390,17 @@ static void vm_free(struct daemon *d, struct vm *vm)
 
 static void disconnect(struct daemon *d, struct vm *vm, const char *why)
 {
+    char name[sizeof(vm->name)];
     struct vm **p;
 
-    log_line("%s: %s; disconnected", vm->name, why);
     for (p = &d->vms; *p != vm; p = &(*p)->next) {
     }
     *p = vm->next;
     d->nvms--;
+    /* Logged when it is over: the VM's objects are gone. */
+    strcpy(name, vm->name);
     vm_free(d, vm);
+    log_line("%s: %s; disconnected", name, why);
 }
 
 /* A memfd of @size bytes that the client can neither shrink nor grow. */

@@ -173,6 +173,20 @@ static int log_count(const char *needle)
     return n;
 }
 
+/* Wait up to 2 s until @needle appears @n times in the daemon's log. */
+static bool log_wait(const char *needle, int n)
+{
+    uint64_t end = mono_ms() + 2000;
+
+    while (log_count(needle) < n) {
+        if (mono_ms() >= end) {
+            return false;
+        }
+        usleep(1000);
+    }
+    return true;
+}
+
 static void log_dump(void)
 {
     FILE *f = fopen(log_path, "r");
@@ -583,25 +597,19 @@ static void test_disconnect(struct vm *a, struct vm *b)
                   a->mr.rkey);
     }
     vm_stop(a);
+    /* Until the daemon saw the socket close, A's device still works. */
+    log_wait("VM vm-a: the connection closed", 1);
     for (; i < 15; i++) {
         post_send(&p.a, 0x60 + i, VMMBIB_WR_RDMA_WRITE, &s, 1, a->buf.gpa,
                   a->mr.rkey);
     }
     TAP_CHECK(drain(&p.a_scq, 15, &got, &first_err) == 15,
-              "A killed during traffic: every WQE of B completes, no hang");
+              "A's socket closes during traffic: every WQE of B completes");
     printf("# first error status %u\n", first_err);
     TAP_CHECK(first_err == VMMBIB_WC_RETRY_EXC_ERR ||
               first_err == VMMBIB_WC_WR_FLUSH_ERR,
               "B's completions say RETRY_EXC_ERR or WR_FLUSH_ERR");
     TAP_CHECK(qp_state(&p.a) == VMMBIB_QPS_ERR, "B's QP is in ERR");
-    {
-        uint64_t end = mono_ms() + 2000;
-
-        while (!log_count("VM vm-a: the connection closed") &&
-               mono_ms() < end) {
-            usleep(1000);
-        }
-    }
     TAP_CHECK(log_count("VM vm-a: the connection closed; disconnected") == 1,
               "the daemon logs A's disconnect");
 
@@ -635,6 +643,115 @@ static void test_disconnect(struct vm *a, struct vm *b)
         vm_stop(&dup);
     }
     vm_stop(&c);
+}
+
+/* What a VM tells its peer to connect an RC QP and write into it. */
+struct rc_peer {
+    uint16_t lid;
+    uint32_t qpn;
+    uint32_t rkey;
+    uint64_t addr;
+};
+
+/* A child process's VM: an RC QP to @b's, then it waits to be killed. */
+static void killed_child(int to_parent, int from_parent)
+{
+    struct vm k;
+    struct gcq cq;
+    struct gqp qp;
+    struct qp_opts o;
+    struct rc_opts ro;
+    struct rc_peer me, peer;
+
+    rc_opts_default(&ro);
+    qp_opts_default(&o, VMMBIB_QPT_RC);
+    if (!vm_start(&k, "vm-k") || cq_create(&k.c, 16, &cq) != OK ||
+        qp_create(&k.c, k.pd, &cq, &cq, NULL, &o, &qp) != OK) {
+        _exit(1);
+    }
+    me = (struct rc_peer) {
+        .lid = vmmbib_client_lid(k.client), .qpn = qp.qpn,
+        .rkey = k.mr.rkey, .addr = k.buf.gpa,
+    };
+    if (write(to_parent, &me, sizeof(me)) != sizeof(me) ||
+        read(from_parent, &peer, sizeof(peer)) != sizeof(peer) ||
+        qp_rc_init(&qp, ro.access) != OK ||
+        qp_rc_rtr(&qp, peer.lid, peer.qpn, &ro) != OK ||
+        qp_rc_rts(&qp, &ro) != OK ||
+        write(to_parent, &me, sizeof(me)) != sizeof(me)) {
+        _exit(1);
+    }
+    for (;;) {
+        pause();
+    }
+}
+
+/* A VM whose process is SIGKILLed during traffic, as when QEMU is. */
+static void test_killed(struct vm *b)
+{
+    int up[2], down[2];
+    struct rc_peer k, me;
+    struct gcq cq;
+    struct gqp qp;
+    struct qp_opts o;
+    struct rc_opts ro;
+    struct vmmbib_sge s = buf_sge(b, 0, BUF_SIZE);
+    struct vmmbib_cqe e;
+    uint8_t first_err;
+    int got, i, status;
+    pid_t pid;
+
+    rc_opts_default(&ro);
+    ro.timeout = 4;
+    ro.retry_cnt = 2;
+    qp_opts_default(&o, VMMBIB_QPT_RC);
+    if (pipe(up) || pipe(down)) {
+        TAP_CHECK(0, "killed VM: pipes");
+        return;
+    }
+    fflush(stdout);
+    pid = fork();
+    if (pid == 0) {
+        killed_child(up[1], down[0]);
+    }
+    TAP_CHECK(pid > 0 && read(up[0], &k, sizeof(k)) == sizeof(k) &&
+              cq_create(&b->c, 16, &cq) == OK &&
+              qp_create(&b->c, b->pd, &cq, &cq, NULL, &o, &qp) == OK &&
+              qp_rc_init(&qp, ro.access) == OK &&
+              qp_rc_rtr(&qp, k.lid, k.qpn, &ro) == OK &&
+              qp_rc_rts(&qp, &ro) == OK,
+              "a VM in another process; B's RC QP connected to it");
+    me = (struct rc_peer) { .lid = port_lid(b->dev), .qpn = qp.qpn };
+    TAP_CHECK(write(down[1], &me, sizeof(me)) == sizeof(me) &&
+              read(up[0], &k, sizeof(k)) == sizeof(k),
+              "its QP is connected to B's");
+    post_send(&qp, 0x90, VMMBIB_WR_RDMA_WRITE, &s, 1, k.addr, k.rkey);
+    TAP_CHECK(cq_wait(&cq, &e, 1) == 1 &&
+              cqe_is(&e, 0x90, VMMBIB_WC_RDMA_WRITE, VMMBIB_WC_SUCCESS),
+              "B writes into the other process's VM");
+    for (i = 1; i < 6; i++) {
+        post_send(&qp, 0x90 + i, VMMBIB_WR_RDMA_WRITE, &s, 1, k.addr,
+                  k.rkey);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    TAP_CHECK(log_wait("VM vm-k: the connection closed", 1),
+              "the daemon notices the process died");
+    for (; i < 12; i++) {
+        post_send(&qp, 0x90 + i, VMMBIB_WR_RDMA_WRITE, &s, 1, k.addr,
+                  k.rkey);
+    }
+    drain(&cq, 11, &got, &first_err);
+    printf("# %d CQEs, first error status %u\n", got, first_err);
+    TAP_CHECK(WIFSIGNALED(status) && got == 11 &&
+              (first_err == VMMBIB_WC_RETRY_EXC_ERR ||
+               first_err == VMMBIB_WC_WR_FLUSH_ERR),
+              "its process SIGKILLed mid-traffic: B's WQEs all complete, "
+              "with errors");
+    close(up[0]);
+    close(up[1]);
+    close(down[0]);
+    close(down[1]);
 }
 
 /* A raw client: HELLO done by hand, so that we can then misbehave. */
@@ -839,6 +956,7 @@ int main(int argc, char **argv)
     test_ud(&a, &b);
     test_isolation(&a, &b);
     test_disconnect(&a, &b);
+    test_killed(&b);
     test_malformed(&b);
     test_bad_memory(&b);
     test_shutdown(&b);
