@@ -24,6 +24,10 @@ HOST_PKGS=(
     libnl-3-dev libnl-route-3-dev libudev-dev
     # memcheck of the host-lib tests, callgrind profile of make bench
     valgrind
+    # suite libvirt (tests/libvirt, docs/libvirt.md): a private libvirtd with
+    # its QEMU driver, virsh and virt-xml-validate. --no-install-recommends
+    # keeps Debian's qemu-system-x86 out: the domains run our QEMU.
+    libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
 )
 # From bookworm-backports, with the minimum version we need.
 declare -A BPO_MIN=([meson]=1.5 [python3-pycotap]=0)
