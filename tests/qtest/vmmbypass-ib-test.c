@@ -916,6 +916,34 @@ static void test_gid_pkey(void *obj, void *data, QGuestAllocator *alloc)
                                alloc), ==, VMMBIB_STATUS_OK);
 }
 
+/*
+ * A valid CREATE_QP request: an RC QP in @pd with @cq for both queues,
+ * 8 one-SGE WRs each way, its rings in fresh pages.
+ */
+static struct vmmbib_cmd_create_qp vmmbib_rc_qp_request(QGuestAllocator *alloc,
+                                                       uint32_t pd,
+                                                       uint32_t cq)
+{
+    struct vmmbib_cmd_create_qp q = {
+        .pd_handle = cpu_to_le32(pd),
+        .send_cq_handle = cpu_to_le32(cq),
+        .recv_cq_handle = cpu_to_le32(cq),
+        .qp_type = VMMBIB_QPT_RC,
+        .caps = {
+            .max_send_wr = cpu_to_le32(8),
+            .max_recv_wr = cpu_to_le32(8),
+            .max_send_sge = cpu_to_le32(1),
+            .max_recv_sge = cpu_to_le32(1),
+            .sq_wqe_shift = 7,
+            .rq_wqe_shift = 5,
+        },
+    };
+
+    q.sq_pages = vmmbib_list(alloc, vmmbib_guest_pages(alloc, 1), 1);
+    q.rq_pages = vmmbib_list(alloc, vmmbib_guest_pages(alloc, 1), 1);
+    return q;
+}
+
 /* @status for @op, then the device still answers a valid request. */
 static void vmmbib_expect(VmmbibObjs *o, uint16_t op, const void *body,
                           size_t len, int status)
@@ -941,18 +969,7 @@ static void test_bad_counts(void *obj, void *data, QGuestAllocator *alloc)
     uint64_t big = vmmbib_guest_pages(alloc, 17);
     uint32_t pd, cq;
     struct vmmbib_cmd_create_cq ccq = { 0 };
-    struct vmmbib_cmd_create_qp cqp = {
-        .qp_type = VMMBIB_QPT_RC,
-        .caps = {
-            .max_send_wr = cpu_to_le32(8),
-            .max_recv_wr = cpu_to_le32(8),
-            .max_send_sge = cpu_to_le32(1),
-            .max_recv_sge = cpu_to_le32(1),
-            .sq_wqe_shift = 7,
-            .rq_wqe_shift = 5,
-        },
-    };
-    struct vmmbib_cmd_create_qp good;
+    struct vmmbib_cmd_create_qp cqp, good;
     struct vmmbib_cmd_create_srq csrq = {
         .max_sge = cpu_to_le32(1),
         .wqe_shift = 5,
@@ -983,12 +1000,8 @@ static void test_bad_counts(void *obj, void *data, QGuestAllocator *alloc)
     cq = vmmbib_handle(&o, VMMBIB_CMD_CREATE_CQ, &ccq, sizeof(ccq));
 
     /* QPs: zero or too many WRs or SGEs, rings their pages cannot hold. */
-    cqp.pd_handle = cpu_to_le32(pd);
-    cqp.send_cq_handle = cpu_to_le32(cq);
-    cqp.recv_cq_handle = cpu_to_le32(cq);
-    cqp.sq_pages = vmmbib_list(alloc, vmmbib_guest_pages(alloc, 1), 1);
-    cqp.rq_pages = vmmbib_list(alloc, vmmbib_guest_pages(alloc, 1), 1);
-    good = cqp;
+    good = vmmbib_rc_qp_request(alloc, pd, cq);
+    cqp = good;
     cqp.caps.max_send_wr = 0;
     vmmbib_expect(&o, VMMBIB_CMD_CREATE_QP, &cqp, sizeof(cqp),
                   VMMBIB_STATUS_INVALID);
@@ -1094,18 +1107,7 @@ static void test_bad_ring_pages(void *obj, void *data,
         .max_sge = cpu_to_le32(1),
         .wqe_shift = 5,
     };
-    struct vmmbib_cmd_create_qp cqp = {
-        .qp_type = VMMBIB_QPT_RC,
-        .caps = {
-            .max_send_wr = cpu_to_le32(8),
-            .max_recv_wr = cpu_to_le32(8),
-            .max_send_sge = cpu_to_le32(1),
-            .max_recv_sge = cpu_to_le32(1),
-            .sq_wqe_shift = 7,
-            .rq_wqe_shift = 5,
-        },
-    };
-    struct vmmbib_cmd_create_qp good;
+    struct vmmbib_cmd_create_qp cqp, good;
     struct vmmbib_cmd_reg_mr mr = {
         .access = cpu_to_le32(VMMBIB_ACCESS_LOCAL_WRITE),
         .iova = cpu_to_le64(0x100000),
@@ -1122,12 +1124,7 @@ static void test_bad_ring_pages(void *obj, void *data,
     pd = vmmbib_handle(&o, VMMBIB_CMD_CREATE_PD, NULL, 0);
     ccq.pages = vmmbib_list(alloc, vmmbib_guest_pages(alloc, 1), 1);
     cq = vmmbib_handle(&o, VMMBIB_CMD_CREATE_CQ, &ccq, sizeof(ccq));
-    cqp.pd_handle = cpu_to_le32(pd);
-    cqp.send_cq_handle = cpu_to_le32(cq);
-    cqp.recv_cq_handle = cpu_to_le32(cq);
-    cqp.sq_pages = vmmbib_list(alloc, vmmbib_guest_pages(alloc, 1), 1);
-    cqp.rq_pages = vmmbib_list(alloc, vmmbib_guest_pages(alloc, 1), 1);
-    good = cqp;
+    good = vmmbib_rc_qp_request(alloc, pd, cq);
     csrq.pd_handle = cpu_to_le32(pd);
     mr.pd_handle = cpu_to_le32(pd);
 
