@@ -131,6 +131,8 @@ struct vmmbib_dev {
 	struct xarray srqs;
 	/* Kernel QPs by QPN, for poll_cq; changed under their CQs' locks. */
 	struct xarray kqps;
+	/* PortInfo:CapabilityMask bits set by modify_port (ib_cm: CM_SUP). */
+	u32 port_cap_flags;
 };
 
 /* A page list being built; its directory pages live until freed. */
@@ -279,6 +281,9 @@ void vmmbib_ctrlq_done(struct virtqueue *vq);
 int vmmbib_ctrlq_exec(struct vmmbib_dev *dev, u16 opcode, u32 ctx_handle,
 		      const void *body, size_t body_len,
 		      void *reply, size_t reply_len);
+int vmmbib_ctrlq_exec_atomic(struct vmmbib_dev *dev, u16 opcode,
+			     u32 ctx_handle, const void *body, size_t body_len,
+			     void *reply, size_t reply_len);
 void vmmbib_ctrlq_fail(struct vmmbib_dev *dev, const char *reason);
 void vmmbib_ctrlq_cleanup(struct vmmbib_dev *dev);
 
@@ -332,7 +337,10 @@ int vmmbib_cmd_modify_srq(struct vmmbib_dev *dev, u32 ctx, u32 handle,
 int vmmbib_cmd_query_srq(struct vmmbib_dev *dev, u32 ctx, u32 handle,
 			 struct vmmbib_resp_query_srq *resp);
 int vmmbib_cmd_create_ah(struct vmmbib_dev *dev, u32 ctx, u32 pd,
-			 const struct vmmbib_ah_attr *attr, u32 *handle);
+			 const struct vmmbib_ah_attr *attr, u32 *handle,
+			 bool can_sleep);
+int vmmbib_cmd_destroy_ah(struct vmmbib_dev *dev, u32 ctx, u32 handle,
+			  bool can_sleep);
 
 /* vmmbib_pages.c */
 int vmmbib_pgdir_init(struct vmmbib_dev *dev, struct vmmbib_pgdir *pd,

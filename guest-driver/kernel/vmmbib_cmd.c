@@ -371,8 +371,10 @@ int vmmbib_cmd_query_srq(struct vmmbib_dev *dev, u32 ctx, u32 handle,
 				 &cmd, sizeof(cmd), resp, sizeof(*resp));
 }
 
+/* ib_cm's AHs come and go under a spinlock: @can_sleep false. */
 int vmmbib_cmd_create_ah(struct vmmbib_dev *dev, u32 ctx, u32 pd,
-			 const struct vmmbib_ah_attr *attr, u32 *handle)
+			 const struct vmmbib_ah_attr *attr, u32 *handle,
+			 bool can_sleep)
 {
 	struct vmmbib_cmd_create_ah cmd = {
 		.pd_handle = cpu_to_le32(pd),
@@ -381,10 +383,27 @@ int vmmbib_cmd_create_ah(struct vmmbib_dev *dev, u32 ctx, u32 pd,
 	struct vmmbib_resp_create_ah resp;
 	int err;
 
-	err = vmmbib_ctrlq_exec(dev, VMMBIB_CMD_CREATE_AH, ctx,
-				&cmd, sizeof(cmd), &resp, sizeof(resp));
+	if (can_sleep)
+		err = vmmbib_ctrlq_exec(dev, VMMBIB_CMD_CREATE_AH, ctx,
+					&cmd, sizeof(cmd), &resp, sizeof(resp));
+	else
+		err = vmmbib_ctrlq_exec_atomic(dev, VMMBIB_CMD_CREATE_AH, ctx,
+					       &cmd, sizeof(cmd),
+					       &resp, sizeof(resp));
 	if (err)
 		return err;
 	*handle = le32_to_cpu(resp.ah_handle);
 	return vmmbib_cmd_check_handle(dev, VMMBIB_CMD_CREATE_AH, *handle);
+}
+
+int vmmbib_cmd_destroy_ah(struct vmmbib_dev *dev, u32 ctx, u32 handle,
+			  bool can_sleep)
+{
+	struct vmmbib_cmd_destroy cmd = { .handle = cpu_to_le32(handle) };
+
+	if (can_sleep)
+		return vmmbib_ctrlq_exec(dev, VMMBIB_CMD_DESTROY_AH, ctx,
+					 &cmd, sizeof(cmd), NULL, 0);
+	return vmmbib_ctrlq_exec_atomic(dev, VMMBIB_CMD_DESTROY_AH, ctx,
+					&cmd, sizeof(cmd), NULL, 0);
 }

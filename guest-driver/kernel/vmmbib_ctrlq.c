@@ -16,7 +16,9 @@
  */
 
 #include <linux/completion.h>
+#include <linux/delay.h>
 #include <linux/jiffies.h>
+#include <linux/ktime.h>
 #include <linux/moduleparam.h>
 #include <linux/refcount.h>
 #include <linux/scatterlist.h>
@@ -86,18 +88,18 @@ static void vmmbib_ctrlq_req_put(struct vmmbib_ctrlq_req *req)
 
 static struct vmmbib_ctrlq_req *
 vmmbib_ctrlq_req_alloc(u16 opcode, u32 ctx_handle, const void *body,
-		       size_t body_len, size_t reply_len)
+		       size_t body_len, size_t reply_len, gfp_t gfp)
 {
 	struct vmmbib_ctrlq_req *req;
 
-	req = kzalloc(sizeof(*req), GFP_KERNEL);
+	req = kzalloc(sizeof(*req), gfp);
 	if (!req)
 		return NULL;
 
 	req->cmd_size = sizeof(*req->cmd) + body_len;
-	req->cmd = kmalloc(req->cmd_size, GFP_KERNEL);
+	req->cmd = kmalloc(req->cmd_size, gfp);
 	req->resp_size = sizeof(*req->resp) + reply_len;
-	req->resp = kzalloc(req->resp_size, GFP_KERNEL);
+	req->resp = kzalloc(req->resp_size, gfp);
 	if (!req->cmd || !req->resp) {
 		vmmbib_ctrlq_req_free(req);
 		return NULL;
@@ -132,10 +134,13 @@ static bool vmmbib_ctrlq_has_room(struct vmmbib_ctrlq *cq)
 	return room;
 }
 
-/* Hands @req to the device, waiting for ring space until @deadline. */
+/*
+ * Hands @req to the device, waiting for ring space until @deadline; with
+ * @atomic, a full ring is -EAGAIN instead.
+ */
 static int vmmbib_ctrlq_post(struct vmmbib_dev *dev,
 			     struct vmmbib_ctrlq_req *req,
-			     unsigned long deadline)
+			     unsigned long deadline, bool atomic)
 {
 	struct vmmbib_ctrlq *cq = &dev->ctrlq;
 	struct scatterlist cmd_sg, resp_sg;
@@ -149,6 +154,10 @@ static int vmmbib_ctrlq_post(struct vmmbib_dev *dev,
 
 	spin_lock_irqsave(&cq->lock, flags);
 	while (!cq->failed && cq->num_inflight >= cq->max_inflight) {
+		if (atomic) {
+			err = -EAGAIN;
+			goto out_unlock;
+		}
 		spin_unlock_irqrestore(&cq->lock, flags);
 		if (!wait_event_timeout(cq->space_wait,
 					vmmbib_ctrlq_has_room(cq),
@@ -347,11 +356,11 @@ int vmmbib_ctrlq_exec(struct vmmbib_dev *dev, u16 opcode, u32 ctx_handle,
 	}
 
 	req = vmmbib_ctrlq_req_alloc(opcode, ctx_handle, body, body_len,
-				     reply_len);
+				     reply_len, GFP_KERNEL);
 	if (!req)
 		return -ENOMEM;
 
-	err = vmmbib_ctrlq_post(dev, req, deadline);
+	err = vmmbib_ctrlq_post(dev, req, deadline, false);
 	if (err)
 		goto out_put;
 
@@ -375,6 +384,64 @@ int vmmbib_ctrlq_exec(struct vmmbib_dev *dev, u16 opcode, u32 ctx_handle,
 	}
 
 	err = vmmbib_ctrlq_check_reply(dev, req, opcode, reply_len);
+	if (!err && reply_len)
+		memcpy(reply, req->resp + 1, reply_len);
+
+out_put:
+	vmmbib_ctrlq_req_put(req);
+	return err;
+}
+
+/**
+ * vmmbib_ctrlq_exec_atomic - vmmbib_ctrlq_exec for a caller that cannot sleep
+ * @dev: the device
+ * @opcode: enum vmmbib_cmd_opcode
+ * @ctx_handle: the issuing context
+ * @body: the command body, or NULL
+ * @body_len: its size
+ * @reply: receives the reply body, or NULL
+ * @reply_len: its size
+ *
+ * ib_cm creates and destroys its address handles under a spinlock.  The
+ * request is posted only if the ring has room (-EAGAIN otherwise), and the
+ * reply is polled for: the device executes commands on a host thread of
+ * its own, so it progresses while this CPU spins.
+ *
+ * Return: as vmmbib_ctrlq_exec().
+ */
+int vmmbib_ctrlq_exec_atomic(struct vmmbib_dev *dev, u16 opcode,
+			     u32 ctx_handle, const void *body, size_t body_len,
+			     void *reply, size_t reply_len)
+{
+	u64 deadline = ktime_get_ns() +
+		       (u64)READ_ONCE(cmd_timeout_ms) * NSEC_PER_MSEC;
+	struct vmmbib_ctrlq *cq = &dev->ctrlq;
+	struct vmmbib_ctrlq_req *req;
+	int err;
+
+	if (body_len > cq->max_cmd_size - sizeof(struct vmmbib_cmd_hdr))
+		return -EINVAL;
+	req = vmmbib_ctrlq_req_alloc(opcode, ctx_handle, body, body_len,
+				     reply_len, GFP_ATOMIC);
+	if (!req)
+		return -ENOMEM;
+
+	err = vmmbib_ctrlq_post(dev, req, 0, true);
+	if (err)
+		goto out_put;
+	while (!completion_done(&req->done)) {
+		if (ktime_get_ns() > deadline) {
+			/* Completes this request too, unless it just made it. */
+			vmmbib_ctrlq_fail(dev, "a command timed out");
+			break;
+		}
+		/* Reaps completed requests, ours included, as the callback. */
+		vmmbib_ctrlq_done(cq->vq);
+		udelay(1);
+	}
+	err = req->result;
+	if (!err)
+		err = vmmbib_ctrlq_check_reply(dev, req, opcode, reply_len);
 	if (!err && reply_len)
 		memcpy(reply, req->resp + 1, reply_len);
 

@@ -492,9 +492,6 @@ static int vmmbib_create_ah(struct ib_ah *ibah,
 	struct vmmbib_ah_attr attr;
 	int err;
 
-	/* A device command sleeps. */
-	if (!(init_attr->flags & RDMA_CREATE_AH_SLEEPABLE))
-		return -EOPNOTSUPP;
 	if (init_attr->ah_attr->type != RDMA_AH_ATTR_TYPE_IB)
 		return -EINVAL;
 	err = vmmbib_udata_none(dev, udata);
@@ -505,7 +502,8 @@ static int vmmbib_create_ah(struct ib_ah *ibah,
 	ah->attr = attr;
 	ah->ctx_handle = pd->ctx_handle;
 	err = vmmbib_cmd_create_ah(dev, pd->ctx_handle, pd->handle, &attr,
-				   &ah->handle);
+				   &ah->handle,
+				   init_attr->flags & RDMA_CREATE_AH_SLEEPABLE);
 	if (err)
 		return err;
 
@@ -523,13 +521,17 @@ static int vmmbib_create_ah(struct ib_ah *ibah,
 
 static int vmmbib_destroy_ah(struct ib_ah *ibah, u32 flags)
 {
+	struct vmmbib_dev *dev = to_vmmbib_dev(ibah->device);
 	struct vmmbib_ah *ah = to_vmmbib_ah(ibah);
+	int err;
 
-	if (!(flags & RDMA_DESTROY_AH_SLEEPABLE))
-		return -EOPNOTSUPP;
-	return vmmbib_destroy_obj(to_vmmbib_dev(ibah->device),
-				  VMMBIB_CMD_DESTROY_AH, ah->ctx_handle,
-				  ah->handle);
+	/* Kernel AHs must go: failure is only logged, as for the others. */
+	err = vmmbib_cmd_destroy_ah(dev, ah->ctx_handle, ah->handle,
+				    flags & RDMA_DESTROY_AH_SLEEPABLE);
+	if (err)
+		ibdev_err_ratelimited(&dev->ibdev, "AH %#x not destroyed: %d\n",
+				      ah->handle, err);
+	return 0;
 }
 
 /* ib_mad matches a response to its request by the request's AH. */

@@ -179,7 +179,8 @@ static int vmmbib_query_port(struct ib_device *ibdev, u32 port,
 
 	props->phys_mtu = ib_mtu_enum_to_int(props->max_mtu);
 	props->gid_tbl_len = attr.gid_tbl_len;
-	props->port_cap_flags = attr.port_cap_flags;
+	props->port_cap_flags = attr.port_cap_flags |
+				READ_ONCE(dev->port_cap_flags);
 	props->max_msg_sz = attr.max_msg_sz;
 	props->bad_pkey_cntr = attr.bad_pkey_cntr;
 	props->qkey_viol_cntr = attr.qkey_viol_cntr;
@@ -217,8 +218,30 @@ static int vmmbib_get_port_immutable(struct ib_device *ibdev, u32 port,
 	immutable->core_cap_flags = RDMA_CORE_CAP_PROT_IB |
 				    RDMA_CORE_CAP_IB_MAD |
 				    RDMA_CORE_CAP_IB_CM |
-				    RDMA_CORE_CAP_IB_SA;
+				    RDMA_CORE_CAP_IB_SA |
+				    RDMA_CORE_CAP_AF_IB;
 	immutable->max_mad_size = IB_MGMT_MAD_SIZE;
+	return 0;
+}
+
+/*
+ * ib_cm announces itself with IB_PORT_CM_SUP, and gives up on the port if
+ * this fails.  The bits are the driver's: the device's subnet manager
+ * needs none of them.
+ */
+static int vmmbib_modify_port(struct ib_device *ibdev, u32 port, int mask,
+			      struct ib_port_modify *props)
+{
+	struct vmmbib_dev *dev = to_vmmbib_dev(ibdev);
+	u32 old, new;
+
+	if (mask & ~IB_PORT_RESET_QKEY_CNTR)
+		return -EOPNOTSUPP;
+	do {
+		old = READ_ONCE(dev->port_cap_flags);
+		new = (old | props->set_port_cap_mask) &
+		      ~props->clr_port_cap_mask;
+	} while (cmpxchg(&dev->port_cap_flags, old, new) != old);
 	return 0;
 }
 
@@ -361,6 +384,7 @@ const struct ib_device_ops vmmbib_dev_ops = {
 	.get_port_immutable = vmmbib_get_port_immutable,
 	.mmap = vmmbib_mmap,
 	.mmap_free = vmmbib_mmap_free,
+	.modify_port = vmmbib_modify_port,
 	.query_device = vmmbib_query_device,
 	.query_gid = vmmbib_query_gid,
 	.query_pkey = vmmbib_query_pkey,
