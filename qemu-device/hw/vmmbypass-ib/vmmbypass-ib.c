@@ -5,18 +5,32 @@
  * to libvmmbib, the eventq, and the UAR window of doorbell and kick pages.
  * The guest<->device ABI is include/vmmbypass_ib_abi.h (docs/spec.md).
  *
+ * The engine is embedded (libvmmbib's vmmbib_dev, one VM alone on its
+ * subnet) unless the chardev property names a socket connected to vmmbibd:
+ * then the daemon's engine serves this VM and every other VM joined to it
+ * (docs/daemon.md), through libvmmbib's client (vmmbib_client.h).
+ *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 
 #include "qemu/osdep.h"
+#include "qemu/error-report.h"
 #include "qemu/iov.h"
 #include "qemu/log.h"
 #include "qemu/main-loop.h"
+#include "qemu/memfd.h"
 #include "qemu/module.h"
+#include "qemu/sockets.h"
+#include "qemu/units.h"
+#include "qemu/uuid.h"
 #include "qapi/error.h"
 #include "qapi/visitor.h"
+#include "chardev/char-socket.h"
+#include "hw/boards.h"
 #include "hw/qdev-properties.h"
+#include "hw/qdev-properties-system.h"
 #include "hw/core/qdev-prop-internal.h"
+#include "system/system.h"
 #include "hw/virtio/virtio.h"
 #include "hw/vmmbypass-ib/vmmbypass-ib.h"
 #include "migration/vmstate.h"
@@ -26,6 +40,7 @@
 #include "trace.h"
 
 #include "vmmbib.h"
+#include "vmmbib_client.h"
 
 /* Largest request the controlq accepts; every command is smaller. */
 #define VMMBIB_MAX_CMD_SIZE     256
@@ -38,6 +53,45 @@ uint64_t vmmbypass_ib_uar_window_size(VMMBypassIB *vib)
 {
     /* A BAR is a power of two; slots past uar_slots are never mapped. */
     return pow2ceil((uint64_t)vib->conf.uar_slots * VMMBIB_UAR_SLOT_SIZE);
+}
+
+/* The engine's entry points: vmmbibd's through the client, or embedded. */
+static size_t vmmbib_be_execute(VMMBypassIB *vib, const void *req,
+                                size_t req_len, void *reply, size_t reply_cap)
+{
+    if (vib->client) {
+        return vmmbib_client_execute(vib->client, req, req_len, reply,
+                                     reply_cap);
+    }
+    return vmmbib_dev_execute(vib->backend, req, req_len, reply, reply_cap);
+}
+
+static void vmmbib_be_kick(VMMBypassIB *vib)
+{
+    if (vib->client) {
+        vmmbib_client_kick(vib->client);
+    } else {
+        vmmbib_dev_kick(vib->backend);
+    }
+}
+
+static void vmmbib_be_doorbell(VMMBypassIB *vib, uint32_t slot, uint64_t db)
+{
+    if (vib->client) {
+        vmmbib_client_doorbell(vib->client, slot, db);
+    } else {
+        vmmbib_dev_doorbell(vib->backend, slot, db);
+    }
+}
+
+static void vmmbib_be_get_stats(VMMBypassIB *vib,
+                                struct vmmbib_dev_stats *stats)
+{
+    if (vib->client) {
+        vmmbib_client_get_stats(vib->client, stats);
+    } else if (vib->backend) {
+        vmmbib_dev_get_stats(vib->backend, stats);
+    }
 }
 
 /*
@@ -149,9 +203,8 @@ static void *vmmbib_cmd_thread(void *opaque)
         vib->cmd_busy = true;
         qemu_mutex_unlock(&vib->cmd_lock);
 
-        cmd->reply_len = vmmbib_dev_execute(vib->backend, cmd->req,
-                                            cmd->req_len, cmd->reply,
-                                            cmd->reply_cap);
+        cmd->reply_len = vmmbib_be_execute(vib, cmd->req, cmd->req_len,
+                                           cmd->reply, cmd->reply_cap);
 
         qemu_mutex_lock(&vib->cmd_lock);
         vib->cmd_busy = false;
@@ -368,14 +421,19 @@ static void *vmmbib_guest_ptr(void *opaque, uint64_t gpa, uint64_t len)
     return ptr;
 }
 
-/* Only ordinary writable guest RAM: not ROM, not a device's RAM. */
+/*
+ * Only ordinary writable guest RAM: not ROM, not a device's RAM, not the
+ * doorbell pages of this or another vmmbypass-ib.
+ */
 static bool vmmbib_section_is_guest_ram(VMMBypassIB *vib,
                                         MemoryRegionSection *section)
 {
     MemoryRegion *mr = section->mr;
+    Object *owner = memory_region_owner(mr);
 
     return memory_region_is_ram(mr) && !memory_region_is_ram_device(mr) &&
-           !mr->readonly && !memory_region_is_rom(mr) && mr != &vib->db_ram;
+           !mr->readonly && !memory_region_is_rom(mr) && mr != &vib->db_ram &&
+           !(owner && object_dynamic_cast(owner, TYPE_VMMBYPASS_IB));
 }
 
 static void vmmbib_ram_add(MemoryListener *listener,
@@ -394,6 +452,10 @@ static void vmmbib_ram_add(MemoryListener *listener,
     r->size = int128_get64(section->size);
     r->hva = (uint8_t *)memory_region_get_ram_ptr(section->mr) +
              section->offset_within_region;
+    r->fd = section->mr->ram_block ? memory_region_get_fd(section->mr) : -1;
+    r->fd_offset = section->offset_within_region +
+                   (section->mr->ram_block ? section->mr->ram_block->fd_offset :
+                    0);
     qemu_mutex_unlock(&vib->ram_lock);
 }
 
@@ -411,6 +473,88 @@ static void vmmbib_ram_del(MemoryListener *listener,
         }
     }
     qemu_mutex_unlock(&vib->ram_lock);
+}
+
+static int vmmbib_ram_cmp(const void *a, const void *b)
+{
+    const VMMBypassIBRamSection *x = a, *y = b;
+
+    return x->gpa < y->gpa ? -1 : x->gpa > y->gpa;
+}
+
+/*
+ * vmmbibd: describe guest RAM to the daemon, the sections that have a file
+ * (the memfd of memory-backend-memfd), adjacent ones merged.  Sent only
+ * when it differs from what the daemon has.  BQL held.
+ */
+static bool vmmbib_ram_send(VMMBypassIB *vib, Error **errp)
+{
+    g_autofree VMMBypassIBRamSection *t = NULL;
+    g_autofree struct vmmbib_client_region *regions = NULL;
+    unsigned int i, n = 0, count;
+    char err[256];
+
+    qemu_mutex_lock(&vib->ram_lock);
+    count = vib->ram_count;
+    t = g_new0(VMMBypassIBRamSection, MAX(count, 1));
+    memcpy(t, vib->ram, count * sizeof(*t));
+    qemu_mutex_unlock(&vib->ram_lock);
+    qsort(t, count, sizeof(*t), vmmbib_ram_cmp);
+    for (i = 0; i < count; i++) {
+        t[i].hva = NULL;        /* not the daemon's business */
+        if (t[i].fd < 0) {
+            continue;           /* no file: the daemon cannot reach it */
+        }
+        if (n && t[n - 1].fd == t[i].fd &&
+            t[n - 1].gpa + t[n - 1].size == t[i].gpa &&
+            t[n - 1].fd_offset + t[n - 1].size == t[i].fd_offset) {
+            t[n - 1].size += t[i].size;
+            continue;
+        }
+        t[n++] = t[i];
+    }
+    if (vib->ram_sent && n == vib->ram_sent_count &&
+        !memcmp(t, vib->ram_sent, n * sizeof(*t))) {
+        return true;
+    }
+    regions = g_new0(struct vmmbib_client_region, MAX(n, 1));
+    for (i = 0; i < n; i++) {
+        regions[i] = (struct vmmbib_client_region) {
+            .gpa = t[i].gpa,
+            .size = t[i].size,
+            .fd = t[i].fd,
+            .offset = t[i].fd_offset,
+        };
+    }
+    if (!vmmbib_client_set_memory(vib->client, regions, n, err,
+                                  sizeof(err))) {
+        error_setg(errp, "vmmbypass-ib: %s", err);
+        return false;
+    }
+    trace_vmmbib_ram_sent(vib, n);
+    g_free(vib->ram_sent);
+    vib->ram_sent = g_steal_pointer(&t);
+    vib->ram_sent_count = n;
+    return true;
+}
+
+static void vmmbib_ram_commit(MemoryListener *listener)
+{
+    VMMBypassIB *vib = container_of(listener, VMMBypassIB, ram_listener);
+    Error *local_err = NULL;
+
+    if (!vib->client || !vmmbib_client_connected(vib->client)) {
+        return;
+    }
+    if (!vmmbib_ram_send(vib, &local_err)) {
+        /* Once: the guest's DMA to the new layout then fails, visibly. */
+        if (!vib->ram_error_reported) {
+            vib->ram_error_reported = true;
+            error_report_err(local_err);
+        } else {
+            error_free(local_err);
+        }
+    }
 }
 
 /*
@@ -438,13 +582,13 @@ static void vmmbib_kick_write(void *opaque, hwaddr addr, uint64_t val,
     if (addr == VMMBIB_KICK && size == 4) {
         vib->stats.kicks++;
         trace_vmmbib_kick(vib, slot);
-        vmmbib_dev_kick(vib->backend);
+        vmmbib_be_kick(vib);
         return;
     }
     if (addr == VMMBIB_DOORBELL && size == 8) {
         vib->stats.doorbell_writes++;
         trace_vmmbib_doorbell(vib, slot, val);
-        vmmbib_dev_doorbell(vib->backend, slot, val);
+        vmmbib_be_doorbell(vib, slot, val);
         return;
     }
     vib->stats.bad_register_accesses++;
@@ -501,6 +645,192 @@ static uint64_t vmmbib_get_features(VirtIODevice *vdev, uint64_t features,
     return features;
 }
 
+/* What vmmbibd takes as a VM id: 1 to 63 of [A-Za-z0-9._:-]. */
+static bool vmmbib_vm_id_valid(const char *id)
+{
+    size_t len = strlen(id);
+
+    return len >= 1 && len <= 63 &&
+           strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                      "0123456789._:-") == len;
+}
+
+/* vm-id by default: -name, else -uuid, else a random UUID. */
+static char *vmmbib_default_vm_id(void)
+{
+    QemuUUID uuid;
+
+    if (qemu_name) {
+        return g_strdup(qemu_name);
+    }
+    if (qemu_uuid_set) {
+        return qemu_uuid_unparse_strdup(&qemu_uuid);
+    }
+    qemu_uuid_generate(&uuid);
+    return qemu_uuid_unparse_strdup(&uuid);
+}
+
+/*
+ * vmmbibd maps guest RAM from its files: a RAM block must be a shared
+ * memfd sealed against shrinking (memory-backend-memfd,share=on).
+ */
+static bool vmmbib_ram_mr_shareable(MemoryRegion *mr)
+{
+    int fd, seals;
+
+    while (mr->alias) {
+        mr = mr->alias;
+    }
+    if (!mr->ram_block || !qemu_ram_is_shared(mr->ram_block)) {
+        return false;
+    }
+    fd = memory_region_get_fd(mr);
+    if (fd < 0) {
+        return false;
+    }
+    seals = fcntl(fd, F_GET_SEALS);
+    return seals >= 0 && (seals & F_SEAL_SHRINK);
+}
+
+static bool vmmbib_check_guest_ram(Error **errp)
+{
+    MachineState *ms = current_machine;
+    MemoryRegion *ram = ms ? ms->ram : NULL;
+    g_autofree char *size = NULL;
+    MemoryRegion *sub;
+    bool ok = ram != NULL;
+
+    if (ram && !ram->ram_block && !ram->alias) {
+        /* -numa: a container of the nodes' memory backends */
+        ok = !QTAILQ_EMPTY(&ram->subregions);
+        QTAILQ_FOREACH(sub, &ram->subregions, subregions_link) {
+            ok = ok && vmmbib_ram_mr_shareable(sub);
+        }
+    } else if (ram) {
+        ok = vmmbib_ram_mr_shareable(ram);
+    }
+    if (ok) {
+        return true;
+    }
+    size = ms && !(ms->ram_size & (MiB - 1)) ?
+           g_strdup_printf("%" PRIu64 "M", (uint64_t)ms->ram_size / MiB) :
+           g_strdup_printf("%" PRIu64, ms ? (uint64_t)ms->ram_size : 0);
+    error_setg(errp, "vmmbypass-ib: with chardev= (vmmbibd) guest RAM must "
+               "be a shared memfd the daemon can map: add -object "
+               "memory-backend-memfd,id=mem,share=on,size=%s -machine "
+               "memory-backend=mem (with -numa: make every node's memdev "
+               "a memory-backend-memfd with share=on)", size);
+    return false;
+}
+
+/* Main loop: the client's fds are no longer watched. */
+static void vmmbib_client_unwatch(VMMBypassIB *vib)
+{
+    if (vib->client_watched) {
+        qemu_set_fd_handler(vmmbib_client_event_fd(vib->client), NULL, NULL,
+                            NULL);
+        qemu_set_fd_handler(vmmbib_client_socket_fd(vib->client), NULL, NULL,
+                            NULL);
+        vib->client_watched = false;
+    }
+}
+
+/*
+ * Main loop: events of the daemon's engine for this VM (into the eventq
+ * through vmmbib_event), or the daemon went away (the client then raises
+ * DEVICE_FATAL once, and every command fails with DEVICE_ERROR).
+ */
+static void vmmbib_client_readable(void *opaque)
+{
+    VMMBypassIB *vib = opaque;
+
+    if (!vmmbib_client_process_events(vib->client)) {
+        vmmbib_client_unwatch(vib);
+        error_report("vmmbypass-ib: vmmbibd closed the connection: the "
+                     "guest's RDMA device failed (DEVICE_FATAL); restart the "
+                     "daemon, then reset the device (docs/daemon.md)");
+    }
+}
+
+static void vmmbib_client_watch(VMMBypassIB *vib)
+{
+    /*
+     * Between requests the daemon sends nothing on the socket: readable
+     * means it is gone.  (While the command thread waits for a reply the
+     * client ignores it.)
+     */
+    qemu_set_fd_handler(vmmbib_client_event_fd(vib->client),
+                        vmmbib_client_readable, NULL, vib);
+    qemu_set_fd_handler(vmmbib_client_socket_fd(vib->client),
+                        vmmbib_client_readable, NULL, vib);
+    vib->client_watched = true;
+}
+
+/*
+ * Join vmmbibd on the socket of the chardev.  The client library speaks
+ * the daemon's protocol itself, with blocking sendmsg/recvmsg and fds
+ * (SCM_RIGHTS) from whichever thread calls it (the command thread, the
+ * main loop); so the device takes its own copy of the chardev's connected
+ * socket rather than doing the I/O through CharBackend, whose handlers
+ * belong to the main loop.  The chardev, which gets no frontend handlers,
+ * never reads from the socket.
+ */
+static bool vmmbib_client_create(VMMBypassIB *vib,
+                                 const struct vmmbib_dev_config *cfg,
+                                 Error **errp)
+{
+    Chardev *chr = qemu_chr_fe_get_driver(&vib->chr);
+    SocketChardev *s = (SocketChardev *)object_dynamic_cast(
+                           OBJECT(chr), TYPE_CHARDEV_SOCKET);
+    g_autofree char *id = NULL;
+    char err[256];
+    int fd;
+
+    if (vib->conf.lid || vib->conf.node_guid) {
+        error_setg(errp, "vmmbypass-ib: with chardev= the LID and node GUID "
+                   "are vmmbibd's to choose (stable per vm-id): do not set "
+                   "lid or node-guid");
+        return false;
+    }
+    if (!s || s->is_listen || s->state != TCP_CHARDEV_STATE_CONNECTED ||
+        !s->sioc || s->tls_creds || s->is_websock || s->do_telnetopt ||
+        s->reconnect_time_ms || !s->addr ||
+        s->addr->type != SOCKET_ADDRESS_TYPE_UNIX) {
+        error_setg(errp, "vmmbypass-ib: chardev '%s' must be a UNIX socket "
+                   "connected to vmmbibd: -chardev socket,id=%s,path=<the "
+                   "daemon's socket> (a client: no server=on, reconnect-ms, "
+                   "tls-creds or websocket)", chr->label, chr->label);
+        return false;
+    }
+    if (!vmmbib_check_guest_ram(errp)) {
+        return false;
+    }
+    id = vib->vm_id ? g_strdup(vib->vm_id) : vmmbib_default_vm_id();
+    if (!vmmbib_vm_id_valid(id)) {
+        error_setg(errp, "vmmbypass-ib: the VM id '%s'%s must be 1 to 63 of "
+                   "A-Z a-z 0-9 . _ : - (set vm-id=)", id,
+                   vib->vm_id ? "" : " (from -name)");
+        return false;
+    }
+    fd = dup(s->sioc->fd);
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "vmmbypass-ib: cannot duplicate the "
+                         "socket of chardev '%s'", chr->label);
+        return false;
+    }
+    /* One open file: the chardev's socket turns blocking too, unused. */
+    qemu_socket_set_block(fd);
+    vib->client = vmmbib_client_new(fd, id, cfg, &vmmbib_host_ops, vib, err,
+                                    sizeof(err));
+    if (!vib->client) {
+        error_setg(errp, "vmmbypass-ib: vmmbibd (chardev '%s'): %s",
+                   chr->label, err);
+        return false;
+    }
+    trace_vmmbib_daemon_joined(vib, id, vmmbib_client_lid(vib->client));
+    return true;
+}
+
 static bool vmmbib_backend_create(VMMBypassIB *vib, Error **errp)
 {
     const VMMBypassIBConf *c = &vib->conf;
@@ -536,6 +866,15 @@ static bool vmmbib_backend_create(VMMBypassIB *vib, Error **errp)
     cfg.limits.max_ah = c->max_ah;
     cfg.limits.max_inline_data = c->max_inline_data;
 
+    if (qemu_chr_fe_backend_connected(&vib->chr)) {
+        return vmmbib_client_create(vib, &cfg, errp);
+    }
+    if (vib->vm_id) {
+        error_setg(errp, "vmmbypass-ib: vm-id=%s names this VM to vmmbibd: "
+                   "it needs chardev= too (a -chardev socket,path=... "
+                   "connected to the daemon)", vib->vm_id);
+        return false;
+    }
     vib->backend = vmmbib_dev_new(&cfg, NULL, &vmmbib_host_ops, vib, err,
                                   sizeof(err));
     if (!vib->backend) {
@@ -545,22 +884,62 @@ static bool vmmbib_backend_create(VMMBypassIB *vib, Error **errp)
     return true;
 }
 
+/*
+ * The embedded engine or the client goes away (with the client, the
+ * daemon destroys every object of this VM when the socket closes).
+ */
+static void vmmbib_backend_destroy(VMMBypassIB *vib)
+{
+    if (vib->client) {
+        vmmbib_client_unwatch(vib);
+        vmmbib_client_free(vib->client);
+        vib->client = NULL;
+        /* The chardev holds the socket too: close it for the daemon. */
+        qemu_chr_fe_disconnect(&vib->chr);
+    }
+    if (vib->backend) {
+        /* Stops the engine: nothing raises events or reads RAM after. */
+        vmmbib_dev_reset(vib->backend);
+        vmmbib_dev_free(vib->backend);
+        vib->backend = NULL;
+    }
+}
+
 /* The UAR window; the PCI wrapper maps it as a BAR. */
-static void vmmbib_uar_window_init(VMMBypassIB *vib)
+static bool vmmbib_uar_window_init(VMMBypassIB *vib, Error **errp)
 {
     Object *owner = OBJECT(vib);
     uint32_t slots = vib->conf.uar_slots;
+    uint64_t db_size = (uint64_t)slots * VMMBIB_PAGE_SIZE;
     uint32_t i;
 
-    memory_region_init(&vib->uar_window, owner, "vmmbypass-ib-uar",
-                       vmmbypass_ib_uar_window_size(vib));
     /*
      * Plain RAM, not a RAM device: TCG then accesses it directly, so a
-     * doorbell in steady state is a store, not a call into QEMU.
+     * doorbell in steady state is a store, not a call into QEMU.  With
+     * vmmbibd, the pages are the daemon's memfd, which its engine polls.
      */
-    memory_region_init_ram_ptr(&vib->db_ram, owner, "vmmbypass-ib-doorbells",
-                               (uint64_t)slots * VMMBIB_PAGE_SIZE,
-                               vmmbib_dev_db_pages(vib->backend));
+    if (vib->client) {
+        int fd = dup(vmmbib_client_db_fd(vib->client));
+
+        if (fd < 0) {
+            error_setg_errno(errp, errno, "vmmbypass-ib: cannot duplicate "
+                             "vmmbibd's doorbell memfd");
+            return false;
+        }
+        if (!memory_region_init_ram_from_fd(&vib->db_ram, owner,
+                                            "vmmbypass-ib-doorbells",
+                                            db_size, RAM_SHARED, fd, 0,
+                                            errp)) {
+            close(fd);
+            return false;
+        }
+    } else {
+        memory_region_init_ram_ptr(&vib->db_ram, owner,
+                                   "vmmbypass-ib-doorbells", db_size,
+                                   vmmbib_dev_db_pages(vib->backend));
+    }
+    memory_region_init(&vib->uar_window, owner, "vmmbypass-ib-uar",
+                       vmmbypass_ib_uar_window_size(vib));
     vib->db_alias = g_new0(MemoryRegion, slots);
     vib->kick_mmio = g_new0(MemoryRegion, slots);
     vib->slot_mapped = g_new0(bool, slots);
@@ -577,6 +956,7 @@ static void vmmbib_uar_window_init(VMMBypassIB *vib)
                                     VMMBIB_UAR_KICK_PAGE_OFFSET,
                                     &vib->kick_mmio[i]);
     }
+    return true;
 }
 
 static void vmmbib_uar_window_fini(VMMBypassIB *vib)
@@ -605,17 +985,27 @@ static void vmmbib_realize(DeviceState *dev, Error **errp)
     qemu_mutex_init(&vib->ram_lock);
     qemu_mutex_init(&vib->event_lock);
     if (!vmmbib_backend_create(vib, errp)) {
-        qemu_mutex_destroy(&vib->event_lock);
-        qemu_mutex_destroy(&vib->ram_lock);
-        return;
+        goto fail_backend;
     }
-    vmmbib_uar_window_init(vib);
+    if (!vmmbib_uar_window_init(vib, errp)) {
+        goto fail_uar;
+    }
     vib->ram_listener = (MemoryListener) {
         .name = "vmmbypass-ib",
         .region_add = vmmbib_ram_add,
         .region_del = vmmbib_ram_del,
+        .commit = vmmbib_ram_commit,
     };
+    /* The realize reports an error of the first RAM table itself. */
+    vib->ram_error_reported = true;
     memory_listener_register(&vib->ram_listener, &address_space_memory);
+    if (vib->client) {
+        if (!vmmbib_ram_send(vib, errp)) {
+            goto fail_ram;
+        }
+        vmmbib_client_watch(vib);
+    }
+    vib->ram_error_reported = false;
 
     virtio_init(vdev, VIRTIO_ID_RDMA, sizeof(struct vmmbib_config));
     vib->ctrl_vq = virtio_add_queue(vdev, VMMBYPASS_IB_QUEUE_SIZE,
@@ -633,6 +1023,19 @@ static void vmmbib_realize(DeviceState *dev, Error **errp)
     qemu_thread_create(&vib->cmd_thread, "vmmbib-cmd", vmmbib_cmd_thread,
                        vib, QEMU_THREAD_JOINABLE);
     trace_vmmbib_realize(vib, vib->conf.uar_slots, vib->conf.doorbell);
+    return;
+
+fail_ram:
+    memory_listener_unregister(&vib->ram_listener);
+    g_free(vib->ram);
+    vib->ram = NULL;
+    vib->ram_count = 0;
+    vmmbib_uar_window_fini(vib);
+fail_uar:
+    vmmbib_backend_destroy(vib);
+fail_backend:
+    qemu_mutex_destroy(&vib->event_lock);
+    qemu_mutex_destroy(&vib->ram_lock);
 }
 
 static void vmmbib_unrealize(DeviceState *dev)
@@ -651,10 +1054,7 @@ static void vmmbib_unrealize(DeviceState *dev)
     qemu_mutex_destroy(&vib->cmd_lock);
     qemu_bh_delete(vib->cmd_done_bh);
 
-    /* Stops the engine: nothing raises events or reads guest RAM after. */
-    vmmbib_dev_reset(vib->backend);
-    vmmbib_dev_free(vib->backend);
-    vib->backend = NULL;
+    vmmbib_backend_destroy(vib);
     memory_listener_unregister(&vib->ram_listener);
     qemu_bh_delete(vib->event_bh);
     virtio_delete_queue(vib->event_vq);
@@ -664,6 +1064,9 @@ static void vmmbib_unrealize(DeviceState *dev)
     g_free(vib->ram);
     vib->ram = NULL;
     vib->ram_count = 0;
+    g_free(vib->ram_sent);
+    vib->ram_sent = NULL;
+    vib->ram_sent_count = 0;
     qemu_mutex_destroy(&vib->event_lock);
     qemu_mutex_destroy(&vib->ram_lock);
 }
@@ -674,7 +1077,11 @@ static void vmmbib_reset(VirtIODevice *vdev)
     VMMBypassIB *vib = VMMBYPASS_IB(vdev);
 
     vmmbib_cmd_flush(vib);
-    vmmbib_dev_reset(vib->backend);
+    if (vib->client) {
+        vmmbib_client_reset(vib->client);
+    } else {
+        vmmbib_dev_reset(vib->backend);
+    }
     /* Events of objects that no longer exist must not reach the guest. */
     qemu_mutex_lock(&vib->event_lock);
     vib->pending_head = 0;
@@ -691,9 +1098,7 @@ static void vmmbib_get_stat(Object *obj, Visitor *v, const char *name,
     uint64_t value = 0;
     size_t i;
 
-    if (vib->backend) {
-        vmmbib_dev_get_stats(vib->backend, &bs);
-    }
+    vmmbib_be_get_stats(vib, &bs);
 
     const struct {
         const char *name;
@@ -799,6 +1204,8 @@ static const Property vmmbib_properties[] = {
     DEFINE_PROP_UINT16("lid", VMMBypassIB, conf.lid, 0),
     DEFINE_PROP_SIGNED("doorbell", VMMBypassIB, conf.doorbell,
                        VMMBIB_DB_MODE_RING, vmmbib_prop_doorbell, int),
+    DEFINE_PROP_CHR("chardev", VMMBypassIB, chr),
+    DEFINE_PROP_STRING("vm-id", VMMBypassIB, vm_id),
 };
 
 /*
@@ -832,6 +1239,11 @@ static const struct {
                    "page 0 the kernel's" },
     { "node-guid", "node GUID (0: derived from the LID)" },
     { "lid", "port LID (0: assigned by the engine)" },
+    { "chardev", "a -chardev socket,path=... connected to vmmbibd: the "
+                 "daemon's engine serves this VM (unset: an engine of its "
+                 "own inside QEMU)" },
+    { "vm-id", "this VM's name to vmmbibd, which keeps its LID and GUID "
+               "(default: -name, else the UUID)" },
 };
 
 static void vmmbib_class_init(ObjectClass *klass, void *data)

@@ -11,6 +11,7 @@
 #define HW_VMMBYPASS_IB_H
 
 #include "hw/virtio/virtio.h"
+#include "chardev/char-fe.h"
 #include "exec/memory.h"
 #include "qemu/queue.h"
 #include "qemu/thread.h"
@@ -24,6 +25,7 @@ OBJECT_DECLARE_SIMPLE_TYPE(VMMBypassIB, VMMBYPASS_IB)
 #define VMMBYPASS_IB_QUEUE_SIZE 128
 
 struct vmmbib_dev;
+struct vmmbib_client;
 typedef struct VMMBypassIBCmd VMMBypassIBCmd;
 typedef struct VMMBypassIBUarOp VMMBypassIBUarOp;
 
@@ -52,6 +54,8 @@ typedef struct VMMBypassIBRamSection {
     uint64_t gpa;
     uint64_t size;
     uint8_t *hva;
+    int fd;                     /* its file (-1: none), for vmmbibd */
+    uint64_t fd_offset;         /* where gpa is in that file */
 } VMMBypassIBRamSection;
 
 /* Events from the engine thread waiting for eventq buffers. */
@@ -104,6 +108,9 @@ struct VMMBypassIB {
     QemuMutex ram_lock;
     VMMBypassIBRamSection *ram;
     unsigned int ram_count;
+    /* With vmmbibd: the table it has (merged, sorted, files only). */
+    VMMBypassIBRamSection *ram_sent;
+    unsigned int ram_sent_count;
 
     /* Events raised by the engine, delivered by event_bh. */
     QemuMutex event_lock;
@@ -112,7 +119,16 @@ struct VMMBypassIB {
     unsigned int pending_head;
     unsigned int pending_count;
 
+    /*
+     * The engine: embedded (backend), or vmmbibd's through its client when
+     * the chardev property names a socket joining the daemon (client).
+     */
     struct vmmbib_dev *backend;
+    CharBackend chr;
+    char *vm_id;
+    struct vmmbib_client *client;
+    bool client_watched;        /* fd handlers on its event and socket fds */
+    bool ram_error_reported;    /* vmmbibd refused the RAM table */
     VMMBypassIBStats stats;
 };
 
