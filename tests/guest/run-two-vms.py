@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Two guests on one vmmbibd: verbs traffic between VMs, reported as TAP.
+
+Starts vmmbibd on a socket in a temporary directory, boots two guests (one
+vCPU each, guest RAM in a shared memfd, their vmmbypass-ib devices joined to
+the daemon with -chardev socket and named vm1 and vm2), links them with
+virtio-net over a UDP tunnel (-netdev dgram) for the programs' TCP address
+exchange, and runs the guest script (two-vms.sh) in both: VMMBIB_ROLE=server
+in vm1 and client in vm2. Each guest is run as run-guest-test.py runs one
+(imported, not duplicated); their TAP results are merged, prefixed vm1:/vm2:,
+with the device counters (which, with the daemon, are the daemon's for that
+VM) and the daemon's log checked: both VMs joined with different LIDs, the
+daemon stopped cleanly at the end.
+
+  run-two-vms.py --qemu build/qemu/qemu-system-x86_64 \\
+      --kernel build/guest/vmlinuz --initrd build/guest/initramfs.cpio.zst \\
+      --vmmbibd build/host-lib/daemon/vmmbibd --env VMMBIB_TESTS='rc ud' \\
+      --expect-stat 'wqes > 0'
+"""
+
+import argparse
+import contextlib
+import importlib.util
+import io
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+_spec = importlib.util.spec_from_file_location("run_guest_test",
+                                               os.path.join(HERE, "run-guest-test.py"))
+rgt = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(rgt)
+
+VMS = (("vm1", "server", "10.77.0.1"), ("vm2", "client", "10.77.0.2"))
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--qemu", required=True)
+    p.add_argument("--kernel", required=True)
+    p.add_argument("--initrd", required=True)
+    p.add_argument("--vmmbibd", required=True, help="the daemon binary")
+    p.add_argument("--script", default=os.path.join(HERE, "two-vms.sh"),
+                   help="guest script run in both VMs (default two-vms.sh)")
+    p.add_argument("--memory", default="512M", help="RAM of each guest (default 512M)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="variable for the script in both guests (repeatable)")
+    p.add_argument("--expect-stat", action="append", default=[], metavar="EXPR",
+                   help="as run-guest-test.py's, checked on each VM's counters")
+    p.add_argument("--timeout", type=float, default=240, help="seconds per guest")
+    p.add_argument("--log-dir", help="keep the logs here (default: a temporary "
+                   "directory, kept only on failure)")
+    return p.parse_args(argv)
+
+
+def free_udp_ports(n):
+    socks = []
+    for _ in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def start_daemon(binary, sock, log_path):
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([binary, f"--socket={sock}"], stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(sock):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"vmmbibd did not start:\n{rgt.read_text(log_path)}")
+        time.sleep(0.05)
+    return proc
+
+
+def vm_args(args, name, role, ip, peer_ip, sock, ports, logdir):
+    """run-guest-test.py's options for one VM (its argument parser checks them)."""
+    own, peer = ports
+    mac = "52:54:00:77:00:0" + name[-1]
+    qemu_args = [
+        "-name", name,
+        "-object", f"memory-backend-memfd,id=mem,share=on,size={args.memory}",
+        "-chardev", f"socket,id=ib0,path={sock}",
+        "-netdev", f"dgram,id=net0,local.type=inet,local.host=127.0.0.1,"
+        f"local.port={own},remote.type=inet,remote.host=127.0.0.1,remote.port={peer}",
+        "-device", f"virtio-net-pci,netdev=net0,mac={mac}",
+    ]
+    argv = ["--qemu", args.qemu, "--kernel", args.kernel, "--initrd", args.initrd,
+            "--script", args.script, "--memory", args.memory,
+            "--machine", "q35,memory-backend=mem", "--timeout", str(args.timeout),
+            "--device-args", "id=vmmbib0,chardev=ib0", "--stats", "--log-dir", logdir,
+            "--env", f"VMMBIB_ROLE={role}", "--env", f"VMMBIB_IP={ip}",
+            "--env", f"VMMBIB_PEER_IP={peer_ip}"]
+    for item in args.env:
+        argv += ["--env", item]
+    for expr in args.expect_stat:
+        argv += ["--expect-stat", expr]
+    argv += [f"--qemu-arg={a}" for a in qemu_args]
+    return rgt.parse_args(argv)
+
+
+def run_vm(vm):
+    vm["results"] = rgt.Results(False)
+    vm["rc"], vm["why"], vm["elapsed"] = rgt.run_guest(
+        vm["cmd"], vm["logdir"], vm["results"], vm["args"].timeout,
+        rgt.device_ids(vm["args"]), 0)
+
+
+def main(argv):
+    args = parse_args(argv)
+    if args.log_dir:
+        top = args.log_dir
+        shutil.rmtree(top, ignore_errors=True)
+        os.makedirs(top)
+    else:
+        top = tempfile.mkdtemp(prefix="vmmbib-two-vms-")
+    os.chmod(top, 0o700)
+    sock = os.path.join(top, "vmmbibd.sock")
+    daemon_log = os.path.join(top, "vmmbibd.log")
+    out, n, failed = [], 0, False
+
+    def result(ok, name):
+        nonlocal n, failed
+        n += 1
+        failed |= not ok
+        out.append(f"{'ok' if ok else 'not ok'} {n} - {name}")
+
+    daemon = start_daemon(args.vmmbibd, sock, daemon_log)
+    vms = []
+    try:
+        p1, p2 = free_udp_ports(2)
+        for (name, role, ip), (_, _, peer_ip), ports in zip(VMS, reversed(VMS),
+                                                            ((p1, p2), (p2, p1))):
+            logdir = os.path.join(top, name)
+            os.makedirs(logdir)
+            vargs = vm_args(args, name, role, ip, peer_ip, sock, ports, logdir)
+            vms.append({"name": name, "args": vargs, "logdir": logdir,
+                        "cmd": rgt.qemu_command(vargs, logdir, False)})
+        threads = [threading.Thread(target=run_vm, args=(vm,)) for vm in vms]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon_rc = daemon.wait(10)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon_rc = daemon.wait()
+
+    # Each VM's TAP, as run-guest-test.py reports it, renumbered and prefixed.
+    for vm in vms:
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            rgt.report_tap(vm["results"], vm["rc"], vm["why"], vm["elapsed"],
+                           vm["logdir"], vm["args"], vm["cmd"])
+        for line in buf.getvalue().splitlines():
+            m = rgt.TAP_LINE.match(line)
+            if m:
+                result(m.group(1) == "ok", f"{vm['name']}: {m.group(3)}")
+            elif line.startswith("#"):
+                out.append(f"# {vm['name']}: {line[1:].strip()}")
+
+    log = rgt.read_text(daemon_log)
+    lids = {}
+    for vm in vms:
+        m = re.search(rf"^vmmbibd: VM {vm['name']}: connected, LID (\d+)", log, re.M)
+        result(m is not None, f"vmmbibd: {vm['name']} joined the daemon")
+        if m:
+            lids[vm["name"]] = m.group(1)
+    result(len(set(lids.values())) == len(vms),
+           f"vmmbibd: the VMs are different ports (LIDs {', '.join(lids.values())})")
+    result(daemon_rc == 0, f"vmmbibd stopped cleanly on SIGTERM (exit status {daemon_rc})")
+    if failed:
+        out.append("# ---- vmmbibd log:")
+        out.extend(f"# {l}" for l in log.splitlines())
+    out.append(f"1..{n}")
+    print("\n".join(out), flush=True)
+    if not failed and not args.log_dir:
+        shutil.rmtree(top, ignore_errors=True)
+    elif failed:
+        print(f"# logs kept in {top}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,98 @@
+# tests/guest/two-vms.sh — one side of verbs traffic between two VMs whose
+# vmmbypass-ib devices are ports of one vmmbibd (run by run-two-vms.py).
+#
+# The pingpongs exchange their addresses over TCP, so the VMs also share an
+# L2 link (virtio-net, -netdev dgram); this script gives it a static IP.
+#   VMMBIB_ROLE     server or client
+#   VMMBIB_IP       this VM's address on the link (a /24)
+#   VMMBIB_PEER_IP  the other VM's
+#   VMMBIB_TESTS    what to run, in order (default "rc ud")
+#   VMMBIB_ITERS    iterations of each pingpong (default 20: TCG is slow)
+# shellcheck shell=sh
+
+dev=vmmbib0
+iters=${VMMBIB_ITERS:-20}
+role=${VMMBIB_ROLE:?VMMBIB_ROLE must be server or client}
+
+# ---- the L2 link -------------------------------------------------------------
+ifc=
+for n in /sys/class/net/*; do
+    n=${n##*/}
+    [ "$n" = lo ] || { ifc=$n; break; }
+done
+if [ -z "$ifc" ]; then
+    tap_fail "a network interface for the pingpongs' TCP exchange" \
+        "no interface besides lo: is virtio_net in the image?"
+    exit 1
+fi
+ip addr add "$VMMBIB_IP/24" dev "$ifc" && ip link set "$ifc" up
+# The other VM may still be booting: wait for it.
+_up=0
+for _i in $(seq 90); do
+    if ping -c 1 -W 1 "$VMMBIB_PEER_IP" >/dev/null 2>&1; then
+        _up=1
+        break
+    fi
+done
+if [ "$_up" = 1 ]; then
+    tap_ok "$ifc $VMMBIB_IP reaches the other VM at $VMMBIB_PEER_IP"
+else
+    tap_fail "$ifc $VMMBIB_IP reaches the other VM at $VMMBIB_PEER_IP" \
+        "$(ip addr show "$ifc")"
+    exit 1
+fi
+tap_diag "$dev: $(ibv_devinfo -d "$dev" | grep -E 'port_lid|node_guid' | tr -s ' \t' ' ')"
+
+echo VMMBIB-STATS-BASELINE
+sleep 2
+
+# ---- the pingpongs -------------------------------------------------------------
+# pingpong NAME PORT CMD...: the server runs CMD; the client runs CMD with
+# the server's address, retrying while the server does not listen yet.
+pingpong() {
+    _name=$1 _port=$2
+    shift 2
+    if [ "$role" = server ]; then
+        timeout 150 "$@" -p "$_port" >/tmp/pp.log 2>&1
+        _rc=$?
+    else
+        _rc=1
+        for _try in $(seq 60); do
+            timeout 150 "$@" -p "$_port" "$VMMBIB_PEER_IP" >/tmp/pp.log 2>&1
+            _rc=$?
+            grep -q "Couldn't connect" /tmp/pp.log || break
+            sleep 1
+        done
+    fi
+    if [ "$_rc" = 0 ] && grep -q "iters in" /tmp/pp.log &&
+        ! grep -q "invalid data" /tmp/pp.log; then
+        tap_ok "$_name, $role"
+        tap_diag "$(grep -E 'address|iters in' /tmp/pp.log)"
+    else
+        tap_fail "$_name, $role" "command: $* -p $_port" "exit status $_rc:" \
+            "$(cat /tmp/pp.log)"
+        return
+    fi
+    # Two ports of one subnet: the peer's LID is not ours.
+    _local=$(sed -n 's/.*local address: *LID \(0x[0-9a-f]*\).*/\1/p' /tmp/pp.log | head -n 1)
+    _remote=$(sed -n 's/.*remote address: *LID \(0x[0-9a-f]*\).*/\1/p' /tmp/pp.log | head -n 1)
+    if [ -n "$_local" ] && [ -n "$_remote" ] && [ "$_local" != "$_remote" ]; then
+        tap_ok "$_name, $role: local LID $_local, remote LID $_remote"
+    else
+        tap_fail "$_name, $role: local and remote LIDs differ" \
+            "local '$_local', remote '$_remote'"
+    fi
+}
+
+for t in ${VMMBIB_TESTS:-rc ud}; do
+    case $t in
+    rc)
+        pingpong "ibv_rc_pingpong -c between VMs ($iters iterations)" 18515 \
+            ibv_rc_pingpong -d "$dev" -n "$iters" -c ;;
+    ud)
+        pingpong "ibv_ud_pingpong -c between VMs ($iters iterations)" 18516 \
+            ibv_ud_pingpong -d "$dev" -n "$iters" -s 1024 -c ;;
+    *)
+        tap_fail "unknown test '$t' in VMMBIB_TESTS" ;;
+    esac
+done
