@@ -174,12 +174,13 @@ install_if_changed() { # SRC DEST
 
 # The guest test programs: plain libibverbs API (IBVERBS_1.x symbols), so the
 # guest's libibverbs runs them. Small: each built whenever it is older than
-# its source.
+# its source or the header both include.
 mkdir -p "$out"
+check_common="$VMMBIB_ROOT/tests/guest/verbs-common.h"
 for prog in verbs-check integrity; do
     check_src="$VMMBIB_ROOT/tests/guest/$prog.c"
     check_bin="$obj/vmmbib-$prog"
-    if [[ ! "$check_bin" -nt "$check_src" ]]; then
+    if [[ ! "$check_bin" -nt "$check_src" || ! "$check_bin" -nt "$check_common" ]]; then
         log "building vmmbib-$prog"
         ccache cc -std=gnu11 -O2 -g -Wall -Wextra -Wno-missing-field-initializers -Werror \
             -I"$obj/include" -o "$check_bin" "$check_src" -L"$obj/lib" -libverbs >&2 ||

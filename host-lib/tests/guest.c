@@ -183,7 +183,7 @@ void wait_timed_out(void)
     }
 }
 
-static uint64_t now_ms(void)
+uint64_t mono_ms(void)
 {
     struct timespec ts;
 
@@ -194,10 +194,10 @@ static uint64_t now_ms(void)
 bool guest_wait_event(struct guest *g, uint16_t type, uint32_t handle,
                       unsigned int n, int timeout_ms)
 {
-    uint64_t end = now_ms() + timeout_ms;
+    uint64_t end = mono_ms() + timeout_ms;
 
     while (guest_event_count(g, type, handle) < n) {
-        if (now_ms() >= end) {
+        if (mono_ms() >= end) {
             wait_timed_out();
             return false;
         }
@@ -464,7 +464,7 @@ int cq_poll(struct gcq *cq, struct vmmbib_cqe *out, int max)
 
 int cq_wait(struct gcq *cq, struct vmmbib_cqe *out, int n)
 {
-    uint64_t end = now_ms() + wait_timeout_ms();
+    uint64_t end = mono_ms() + wait_timeout_ms();
     int got = 0;
 
     for (;;) {
@@ -472,7 +472,7 @@ int cq_wait(struct gcq *cq, struct vmmbib_cqe *out, int n)
         if (got >= n) {
             return got;
         }
-        if (now_ms() >= end) {
+        if (mono_ms() >= end) {
             wait_timed_out();
             return got;
         }
@@ -855,10 +855,10 @@ void ctx_doorbell(struct gctx *c, uint64_t db)
 
 bool ctx_doorbells_drained(struct gctx *c)
 {
-    uint64_t end = now_ms() + wait_timeout_ms();
+    uint64_t end = mono_ms() + wait_timeout_ms();
 
     while (db_word(c, VMMBIB_DB_CONSUMER) != db_word(c, VMMBIB_DB_PRODUCER)) {
-        if (now_ms() >= end) {
+        if (mono_ms() >= end) {
             wait_timed_out();
             return false;
         }
@@ -1034,4 +1034,92 @@ bool pattern_check(const uint8_t *p, size_t len, unsigned int seed)
         }
     }
     return true;
+}
+
+/* ---- one VM ---- */
+
+void vm_dev(struct vm *v, struct vmmbib_engine *eng,
+            const struct vmmbib_dev_config *cfg)
+{
+    guest_init(&v->g, GUEST_RAM_SIZE);
+    v->dev = guest_dev_new(&v->g, eng, cfg);
+}
+
+bool vm_ctx(struct vm *v, uint64_t len, uint32_t access)
+{
+    if (ctx_create(&v->c, v->dev, &v->g) != OK ||
+        pd_create(&v->c, &v->pd) != OK) {
+        return false;
+    }
+    gbuf_alloc(&v->g, len, &v->buf);
+    return mr_reg(&v->c, v->pd, v->buf.gpa, len, access, &v->mr) == OK;
+}
+
+bool vm_init_on(struct vm *v, struct vmmbib_engine *eng,
+                const struct vmmbib_dev_config *cfg)
+{
+    vm_dev(v, eng, cfg);
+    return vm_ctx(v, BUF_SIZE, ACCESS_ALL_RIGHTS);
+}
+
+bool vm_init_cfg(struct vm *v, const struct vmmbib_dev_config *cfg)
+{
+    return vm_init_on(v, NULL, cfg);
+}
+
+bool vm_init(struct vm *v)
+{
+    return vm_init_on(v, NULL, NULL);
+}
+
+void vm_fini(struct vm *v)
+{
+    vmmbib_dev_free(v->dev);
+    guest_fini(&v->g);
+}
+
+struct vmmbib_sge buf_sge(struct vm *v, uint64_t off, uint32_t len)
+{
+    return sge(&v->mr, v->buf.gpa + off, len);
+}
+
+struct vmmbib_engine *engine_new(void)
+{
+    struct vmmbib_engine_config cfg = { .idle_poll_us = 50 };
+    char err[128] = "";
+    struct vmmbib_engine *eng = vmmbib_engine_new(&cfg, err, sizeof(err));
+
+    if (!eng) {
+        printf("# vmmbib_engine_new: %s\n", err);
+    }
+    return eng;
+}
+
+int make_ud(struct gctx *c, uint32_t pd, struct gcq *scq, struct gcq *rcq,
+            struct gqp *qp, uint32_t qkey)
+{
+    struct qp_opts o;
+    int s;
+
+    qp_opts_default(&o, VMMBIB_QPT_UD);
+    if ((s = cq_create(c, 16, scq)) || (s = cq_create(c, 16, rcq)) ||
+        (s = qp_create(c, pd, scq, rcq, NULL, &o, qp))) {
+        return s;
+    }
+    return ud_to_rts(qp, qkey);
+}
+
+uint32_t ud_send(struct gqp *qp, uint64_t wr_id, uint32_t ah, uint32_t qpn,
+                 uint32_t qkey, const struct vmmbib_sge *s, bool ring)
+{
+    struct vmmbib_send_wqe w = {
+        .wr_id = htole64(wr_id),
+        .opcode = VMMBIB_WR_SEND,
+        .flags = VMMBIB_WQE_SIGNALED,
+    };
+
+    w.ud.ah_handle = htole32(ah);
+    w.ud.remote_qpn = htole32(qpn);
+    w.ud.remote_qkey = htole32(qkey);
+    return qp_post_send(qp, &w, s, 1, NULL, 0, ring);
 }

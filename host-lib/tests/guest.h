@@ -69,6 +69,8 @@ bool guest_wait_event(struct guest *g, uint16_t type, uint32_t handle,
 
 /* Sleep @ms milliseconds. */
 void msleep(unsigned int ms);
+/* CLOCK_MONOTONIC in milliseconds. */
+uint64_t mono_ms(void);
 /*
  * Timeout for the next wait: GUEST_TIMEOUT_MS until one wait has timed
  * out, then much less, so a broken engine fails a file in seconds instead
@@ -267,5 +269,51 @@ void cqe_dump(const char *what, const struct vmmbib_cqe *e);
 /* A byte pattern: fill and check. */
 void pattern_fill(uint8_t *p, size_t len, unsigned int seed);
 bool pattern_check(const uint8_t *p, size_t len, unsigned int seed);
+
+/* ---- one VM: what most tests start from ---- */
+#define OK VMMBIB_STATUS_OK
+#define ACCESS_ALL_RIGHTS (VMMBIB_ACCESS_LOCAL_WRITE |                   \
+                           VMMBIB_ACCESS_REMOTE_WRITE |                  \
+                           VMMBIB_ACCESS_REMOTE_READ |                   \
+                           VMMBIB_ACCESS_REMOTE_ATOMIC)
+/* The size of the buffer vm_init registers. */
+#define BUF_SIZE (64u << 10)
+
+/* One VM: its RAM, a device, a context, a PD and a registered buffer. */
+struct vm {
+    struct guest g;
+    struct vmmbib_dev *dev;
+    struct gctx c;
+    uint32_t pd;
+    struct gbuf buf;
+    struct gmr mr;
+};
+/* RAM and a device with @cfg (NULL: the default) on @eng (NULL: its own). */
+void vm_dev(struct vm *v, struct vmmbib_engine *eng,
+            const struct vmmbib_dev_config *cfg);
+/* A context on v->dev, a PD, and a @len byte buffer registered with @access. */
+bool vm_ctx(struct vm *v, uint64_t len, uint32_t access);
+/* vm_dev, then vm_ctx with BUF_SIZE bytes and all rights. */
+bool vm_init_on(struct vm *v, struct vmmbib_engine *eng,
+                const struct vmmbib_dev_config *cfg);
+/* vm_init_on its own engine, with @cfg (NULL: the default). */
+bool vm_init_cfg(struct vm *v, const struct vmmbib_dev_config *cfg);
+/* vm_init_on its own engine with the default device. */
+bool vm_init(struct vm *v);
+void vm_fini(struct vm *v);
+/* An SGE of v->mr for [off, off + len) of v->buf. */
+struct vmmbib_sge buf_sge(struct vm *v, uint64_t off, uint32_t len);
+
+/* An engine for several devices (idle_poll_us 50); NULL, said why, on error. */
+struct vmmbib_engine *engine_new(void);
+/* Two 16-entry CQs and a UD QP using them, in RTS with @qkey. */
+int make_ud(struct gctx *c, uint32_t pd, struct gcq *scq, struct gcq *rcq,
+            struct gqp *qp, uint32_t qkey);
+/*
+ * A signaled UD SEND of @s to @qpn through @ah with @qkey; rings the SQ
+ * doorbell if @ring.  Returns the WQE's index.
+ */
+uint32_t ud_send(struct gqp *qp, uint64_t wr_id, uint32_t ah, uint32_t qpn,
+                 uint32_t qkey, const struct vmmbib_sge *s, bool ring);
 
 #endif /* VMMBIB_TEST_GUEST_H */

@@ -31,12 +31,8 @@
 #include "vmmbib_client.h"
 #include "vmmbib_daemon.h"
 
-#define OK VMMBIB_STATUS_OK
-#define ACCESS_ALL_RIGHTS (VMMBIB_ACCESS_LOCAL_WRITE |                   \
-                           VMMBIB_ACCESS_REMOTE_WRITE |                  \
-                           VMMBIB_ACCESS_REMOTE_READ |                   \
-                           VMMBIB_ACCESS_REMOTE_ATOMIC)
-#define BUF_SIZE    (256u << 10)
+/* Each VM's registered buffer: larger than guest.h's BUF_SIZE. */
+#define CLIENT_VM_BUF_SIZE (256u << 10)
 #define VM_RAM_SIZE (8u << 20)
 #define QKEY        0x11111111u
 
@@ -81,14 +77,6 @@ static char sock_path[128];
 static char log_path[128];
 static const char *daemon_exe;
 static pid_t daemon_pid = -1;
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int raw_connect(void)
 {
@@ -202,28 +190,23 @@ static void log_dump(void)
 
 /* ---- a synthetic VM: guest RAM in a memfd, events from a thread ---- */
 
-struct vm {
-    struct guest g;
+struct client_vm {
+    struct vm vm;                   /* vm.dev: the client, for guest.c */
     int memfd;
     struct vmmbib_client *client;
-    struct vmmbib_dev *dev;         /* the client, for guest.c */
     pthread_t events;
     int stop_fd;
     bool fatal;
-    struct gctx c;
-    uint32_t pd;
-    struct gbuf buf;
-    struct gmr mr;
 };
 
 static void vm_event(void *opaque, const struct vmmbib_event *ev)
 {
-    struct vm *v = opaque;
+    struct client_vm *v = opaque;
 
     if (le16toh(ev->type) == VMMBIB_EVENT_DEVICE_FATAL) {
         __atomic_store_n(&v->fatal, true, __ATOMIC_RELEASE);
     }
-    guest_host_ops.event(&v->g, ev);
+    guest_host_ops.event(&v->vm.g, ev);
 }
 
 static const struct vmmbib_host_ops vm_ops = {
@@ -233,7 +216,7 @@ static const struct vmmbib_host_ops vm_ops = {
 /* What a VMM's main loop does: wait on the event fd, then process. */
 static void *vm_event_thread(void *opaque)
 {
-    struct vm *v = opaque;
+    struct client_vm *v = opaque;
 
     for (;;) {
         struct pollfd pfd[3] = {
@@ -253,13 +236,13 @@ static void *vm_event_thread(void *opaque)
 }
 
 /* Guest RAM as QEMU's memory-backend-memfd makes it: sealed, shared. */
-static bool vm_ram(struct vm *v)
+static bool vm_ram(struct client_vm *v)
 {
     void *p;
 
-    guest_init(&v->g, VM_RAM_SIZE);
-    free(v->g.ram);
-    v->g.ram = NULL;
+    guest_init(&v->vm.g, VM_RAM_SIZE);
+    free(v->vm.g.ram);
+    v->vm.g.ram = NULL;
     v->memfd = memfd_create("guest-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (v->memfd < 0 || ftruncate(v->memfd, VM_RAM_SIZE) ||
         fcntl(v->memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW)) {
@@ -270,7 +253,7 @@ static bool vm_ram(struct vm *v)
     if (p == MAP_FAILED) {
         return false;
     }
-    v->g.ram = p;
+    v->vm.g.ram = p;
     return true;
 }
 
@@ -284,7 +267,7 @@ static void vm_config(struct vmmbib_dev_config *cfg)
 }
 
 /* Connect as @id, describe the RAM; err gets the client's sentence. */
-static bool vm_connect(struct vm *v, const char *id, char *err,
+static bool vm_connect(struct client_vm *v, const char *id, char *err,
                        size_t err_len)
 {
     struct vmmbib_dev_config cfg;
@@ -298,7 +281,7 @@ static bool vm_connect(struct vm *v, const char *id, char *err,
     if (!v->client) {
         return false;
     }
-    v->dev = (struct vmmbib_dev *)v->client;
+    v->vm.dev = (struct vmmbib_dev *)v->client;
     v->stop_fd = eventfd(0, EFD_CLOEXEC);
     if (pthread_create(&v->events, NULL, vm_event_thread, v)) {
         return false;
@@ -307,7 +290,7 @@ static bool vm_connect(struct vm *v, const char *id, char *err,
 }
 
 /* A VM with a context, a PD and a registered buffer. */
-static bool vm_start(struct vm *v, const char *id)
+static bool vm_start(struct client_vm *v, const char *id)
 {
     char err[256];
 
@@ -319,17 +302,11 @@ static bool vm_start(struct vm *v, const char *id)
         printf("# %s: %s\n", id, err);
         return false;
     }
-    if (ctx_create(&v->c, v->dev, &v->g) != OK ||
-        pd_create(&v->c, &v->pd) != OK) {
-        return false;
-    }
-    gbuf_alloc(&v->g, BUF_SIZE, &v->buf);
-    return mr_reg(&v->c, v->pd, v->buf.gpa, BUF_SIZE, ACCESS_ALL_RIGHTS,
-                  &v->mr) == OK;
+    return vm_ctx(&v->vm, CLIENT_VM_BUF_SIZE, ACCESS_ALL_RIGHTS);
 }
 
 /* Leave without a word: what the daemon sees when QEMU is killed. */
-static void vm_stop(struct vm *v)
+static void vm_stop(struct client_vm *v)
 {
     if (v->client) {
         eventfd_write(v->stop_fd, 1);
@@ -338,19 +315,14 @@ static void vm_stop(struct vm *v)
         vmmbib_client_free(v->client);
         v->client = NULL;
     }
-    if (v->g.ram) {
-        munmap(v->g.ram, VM_RAM_SIZE);
-        v->g.ram = NULL;
+    if (v->vm.g.ram) {
+        munmap(v->vm.g.ram, VM_RAM_SIZE);
+        v->vm.g.ram = NULL;
     }
     if (v->memfd > 0) {
         close(v->memfd);
     }
-    guest_fini(&v->g);
-}
-
-static struct vmmbib_sge buf_sge(struct vm *v, uint64_t off, uint32_t len)
-{
-    return sge(&v->mr, v->buf.gpa + off, len);
+    guest_fini(&v->vm.g);
 }
 
 /* ---- tests ---- */
@@ -364,24 +336,25 @@ static void test_socket_mode(void)
               "the socket is mode 0600: only the daemon's user connects");
 }
 
-static void test_rc(struct vm *a, struct vm *b)
+static void test_rc(struct client_vm *a, struct client_vm *b)
 {
     struct rc_pair p;
     struct vmmbib_cqe c;
     struct vmmbib_sge s;
     const uint32_t len = 100000;
 
-    TAP_CHECK(port_lid(a->dev) != port_lid(b->dev) &&
-              port_lid(a->dev) == vmmbib_client_lid(a->client),
+    TAP_CHECK(port_lid(a->vm.dev) != port_lid(b->vm.dev) &&
+              port_lid(a->vm.dev) == vmmbib_client_lid(a->client),
               "two VMs: distinct LIDs, as QUERY_PORT and HELLO report them");
-    TAP_CHECK(rc_pair_create(&p, &a->c, a->pd, &b->c, b->pd, NULL) == OK,
+    TAP_CHECK(rc_pair_create(&p, &a->vm.c, a->vm.pd, &b->vm.c, b->vm.pd,
+                             NULL) == OK,
               "RC QPs in two VMs connect");
 
     /* SEND: A -> B */
-    pattern_fill(a->buf.p, len, 1);
-    s = buf_sge(b, 0, len);
+    pattern_fill(a->vm.buf.p, len, 1);
+    s = buf_sge(&b->vm, 0, len);
     qp_post_recv(&p.b, 0x11, &s, 1);
-    s = buf_sge(a, 0, len);
+    s = buf_sge(&a->vm, 0, len);
     post_send(&p.a, 0x12, VMMBIB_WR_SEND, &s, 1, 0, 0);
     TAP_CHECK(cq_wait(&p.a_scq, &c, 1) == 1 &&
               cqe_is(&c, 0x12, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS),
@@ -389,50 +362,36 @@ static void test_rc(struct vm *a, struct vm *b)
     TAP_CHECK(cq_wait(&p.b_rcq, &c, 1) == 1 &&
               cqe_is(&c, 0x11, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
               le32toh(c.byte_len) == len &&
-              pattern_check(b->buf.p, len, 1),
+              pattern_check(b->vm.buf.p, len, 1),
               "SEND across VMs: the receiver has the data");
 
     /* RDMA WRITE: B -> A */
-    pattern_fill(b->buf.p + 131072, len, 2);
-    s = buf_sge(b, 131072, len);
-    post_send(&p.b, 0x21, VMMBIB_WR_RDMA_WRITE, &s, 1, a->buf.gpa + 131072,
-              a->mr.rkey);
+    pattern_fill(b->vm.buf.p + 131072, len, 2);
+    s = buf_sge(&b->vm, 131072, len);
+    post_send(&p.b, 0x21, VMMBIB_WR_RDMA_WRITE, &s, 1, a->vm.buf.gpa + 131072,
+              a->vm.mr.rkey);
     TAP_CHECK(cq_wait(&p.b_scq, &c, 1) == 1 &&
               cqe_is(&c, 0x21, VMMBIB_WC_RDMA_WRITE, VMMBIB_WC_SUCCESS) &&
-              pattern_check(a->buf.p + 131072, len, 2),
+              pattern_check(a->vm.buf.p + 131072, len, 2),
               "RDMA WRITE into another VM's memory");
 
     /* RDMA READ: A reads B */
-    pattern_fill(b->buf.p, 4096, 3);
-    memset(a->buf.p, 0, 4096);
-    s = buf_sge(a, 0, 4096);
-    post_send(&p.a, 0x31, VMMBIB_WR_RDMA_READ, &s, 1, b->buf.gpa,
-              b->mr.rkey);
+    pattern_fill(b->vm.buf.p, 4096, 3);
+    memset(a->vm.buf.p, 0, 4096);
+    s = buf_sge(&a->vm, 0, 4096);
+    post_send(&p.a, 0x31, VMMBIB_WR_RDMA_READ, &s, 1, b->vm.buf.gpa,
+              b->vm.mr.rkey);
     TAP_CHECK(cq_wait(&p.a_scq, &c, 1) == 1 &&
               cqe_is(&c, 0x31, VMMBIB_WC_RDMA_READ, VMMBIB_WC_SUCCESS) &&
-              pattern_check(a->buf.p, 4096, 3),
+              pattern_check(a->vm.buf.p, 4096, 3),
               "RDMA READ from another VM's memory");
 
-    TAP_CHECK(guest_wait_event(&a->g, VMMBIB_EVENT_PORT_ACTIVE, 1, 1,
+    TAP_CHECK(guest_wait_event(&a->vm.g, VMMBIB_EVENT_PORT_ACTIVE, 1, 1,
                                wait_timeout_ms()),
               "events reach the VM through the ring (PORT_ACTIVE)");
 }
 
-static int make_ud(struct gctx *c, uint32_t pd, struct gcq *scq,
-                   struct gcq *rcq, struct gqp *qp)
-{
-    struct qp_opts o;
-    int s;
-
-    qp_opts_default(&o, VMMBIB_QPT_UD);
-    if ((s = cq_create(c, 16, scq)) || (s = cq_create(c, 16, rcq)) ||
-        (s = qp_create(c, pd, scq, rcq, NULL, &o, qp))) {
-        return s;
-    }
-    return ud_to_rts(qp, QKEY);
-}
-
-static void test_ud(struct vm *a, struct vm *b)
+static void test_ud(struct client_vm *a, struct client_vm *b)
 {
     struct gcq as, ar, bs, br;
     struct gqp qa, qb;
@@ -445,18 +404,18 @@ static void test_ud(struct vm *a, struct vm *b)
     struct vmmbib_sge s;
     uint32_t ah;
 
-    TAP_CHECK(make_ud(&a->c, a->pd, &as, &ar, &qa) == OK &&
-              make_ud(&b->c, b->pd, &bs, &br, &qb) == OK &&
-              ah_create(&a->c, a->pd, port_lid(b->dev), &ah) == OK,
+    TAP_CHECK(make_ud(&a->vm.c, a->vm.pd, &as, &ar, &qa, QKEY) == OK &&
+              make_ud(&b->vm.c, b->vm.pd, &bs, &br, &qb, QKEY) == OK &&
+              ah_create(&a->vm.c, a->vm.pd, port_lid(b->vm.dev), &ah) == OK,
               "UD QPs in two VMs, an AH to the other VM's LID");
-    pattern_fill(a->buf.p, 1000, 4);
-    memset(b->buf.p, 0, 2048);
-    s = buf_sge(b, 0, VMMBIB_GRH_SIZE + 1024);
+    pattern_fill(a->vm.buf.p, 1000, 4);
+    memset(b->vm.buf.p, 0, 2048);
+    s = buf_sge(&b->vm, 0, VMMBIB_GRH_SIZE + 1024);
     qp_post_recv(&qb, 0x42, &s, 1);
     w.ud.ah_handle = htole32(ah);
     w.ud.remote_qpn = htole32(qb.qpn);
     w.ud.remote_qkey = htole32(QKEY);
-    s = buf_sge(a, 0, 1000);
+    s = buf_sge(&a->vm, 0, 1000);
     qp_post_send(&qa, &w, &s, 1, NULL, 0, true);
     TAP_CHECK(cq_wait(&as, &c, 1) == 1 &&
               cqe_is(&c, 0x41, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS),
@@ -465,12 +424,12 @@ static void test_ud(struct vm *a, struct vm *b)
               cqe_is(&c, 0x42, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
               le32toh(c.byte_len) == 1000 + VMMBIB_GRH_SIZE &&
               le32toh(c.src_qp) == qa.qpn &&
-              le16toh(c.slid) == port_lid(a->dev) &&
-              pattern_check(b->buf.p + VMMBIB_GRH_SIZE, 1000, 4),
+              le16toh(c.slid) == port_lid(a->vm.dev) &&
+              pattern_check(b->vm.buf.p + VMMBIB_GRH_SIZE, 1000, 4),
               "UD recv in the other VM: data, src_qp and slid of the sender");
 }
 
-static void test_isolation(struct vm *a, struct vm *b)
+static void test_isolation(struct client_vm *a, struct client_vm *b)
 {
     struct vmmbib_cmd_destroy d = { 0 };
     struct vmmbib_cmd_query_qp q = { 0 };
@@ -488,20 +447,20 @@ static void test_isolation(struct vm *a, struct vm *b)
     /* A has more QPs than B: their handles name nothing in B's device. */
     qp_opts_default(&o, VMMBIB_QPT_RC);
     for (i = 0; i < 4; i++) {
-        TAP_CHECK(cq_create(&a->c, 16, &acq[i]) == OK &&
-                  qp_create(&a->c, a->pd, &acq[i], &acq[i], NULL, &o,
+        TAP_CHECK(cq_create(&a->vm.c, 16, &acq[i]) == OK &&
+                  qp_create(&a->vm.c, a->vm.pd, &acq[i], &acq[i], NULL, &o,
                             &aqp[i]) == OK, "A creates a QP");
     }
     d.handle = htole32(aqp[3].handle);
-    TAP_CHECK(cmd(b->dev, VMMBIB_CMD_DESTROY_QP, b->c.handle, &d, sizeof(d),
-                  NULL, 0) == VMMBIB_STATUS_BAD_HANDLE,
+    TAP_CHECK(cmd(b->vm.dev, VMMBIB_CMD_DESTROY_QP, b->vm.c.handle, &d,
+                  sizeof(d), NULL, 0) == VMMBIB_STATUS_BAD_HANDLE,
               "B destroying A's QP handle: BAD_HANDLE");
-    d.handle = htole32(a->mr.handle);
-    TAP_CHECK(cmd(b->dev, VMMBIB_CMD_DEREG_MR, a->c.handle + 0x1000000, &d,
-                  sizeof(d), NULL, 0) != OK,
+    d.handle = htole32(a->vm.mr.handle);
+    TAP_CHECK(cmd(b->vm.dev, VMMBIB_CMD_DEREG_MR, a->vm.c.handle + 0x1000000,
+                  &d, sizeof(d), NULL, 0) != OK,
               "B naming a context it does not have fails");
     q.qp_handle = htole32(aqp[3].handle);
-    TAP_CHECK(cmd(a->dev, VMMBIB_CMD_QUERY_QP, a->c.handle, &q, sizeof(q),
+    TAP_CHECK(cmd(a->vm.dev, VMMBIB_CMD_QUERY_QP, a->vm.c.handle, &q, sizeof(q),
                   &qr, sizeof(qr)) == OK,
               "A's QP is untouched");
 
@@ -509,31 +468,34 @@ static void test_isolation(struct vm *a, struct vm *b)
     {
         struct gctx c2;
 
-        d.handle = htole32(b->pd);
-        TAP_CHECK(ctx_create(&c2, b->dev, &b->g) == OK &&
-                  cmd(b->dev, VMMBIB_CMD_DESTROY_PD, c2.handle, &d,
+        d.handle = htole32(b->vm.pd);
+        TAP_CHECK(ctx_create(&c2, b->vm.dev, &b->vm.g) == OK &&
+                  cmd(b->vm.dev, VMMBIB_CMD_DESTROY_PD, c2.handle, &d,
                       sizeof(d), NULL, 0) == VMMBIB_STATUS_NOT_OWNER,
                   "another context's PD: NOT_OWNER");
     }
 
     /* Remote keys: forged ones and ones without remote rights fail. */
-    TAP_CHECK(rc_pair_create(&p, &b->c, b->pd, &a->c, a->pd, NULL) == OK,
+    TAP_CHECK(rc_pair_create(&p, &b->vm.c, b->vm.pd, &a->vm.c, a->vm.pd,
+                             NULL) == OK,
               "isolation: B and A connected");
-    s = buf_sge(b, 0, 64);
-    post_send(&p.a, 0x51, VMMBIB_WR_RDMA_WRITE, &s, 1, a->buf.gpa,
-              a->mr.rkey ^ 0x100);
+    s = buf_sge(&b->vm, 0, 64);
+    post_send(&p.a, 0x51, VMMBIB_WR_RDMA_WRITE, &s, 1, a->vm.buf.gpa,
+              a->vm.mr.rkey ^ 0x100);
     TAP_CHECK(cq_wait(&p.a_scq, &c, 1) == 1 &&
               cqe_is(&c, 0x51, VMMBIB_WC_RDMA_WRITE,
                      VMMBIB_WC_REM_ACCESS_ERR),
               "a forged rkey: REM_ACCESS_ERR");
 
-    TAP_CHECK(rc_pair_create(&p, &b->c, b->pd, &a->c, a->pd, NULL) == OK,
+    TAP_CHECK(rc_pair_create(&p, &b->vm.c, b->vm.pd, &a->vm.c, a->vm.pd,
+                             NULL) == OK,
               "isolation: B and A connected again");
-    gbuf_alloc(&a->g, 4096, &nb);
+    gbuf_alloc(&a->vm.g, 4096, &nb);
     memset(nb.p, 0x5a, 4096);
-    TAP_CHECK(mr_reg(&a->c, a->pd, nb.gpa, 4096, VMMBIB_ACCESS_LOCAL_WRITE,
-                     &nomr) == OK, "A registers an MR without remote rights");
-    pattern_fill(b->buf.p, 64, 5);
+    TAP_CHECK(mr_reg(&a->vm.c, a->vm.pd, nb.gpa, 4096,
+                     VMMBIB_ACCESS_LOCAL_WRITE, &nomr) == OK,
+              "A registers an MR without remote rights");
+    pattern_fill(b->vm.buf.p, 64, 5);
     post_send(&p.a, 0x52, VMMBIB_WR_RDMA_WRITE, &s, 1, nb.gpa, nomr.rkey);
     TAP_CHECK(cq_wait(&p.a_scq, &c, 1) == 1 &&
               cqe_is(&c, 0x52, VMMBIB_WC_RDMA_WRITE,
@@ -573,10 +535,10 @@ static int drain(struct gcq *cq, int n, int *got, uint8_t *first_err)
  * B's QP completes everything with errors, B keeps working with C, and A
  * coming back under its id gets its LID again.
  */
-static void test_disconnect(struct vm *a, struct vm *b)
+static void test_disconnect(struct client_vm *a, struct client_vm *b)
 {
     struct rc_pair p, pc;
-    struct vm c;
+    struct client_vm c;
     struct vmmbib_sge s;
     struct vmmbib_cqe e;
     uint16_t a_lid = vmmbib_client_lid(a->client);
@@ -588,20 +550,21 @@ static void test_disconnect(struct vm *a, struct vm *b)
     rc_opts_default(&o);
     o.timeout = 4;              /* 64 us, so retries end quickly */
     o.retry_cnt = 2;
-    TAP_CHECK(rc_pair_create(&p, &b->c, b->pd, &a->c, a->pd, &o) == OK,
+    TAP_CHECK(rc_pair_create(&p, &b->vm.c, b->vm.pd, &a->vm.c, a->vm.pd,
+                             &o) == OK,
               "disconnect: B and A connected");
     /* 15 WQEs: the CQ has 16 entries. */
-    s = buf_sge(b, 0, BUF_SIZE);
+    s = buf_sge(&b->vm, 0, CLIENT_VM_BUF_SIZE);
     for (i = 0; i < 8; i++) {
-        post_send(&p.a, 0x60 + i, VMMBIB_WR_RDMA_WRITE, &s, 1, a->buf.gpa,
-                  a->mr.rkey);
+        post_send(&p.a, 0x60 + i, VMMBIB_WR_RDMA_WRITE, &s, 1, a->vm.buf.gpa,
+                  a->vm.mr.rkey);
     }
     vm_stop(a);
     /* Until the daemon saw the socket close, A's device still works. */
     log_wait("VM vm-a: the connection closed", 1);
     for (; i < 15; i++) {
-        post_send(&p.a, 0x60 + i, VMMBIB_WR_RDMA_WRITE, &s, 1, a->buf.gpa,
-                  a->mr.rkey);
+        post_send(&p.a, 0x60 + i, VMMBIB_WR_RDMA_WRITE, &s, 1, a->vm.buf.gpa,
+                  a->vm.mr.rkey);
     }
     TAP_CHECK(drain(&p.a_scq, 15, &got, &first_err) == 15,
               "A's socket closes during traffic: every WQE of B completes");
@@ -615,25 +578,26 @@ static void test_disconnect(struct vm *a, struct vm *b)
 
     /* B and a third VM. */
     TAP_CHECK(vm_start(&c, "vm-c"), "a third VM joins");
-    TAP_CHECK(rc_pair_create(&pc, &b->c, b->pd, &c.c, c.pd, NULL) == OK,
+    TAP_CHECK(rc_pair_create(&pc, &b->vm.c, b->vm.pd, &c.vm.c, c.vm.pd,
+                             NULL) == OK,
               "B connects to C");
-    pattern_fill(b->buf.p, 8192, 6);
-    s = buf_sge(b, 0, 8192);
-    post_send(&pc.a, 0x71, VMMBIB_WR_RDMA_WRITE, &s, 1, c.buf.gpa,
-              c.mr.rkey);
+    pattern_fill(b->vm.buf.p, 8192, 6);
+    s = buf_sge(&b->vm, 0, 8192);
+    post_send(&pc.a, 0x71, VMMBIB_WR_RDMA_WRITE, &s, 1, c.vm.buf.gpa,
+              c.vm.mr.rkey);
     TAP_CHECK(cq_wait(&pc.a_scq, &e, 1) == 1 &&
               cqe_is(&e, 0x71, VMMBIB_WC_RDMA_WRITE, VMMBIB_WC_SUCCESS) &&
-              pattern_check(c.buf.p, 8192, 6),
+              pattern_check(c.vm.buf.p, 8192, 6),
               "B keeps working: RDMA WRITE into C");
 
     TAP_CHECK(vm_start(a, "vm-a"), "A reconnects under its id");
     TAP_CHECK(vmmbib_client_lid(a->client) == a_lid &&
-              port_lid(a->dev) == a_lid &&
+              port_lid(a->vm.dev) == a_lid &&
               vmmbib_client_node_guid(a->client) == a_guid,
               "the same VM id gets the same LID and GUID");
     {
         char err[256];
-        struct vm dup;
+        struct client_vm dup;
 
         memset(&dup, 0, sizeof(dup));
         TAP_CHECK(vm_ram(&dup) && !vm_connect(&dup, "vm-c", err, sizeof(err)) &&
@@ -656,7 +620,7 @@ struct rc_peer {
 /* A child process's VM: an RC QP to @b's, then it waits to be killed. */
 static void killed_child(int to_parent, int from_parent)
 {
-    struct vm k;
+    struct client_vm k;
     struct gcq cq;
     struct gqp qp;
     struct qp_opts o;
@@ -665,13 +629,13 @@ static void killed_child(int to_parent, int from_parent)
 
     rc_opts_default(&ro);
     qp_opts_default(&o, VMMBIB_QPT_RC);
-    if (!vm_start(&k, "vm-k") || cq_create(&k.c, 16, &cq) != OK ||
-        qp_create(&k.c, k.pd, &cq, &cq, NULL, &o, &qp) != OK) {
+    if (!vm_start(&k, "vm-k") || cq_create(&k.vm.c, 16, &cq) != OK ||
+        qp_create(&k.vm.c, k.vm.pd, &cq, &cq, NULL, &o, &qp) != OK) {
         _exit(1);
     }
     me = (struct rc_peer) {
         .lid = vmmbib_client_lid(k.client), .qpn = qp.qpn,
-        .rkey = k.mr.rkey, .addr = k.buf.gpa,
+        .rkey = k.vm.mr.rkey, .addr = k.vm.buf.gpa,
     };
     if (write(to_parent, &me, sizeof(me)) != sizeof(me) ||
         read(from_parent, &peer, sizeof(peer)) != sizeof(peer) ||
@@ -687,7 +651,7 @@ static void killed_child(int to_parent, int from_parent)
 }
 
 /* A VM whose process is SIGKILLed during traffic, as when QEMU is. */
-static void test_killed(struct vm *b)
+static void test_killed(struct client_vm *b)
 {
     int up[2], down[2];
     struct rc_peer k, me;
@@ -695,7 +659,7 @@ static void test_killed(struct vm *b)
     struct gqp qp;
     struct qp_opts o;
     struct rc_opts ro;
-    struct vmmbib_sge s = buf_sge(b, 0, BUF_SIZE);
+    struct vmmbib_sge s = buf_sge(&b->vm, 0, CLIENT_VM_BUF_SIZE);
     struct vmmbib_cqe e;
     uint8_t first_err;
     int got, i, status;
@@ -715,13 +679,13 @@ static void test_killed(struct vm *b)
         killed_child(up[1], down[0]);
     }
     TAP_CHECK(pid > 0 && read(up[0], &k, sizeof(k)) == sizeof(k) &&
-              cq_create(&b->c, 16, &cq) == OK &&
-              qp_create(&b->c, b->pd, &cq, &cq, NULL, &o, &qp) == OK &&
+              cq_create(&b->vm.c, 16, &cq) == OK &&
+              qp_create(&b->vm.c, b->vm.pd, &cq, &cq, NULL, &o, &qp) == OK &&
               qp_rc_init(&qp, ro.access) == OK &&
               qp_rc_rtr(&qp, k.lid, k.qpn, &ro) == OK &&
               qp_rc_rts(&qp, &ro) == OK,
               "a VM in another process; B's RC QP connected to it");
-    me = (struct rc_peer) { .lid = port_lid(b->dev), .qpn = qp.qpn };
+    me = (struct rc_peer) { .lid = port_lid(b->vm.dev), .qpn = qp.qpn };
     TAP_CHECK(write(down[1], &me, sizeof(me)) == sizeof(me) &&
               read(up[0], &k, sizeof(k)) == sizeof(k),
               "its QP is connected to B's");
@@ -797,11 +761,11 @@ static bool closed_by_daemon(int fd)
     return false;
 }
 
-static void test_malformed(struct vm *b)
+static void test_malformed(struct client_vm *b)
 {
     struct vmmbibd_hdr hdr = { .type = 99, .size = 0 };
     uint8_t junk[64] = { 0 };
-    struct vm c;
+    struct client_vm c;
     struct rc_pair p;
     struct vmmbib_cqe e;
     struct vmmbib_sge s;
@@ -865,21 +829,22 @@ static void test_malformed(struct vm *b)
 
     /* The daemon and the other clients go on. */
     TAP_CHECK(vm_start(&c, "vm-c2"), "a new VM joins after the bad clients");
-    TAP_CHECK(rc_pair_create(&p, &b->c, b->pd, &c.c, c.pd, NULL) == OK,
+    TAP_CHECK(rc_pair_create(&p, &b->vm.c, b->vm.pd, &c.vm.c, c.vm.pd,
+                             NULL) == OK,
               "B connects to it");
-    pattern_fill(b->buf.p, 1000, 7);
-    s = buf_sge(&c, 0, 1000);
+    pattern_fill(b->vm.buf.p, 1000, 7);
+    s = buf_sge(&c.vm, 0, 1000);
     qp_post_recv(&p.b, 0x81, &s, 1);
-    s = buf_sge(b, 0, 1000);
+    s = buf_sge(&b->vm, 0, 1000);
     post_send(&p.a, 0x82, VMMBIB_WR_SEND, &s, 1, 0, 0);
     TAP_CHECK(cq_wait(&p.b_rcq, &e, 1) == 1 &&
               cqe_is(&e, 0x81, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
-              pattern_check(c.buf.p, 1000, 7),
+              pattern_check(c.vm.buf.p, 1000, 7),
               "and data moves between B and it");
     vm_stop(&c);
 }
 
-static void test_bad_memory(struct vm *b)
+static void test_bad_memory(struct client_vm *b)
 {
     struct vmmbib_client_region r = { .gpa = 0x40000000, .size = 4096 };
     char err[256] = "";
@@ -891,12 +856,12 @@ static void test_bad_memory(struct vm *b)
               strstr(err, "sealed"),
               "an unsealed memfd is refused, with the reason");
     printf("# %s\n", err);
-    TAP_CHECK(vmmbib_client_connected(b->client) && port_lid(b->dev),
+    TAP_CHECK(vmmbib_client_connected(b->client) && port_lid(b->vm.dev),
               "the refusal keeps the connection and the old table");
     close(fd);
 }
 
-static void test_shutdown(struct vm *b)
+static void test_shutdown(struct client_vm *b)
 {
     struct vmmbib_dev_stats st;
     uint8_t reply[64];
@@ -929,7 +894,7 @@ static void test_shutdown(struct vm *b)
 
 int main(int argc, char **argv)
 {
-    struct vm a, b;
+    struct client_vm a, b;
 
     if (argc != 2) {
         fprintf(stderr, "usage: %s PATH_TO_VMMBIBD\n", argv[0]);

@@ -14,58 +14,6 @@
 #include "guest.h"
 #include "tap.h"
 
-#define OK VMMBIB_STATUS_OK
-#define ACCESS_ALL_RIGHTS (VMMBIB_ACCESS_LOCAL_WRITE |                   \
-                           VMMBIB_ACCESS_REMOTE_WRITE |                  \
-                           VMMBIB_ACCESS_REMOTE_READ |                   \
-                           VMMBIB_ACCESS_REMOTE_ATOMIC)
-#define BUF_SIZE (64u << 10)
-
-/* One VM: its RAM, a device, a context, a PD and a registered buffer. */
-struct vm {
-    struct guest g;
-    struct vmmbib_dev *dev;
-    struct gctx c;
-    uint32_t pd;
-    struct gbuf buf;
-    struct gmr mr;
-};
-
-static bool vm_init(struct vm *v, struct vmmbib_engine *eng)
-{
-    guest_init(&v->g, GUEST_RAM_SIZE);
-    v->dev = guest_dev_new(&v->g, eng, NULL);
-    if (ctx_create(&v->c, v->dev, &v->g) != OK ||
-        pd_create(&v->c, &v->pd) != OK) {
-        return false;
-    }
-    gbuf_alloc(&v->g, BUF_SIZE, &v->buf);
-    return mr_reg(&v->c, v->pd, v->buf.gpa, BUF_SIZE, ACCESS_ALL_RIGHTS,
-                  &v->mr) == OK;
-}
-
-static void vm_fini(struct vm *v)
-{
-    vmmbib_dev_free(v->dev);
-    guest_fini(&v->g);
-}
-
-static struct vmmbib_engine *engine_new(void)
-{
-    struct vmmbib_engine_config cfg = { .idle_poll_us = 50 };
-    char err[128] = "";
-    struct vmmbib_engine *eng = vmmbib_engine_new(&cfg, err, sizeof(err));
-
-    if (!eng) {
-        printf("# vmmbib_engine_new: %s\n", err);
-    }
-    return eng;
-}
-
-static struct vmmbib_sge buf_sge(struct vm *v, uint64_t off, uint32_t len)
-{
-    return sge(&v->mr, v->buf.gpa + off, len);
-}
 
 static void test_send_loopback(void)
 {
@@ -76,7 +24,7 @@ static void test_send_loopback(void)
     struct vmmbib_dev_stats st;
     uint16_t lid;
 
-    TAP_CHECK(vm_init(&v, NULL), "loopback: context, PD and MR");
+    TAP_CHECK(vm_init(&v), "loopback: context, PD and MR");
     TAP_CHECK(rc_pair_create(&p, &v.c, v.pd, &v.c, v.pd, NULL) == OK,
               "loopback: two RC QPs of one device reach RTS");
     lid = port_lid(v.dev);
@@ -121,7 +69,7 @@ static void test_send_two_devices(void)
     if (!eng) {
         return;
     }
-    TAP_CHECK(vm_init(&x, eng) && vm_init(&y, eng),
+    TAP_CHECK(vm_init_on(&x, eng, NULL) && vm_init_on(&y, eng, NULL),
               "two devices: one VM each, on one engine");
     lx = port_lid(x.dev);
     ly = port_lid(y.dev);
@@ -218,7 +166,7 @@ static void test_rdma(void)
         TAP_CHECK(0, "rdma: engine");
         return;
     }
-    TAP_CHECK(vm_init(&x, eng) && vm_init(&y, eng) &&
+    TAP_CHECK(vm_init_on(&x, eng, NULL) && vm_init_on(&y, eng, NULL) &&
               rc_pair_create(&p, &x.c, x.pd, &y.c, y.pd, NULL) == OK,
               "rdma: two VMs with a connected RC pair");
 
@@ -473,7 +421,7 @@ static void test_unsignaled(void)
     uint32_t last = 0;
     bool landed = true;
 
-    TAP_CHECK(vm_init(&v, NULL) &&
+    TAP_CHECK(vm_init(&v) &&
               rc_pair_create(&p, &v.c, v.pd, &v.c, v.pd, NULL) == OK,
               "unsignaled: a connected pair");
     for (int round = 0; round < 2; round++) {
@@ -528,36 +476,6 @@ static void test_unsignaled(void)
     vm_fini(&v);
 }
 
-static int make_ud(struct gctx *c, uint32_t pd, struct gcq *scq,
-                   struct gcq *rcq, struct gqp *qp, uint32_t qkey)
-{
-    struct qp_opts o;
-    int s;
-
-    qp_opts_default(&o, VMMBIB_QPT_UD);
-    if ((s = cq_create(c, 16, scq)) || (s = cq_create(c, 16, rcq)) ||
-        (s = qp_create(c, pd, scq, rcq, NULL, &o, qp))) {
-        return s;
-    }
-    return ud_to_rts(qp, qkey);
-}
-
-static uint32_t ud_send(struct gqp *qp, uint64_t wr_id, uint32_t ah,
-                        uint32_t qpn, uint32_t qkey,
-                        const struct vmmbib_sge *s)
-{
-    struct vmmbib_send_wqe w = {
-        .wr_id = htole64(wr_id),
-        .opcode = VMMBIB_WR_SEND,
-        .flags = VMMBIB_WQE_SIGNALED,
-    };
-
-    w.ud.ah_handle = htole32(ah);
-    w.ud.remote_qpn = htole32(qpn);
-    w.ud.remote_qkey = htole32(qkey);
-    return qp_post_send(qp, &w, s, 1, NULL, 0, true);
-}
-
 static void test_ud(void)
 {
     struct vmmbib_engine *eng = engine_new();
@@ -572,7 +490,7 @@ static void test_ud(void)
         TAP_CHECK(0, "ud: engine");
         return;
     }
-    TAP_CHECK(vm_init(&x, eng) && vm_init(&y, eng) &&
+    TAP_CHECK(vm_init_on(&x, eng, NULL) && vm_init_on(&y, eng, NULL) &&
               make_ud(&x.c, x.pd, &xs, &xr, &qx, 0x11111111) == OK &&
               make_ud(&y.c, y.pd, &ys, &yr, &qy, 0x11111111) == OK,
               "ud: a UD QP in RTS on each of two devices");
@@ -583,7 +501,7 @@ static void test_ud(void)
     s = buf_sge(&y, 0, VMMBIB_GRH_SIZE + 512);
     qp_post_recv(&qy, 0x71, &s, 1);
     s = buf_sge(&x, 0, 300);
-    ud_send(&qx, 0x72, ah, qy.qpn, 0x11111111, &s);
+    ud_send(&qx, 0x72, ah, qy.qpn, 0x11111111, &s, true);
     TAP_CHECK(cq_wait(&xs, &c, 1) == 1 &&
               cqe_is(&c, 0x72, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS),
               "UD send completes");
@@ -603,7 +521,7 @@ static void test_ud(void)
     qp_post_recv(&qy, 0x73, &s, 1);
     pattern_fill(x.buf.p, 300, 31);
     s = buf_sge(&x, 0, 300);
-    ud_send(&qx, 0x74, ah, qy.qpn, 0x22222222, &s);
+    ud_send(&qx, 0x74, ah, qy.qpn, 0x22222222, &s, true);
     TAP_CHECK(cq_wait(&xs, &c, 1) == 1 &&
               cqe_is(&c, 0x74, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS),
               "wrong Q_Key: the sender still completes with SUCCESS");
@@ -611,7 +529,7 @@ static void test_ud(void)
     TAP_CHECK(cq_poll(&yr, &c, 1) == 0 && y.buf.p[4096 + VMMBIB_GRH_SIZE] == 0,
               "wrong Q_Key: nothing received");
     /* The high bit: the sender's own Q_Key (0x11111111) is used. */
-    ud_send(&qx, 0x75, ah, qy.qpn, 0x80000000u, &s);
+    ud_send(&qx, 0x75, ah, qy.qpn, 0x80000000u, &s, true);
     TAP_CHECK(cq_wait(&xs, &c, 1) == 1 &&
               cqe_is(&c, 0x75, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS) &&
               cq_wait(&yr, &c, 1) == 1 &&
@@ -660,7 +578,7 @@ static void test_ud_addressing(void)
         TAP_CHECK(0, "ud addressing: engine");
         return;
     }
-    TAP_CHECK(vm_init(&x, eng) && vm_init(&y, eng) &&
+    TAP_CHECK(vm_init_on(&x, eng, NULL) && vm_init_on(&y, eng, NULL) &&
               make_ud(&x.c, x.pd, &xs, &xr, &qx, 0x11111111) == OK &&
               make_ud(&y.c, y.pd, &ys, &yr, &qy, 0x11111111) == OK,
               "ud addressing: a UD QP on each of two devices");
@@ -800,7 +718,7 @@ static void test_rc_by_gid(void)
         return;
     }
     rc_opts_default(&ro);
-    TAP_CHECK(vm_init(&x, eng) && vm_init(&y, eng) &&
+    TAP_CHECK(vm_init_on(&x, eng, NULL) && vm_init_on(&y, eng, NULL) &&
               cq_create(&x.c, 16, &xs) == OK && cq_create(&x.c, 16, &xr) == OK &&
               cq_create(&y.c, 16, &ys) == OK && cq_create(&y.c, 16, &yr) == OK &&
               qp_create(&x.c, x.pd, &xs, &xr, NULL, NULL, &a) == OK &&
@@ -848,7 +766,7 @@ static void test_send_with_imm(void)
     struct vmmbib_send_wqe w;
     struct vmmbib_sge s;
 
-    TAP_CHECK(vm_init(&v, NULL) &&
+    TAP_CHECK(vm_init(&v) &&
               rc_pair_create(&p, &v.c, v.pd, &v.c, v.pd, NULL) == OK,
               "send_with_imm: a connected pair");
     pattern_fill(v.buf.p, 777, 53);
@@ -897,7 +815,7 @@ static void test_dma_mr(void)
     struct vmmbib_cqe c;
     struct vmmbib_sge s;
 
-    TAP_CHECK(vm_init(&v, NULL) &&
+    TAP_CHECK(vm_init(&v) &&
               rc_pair_create(&p, &v.c, v.pd, &v.c, v.pd, NULL) == OK &&
               mr_dma(&v.c, v.pd, VMMBIB_ACCESS_LOCAL_WRITE, &dma) == OK,
               "dma mr: a pair and a DMA MR");
@@ -937,7 +855,7 @@ static void test_destroy_ah(void)
     struct vmmbib_dev_stats st;
     uint32_t pd2, ah, ah2;
 
-    TAP_CHECK(vm_init(&v, NULL) &&
+    TAP_CHECK(vm_init(&v) &&
               make_ud(&v.c, v.pd, &xs, &xr, &q, 5) == OK &&
               pd_create(&v.c, &pd2) == OK &&
               ah_create(&v.c, pd2, port_lid(v.dev), &ah2) == OK &&
@@ -957,7 +875,7 @@ static void test_destroy_ah(void)
     vmmbib_dev_get_stats(v.dev, &st);
     TAP_CHECK(st.ahs == 0, "destroy_ah: no AH left in the counters");
     s = buf_sge(&v, 0, 16);
-    ud_send(&q, 0xc1, ah, q.qpn, 5, &s);
+    ud_send(&q, 0xc1, ah, q.qpn, 5, &s, true);
     TAP_CHECK(cq_wait(&xs, &c, 1) == 1 &&
               cqe_is(&c, 0xc1, VMMBIB_WC_SEND, VMMBIB_WC_LOC_QP_OP_ERR) &&
               qp_state(&q) == VMMBIB_QPS_SQE,
@@ -975,7 +893,7 @@ static void test_resize_cq(void)
     uint32_t moved = 0;
     bool in_order = true;
 
-    TAP_CHECK(vm_init(&v, NULL) && cq_create(&v.c, 8, &cq) == OK &&
+    TAP_CHECK(vm_init(&v) && cq_create(&v.c, 8, &cq) == OK &&
               cq_create(&v.c, 16, &peer_cq) == OK &&
               qp_create(&v.c, v.pd, &cq, &cq, NULL, NULL, &a) == OK &&
               qp_create(&v.c, v.pd, &peer_cq, &peer_cq, NULL, NULL, &b) ==
@@ -1029,7 +947,7 @@ static void test_srq(void)
     struct vmmbib_cmd_query_srq q;
     struct vmmbib_resp_query_srq qr;
 
-    TAP_CHECK(vm_init(&v, NULL) &&
+    TAP_CHECK(vm_init(&v) &&
               srq_create(&v.c, v.pd, 16, 0, &srq) == OK &&
               cq_create(&v.c, 16, &scq) == OK &&
               cq_create(&v.c, 16, &rcq) == OK &&

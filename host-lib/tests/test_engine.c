@@ -14,64 +14,6 @@
 #include "guest.h"
 #include "tap.h"
 
-#define OK VMMBIB_STATUS_OK
-#define ACCESS_ALL_RIGHTS (VMMBIB_ACCESS_LOCAL_WRITE |                   \
-                           VMMBIB_ACCESS_REMOTE_WRITE |                  \
-                           VMMBIB_ACCESS_REMOTE_READ |                   \
-                           VMMBIB_ACCESS_REMOTE_ATOMIC)
-#define BUF_SIZE (64u << 10)
-
-struct vm {
-    struct guest g;
-    struct vmmbib_dev *dev;
-    struct gctx c;
-    uint32_t pd;
-    struct gbuf buf;
-    struct gmr mr;
-};
-
-/* A context with a PD and a registered buffer on @v's device. */
-static bool vm_ctx(struct vm *v)
-{
-    if (ctx_create(&v->c, v->dev, &v->g) != OK ||
-        pd_create(&v->c, &v->pd) != OK) {
-        return false;
-    }
-    gbuf_alloc(&v->g, BUF_SIZE, &v->buf);
-    return mr_reg(&v->c, v->pd, v->buf.gpa, BUF_SIZE, ACCESS_ALL_RIGHTS,
-                  &v->mr) == OK;
-}
-
-static bool vm_init_cfg(struct vm *v, const struct vmmbib_dev_config *cfg)
-{
-    guest_init(&v->g, GUEST_RAM_SIZE);
-    v->dev = guest_dev_new(&v->g, NULL, cfg);
-    return vm_ctx(v);
-}
-
-static bool vm_init(struct vm *v)
-{
-    return vm_init_cfg(v, NULL);
-}
-
-static void vm_fini(struct vm *v)
-{
-    vmmbib_dev_free(v->dev);
-    guest_fini(&v->g);
-}
-
-static struct vmmbib_sge buf_sge(struct vm *v, uint64_t off, uint32_t len)
-{
-    return sge(&v->mr, v->buf.gpa + off, len);
-}
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static uint64_t cpu_ms(void)
 {
@@ -771,7 +713,7 @@ static void test_context_while_asleep(void)
     guest_init(&v.g, GUEST_RAM_SIZE);
     v.dev = guest_dev_new(&v.g, NULL, NULL);
     msleep(20);     /* the engine has gone to sleep: no context yet */
-    TAP_CHECK(vm_ctx(&v) &&
+    TAP_CHECK(vm_ctx(&v, BUF_SIZE, ACCESS_ALL_RIGHTS) &&
               rc_pair_create(&p, &v.c, v.pd, &v.c, v.pd, NULL) == OK,
               "asleep: a context and a pair created on an idle device");
     /* Whether the engine woke for it or not, it is idle: ASLEEP shows. */

@@ -12,45 +12,6 @@
 #include "guest.h"
 #include "tap.h"
 
-#define OK VMMBIB_STATUS_OK
-#define ACCESS_ALL_RIGHTS (VMMBIB_ACCESS_LOCAL_WRITE |                   \
-                           VMMBIB_ACCESS_REMOTE_WRITE |                  \
-                           VMMBIB_ACCESS_REMOTE_READ |                   \
-                           VMMBIB_ACCESS_REMOTE_ATOMIC)
-#define BUF_SIZE (64u << 10)
-
-struct vm {
-    struct guest g;
-    struct vmmbib_dev *dev;
-    struct gctx c;
-    uint32_t pd;
-    struct gbuf buf;
-    struct gmr mr;
-};
-
-static bool vm_init_cfg(struct vm *v, const struct vmmbib_dev_config *cfg)
-{
-    guest_init(&v->g, GUEST_RAM_SIZE);
-    v->dev = guest_dev_new(&v->g, NULL, cfg);
-    if (ctx_create(&v->c, v->dev, &v->g) != OK ||
-        pd_create(&v->c, &v->pd) != OK) {
-        return false;
-    }
-    gbuf_alloc(&v->g, BUF_SIZE, &v->buf);
-    return mr_reg(&v->c, v->pd, v->buf.gpa, BUF_SIZE, ACCESS_ALL_RIGHTS,
-                  &v->mr) == OK;
-}
-
-static void vm_fini(struct vm *v)
-{
-    vmmbib_dev_free(v->dev);
-    guest_fini(&v->g);
-}
-
-static struct vmmbib_sge buf_sge(struct vm *v, uint64_t off, uint32_t len)
-{
-    return sge(&v->mr, v->buf.gpa + off, len);
-}
 
 /* A fresh connected pair, a's SEND with @s: its completion status. */
 static bool new_pair(struct vm *v, struct rc_pair *p, const char *what)

@@ -13,29 +13,23 @@
 #include "guest.h"
 #include "tap.h"
 
-#define OK VMMBIB_STATUS_OK
-#define BUF_SIZE (64u << 10)
 #define MAD 256
 #define RECV_LEN (VMMBIB_GRH_SIZE + MAD)
 #define GSI_QKEY VMMBIB_GSI_QKEY
 
-struct vm {
-    struct guest g;
-    struct vmmbib_dev *dev;
-    struct gctx c;
-    uint32_t pd;
-    struct gbuf buf;
-    struct gmr mr;
+/* A VM (its buffer registered local-write only), its CQs and GSI QP. */
+struct gsi_vm {
+    struct vm vm;
     struct gcq scq, rcq;
     struct gqp gsi;
 };
 
-static int gsi_create(struct vm *v, struct gqp *qp)
+static int gsi_create(struct gsi_vm *v, struct gqp *qp)
 {
     struct qp_opts o;
 
     qp_opts_default(&o, VMMBIB_QPT_GSI);
-    return qp_create(&v->c, v->pd, &v->scq, &v->rcq, NULL, &o, qp);
+    return qp_create(&v->vm.c, v->vm.pd, &v->scq, &v->rcq, NULL, &o, qp);
 }
 
 /* RESET to RTS as ib_mad does it: no port, the QP1 Q_Key. */
@@ -60,63 +54,18 @@ static int gsi_to_rts(struct gqp *qp)
     return qp_modify(qp, VMMBIB_QP_STATE | VMMBIB_QP_SQ_PSN, &a);
 }
 
-static bool vm_init(struct vm *v, struct vmmbib_engine *eng)
+static bool gsi_vm_init(struct gsi_vm *v, struct vmmbib_engine *eng)
 {
-    guest_init(&v->g, GUEST_RAM_SIZE);
-    v->dev = guest_dev_new(&v->g, eng, NULL);
-    if (ctx_create(&v->c, v->dev, &v->g) != OK ||
-        pd_create(&v->c, &v->pd) != OK) {
-        return false;
-    }
-    gbuf_alloc(&v->g, BUF_SIZE, &v->buf);
-    return mr_reg(&v->c, v->pd, v->buf.gpa, BUF_SIZE,
-                  VMMBIB_ACCESS_LOCAL_WRITE, &v->mr) == OK &&
-           cq_create(&v->c, 64, &v->scq) == OK &&
-           cq_create(&v->c, 64, &v->rcq) == OK;
-}
-
-static void vm_fini(struct vm *v)
-{
-    vmmbib_dev_free(v->dev);
-    guest_fini(&v->g);
-}
-
-static struct vmmbib_engine *engine_new(void)
-{
-    struct vmmbib_engine_config cfg = { .idle_poll_us = 50 };
-    char err[128] = "";
-    struct vmmbib_engine *eng = vmmbib_engine_new(&cfg, err, sizeof(err));
-
-    if (!eng) {
-        printf("# vmmbib_engine_new: %s\n", err);
-    }
-    return eng;
-}
-
-static struct vmmbib_sge buf_sge(struct vm *v, uint64_t off, uint32_t len)
-{
-    return sge(&v->mr, v->buf.gpa + off, len);
-}
-
-static void ud_send(struct gqp *qp, uint64_t wr_id, uint32_t ah,
-                    uint32_t qpn, uint32_t qkey, const struct vmmbib_sge *s)
-{
-    struct vmmbib_send_wqe w = {
-        .wr_id = htole64(wr_id),
-        .opcode = VMMBIB_WR_SEND,
-        .flags = VMMBIB_WQE_SIGNALED,
-    };
-
-    w.ud.ah_handle = htole32(ah);
-    w.ud.remote_qpn = htole32(qpn);
-    w.ud.remote_qkey = htole32(qkey);
-    qp_post_send(qp, &w, s, 1, NULL, 0, true);
+    vm_dev(&v->vm, eng, NULL);
+    return vm_ctx(&v->vm, BUF_SIZE, VMMBIB_ACCESS_LOCAL_WRITE) &&
+           cq_create(&v->vm.c, 64, &v->scq) == OK &&
+           cq_create(&v->vm.c, 64, &v->rcq) == OK;
 }
 
 static void test_gsi_create(void)
 {
     struct vmmbib_engine *eng = engine_new();
-    struct vm x, y;
+    struct gsi_vm x, y;
     struct gqp rc, second, y_gsi;
     struct qp_opts o;
     struct vmmbib_qp_attr a;
@@ -125,10 +74,10 @@ static void test_gsi_create(void)
         TAP_CHECK(0, "gsi create: engine");
         return;
     }
-    TAP_CHECK(vm_init(&x, eng) && vm_init(&y, eng), "gsi: two devices");
+    TAP_CHECK(gsi_vm_init(&x, eng) && gsi_vm_init(&y, eng), "gsi: two devices");
     qp_opts_default(&o, VMMBIB_QPT_RC);
-    TAP_CHECK(qp_create(&x.c, x.pd, &x.scq, &x.rcq, NULL, &o, &rc) == OK &&
-              rc.qpn >= 2,
+    TAP_CHECK(qp_create(&x.vm.c, x.vm.pd, &x.scq, &x.rcq, NULL, &o,
+                        &rc) == OK && rc.qpn >= 2,
               "a regular QP never gets QPN 0 or 1");
     TAP_CHECK(gsi_create(&x, &x.gsi) == OK && x.gsi.qpn == VMMBIB_GSI_QPN,
               "CREATE_QP of type GSI: QPN 1");
@@ -154,19 +103,19 @@ static void test_gsi_create(void)
     TAP_CHECK(qp_modify(&x.gsi, VMMBIB_QP_STATE, &a) == OK &&
               qp_query(&x.gsi, &a) == OK && le32toh(a.qkey) == GSI_QKEY,
               "back in RESET the GSI QP keeps its Q_Key");
-    TAP_CHECK(destroy(&x.c, VMMBIB_CMD_DESTROY_QP, x.gsi.handle) == OK &&
+    TAP_CHECK(destroy(&x.vm.c, VMMBIB_CMD_DESTROY_QP, x.gsi.handle) == OK &&
               gsi_create(&x, &second) == OK &&
               second.qpn == VMMBIB_GSI_QPN,
               "after DESTROY_QP a new GSI QP gets QPN 1 again");
-    vm_fini(&x);
-    vm_fini(&y);
+    vm_fini(&x.vm);
+    vm_fini(&y.vm);
     vmmbib_engine_free(eng);
 }
 
 static void test_ud_to_qp1(void)
 {
     struct vmmbib_engine *eng = engine_new();
-    struct vm x, y;
+    struct gsi_vm x, y;
     struct gqp ud;
     struct qp_opts o;
     struct vmmbib_cqe c;
@@ -179,22 +128,23 @@ static void test_ud_to_qp1(void)
         return;
     }
     qp_opts_default(&o, VMMBIB_QPT_UD);
-    TAP_CHECK(vm_init(&x, eng) && vm_init(&y, eng) &&
+    TAP_CHECK(gsi_vm_init(&x, eng) && gsi_vm_init(&y, eng) &&
               gsi_create(&y, &y.gsi) == OK && gsi_to_rts(&y.gsi) == OK &&
               gsi_create(&x, &x.gsi) == OK && gsi_to_rts(&x.gsi) == OK &&
-              qp_create(&x.c, x.pd, &x.scq, &x.rcq, NULL, &o, &ud) == OK &&
+              qp_create(&x.vm.c, x.vm.pd, &x.scq, &x.rcq, NULL, &o,
+                        &ud) == OK &&
               ud_to_rts(&ud, GSI_QKEY) == OK &&
-              ah_create(&x.c, x.pd, port_lid(y.dev), &ah) == OK,
+              ah_create(&x.vm.c, x.vm.pd, port_lid(y.vm.dev), &ah) == OK,
               "ud to qp1: GSI QPs in RTS, a UD QP, an AH to the other port");
     for (i = 0; i < 3; i++) {
-        s = buf_sge(&y, 4096 * i, RECV_LEN);
+        s = buf_sge(&y.vm, 4096 * i, RECV_LEN);
         qp_post_recv(&y.gsi, 0x100 + i, &s, 1);
     }
 
-    memset(x.buf.p, 0x5a, MAD);
-    x.buf.p[1] = 0x07;      /* a CM MAD: not for the SA */
-    s = buf_sge(&x, 0, MAD);
-    ud_send(&ud, 1, ah, VMMBIB_GSI_QPN, GSI_QKEY, &s);
+    memset(x.vm.buf.p, 0x5a, MAD);
+    x.vm.buf.p[1] = 0x07;      /* a CM MAD: not for the SA */
+    s = buf_sge(&x.vm, 0, MAD);
+    ud_send(&ud, 1, ah, VMMBIB_GSI_QPN, GSI_QKEY, &s, true);
     TAP_CHECK(cq_wait(&x.scq, &c, 1) == 1 &&
               cqe_is(&c, 1, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS),
               "UD send to QPN 1 completes");
@@ -202,17 +152,17 @@ static void test_ud_to_qp1(void)
               cqe_is(&c, 0x100, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
               le32toh(c.qpn) == VMMBIB_GSI_QPN &&
               le32toh(c.src_qp) == ud.qpn &&
-              le16toh(c.slid) == port_lid(x.dev) &&
+              le16toh(c.slid) == port_lid(x.vm.dev) &&
               le32toh(c.byte_len) == RECV_LEN && c.pkey_index == 0 &&
               !(c.wc_flags & VMMBIB_WC_F_GRH),
               "the destination port's GSI QP receives it: src_qp, slid, "
               "byte_len with the GRH area");
-    TAP_CHECK(y.buf.p[VMMBIB_GRH_SIZE + 1] == 0x07 &&
-              y.buf.p[VMMBIB_GRH_SIZE + MAD - 1] == 0x5a,
+    TAP_CHECK(y.vm.buf.p[VMMBIB_GRH_SIZE + 1] == 0x07 &&
+              y.vm.buf.p[VMMBIB_GRH_SIZE + MAD - 1] == 0x5a,
               "the MAD follows the 40-byte GRH area");
 
     /* A Q_Key without the high bit that is not QP1's: dropped. */
-    ud_send(&ud, 2, ah, VMMBIB_GSI_QPN, 0x11111111, &s);
+    ud_send(&ud, 2, ah, VMMBIB_GSI_QPN, 0x11111111, &s, true);
     TAP_CHECK(cq_wait(&x.scq, &c, 1) == 1 &&
               cqe_is(&c, 2, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS),
               "a wrong Q_Key: the sender completes");
@@ -221,7 +171,7 @@ static void test_ud_to_qp1(void)
               "a wrong Q_Key: QP1 drops the datagram");
 
     /* GSI to GSI: QP1 to QP1, Q_Key 0x80010000 from the WQE. */
-    ud_send(&x.gsi, 3, ah, VMMBIB_GSI_QPN, GSI_QKEY, &s);
+    ud_send(&x.gsi, 3, ah, VMMBIB_GSI_QPN, GSI_QKEY, &s, true);
     TAP_CHECK(cq_wait(&x.scq, &c, 1) == 1 &&
               cqe_is(&c, 3, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS) &&
               le32toh(c.qpn) == VMMBIB_GSI_QPN &&
@@ -229,8 +179,8 @@ static void test_ud_to_qp1(void)
               cqe_is(&c, 0x101, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
               le32toh(c.src_qp) == VMMBIB_GSI_QPN,
               "GSI to GSI: src_qp 1");
-    vm_fini(&x);
-    vm_fini(&y);
+    vm_fini(&x.vm);
+    vm_fini(&y.vm);
     vmmbib_engine_free(eng);
 }
 
@@ -290,7 +240,7 @@ static void sa_mad(uint8_t *m, uint8_t method, uint16_t attr, uint64_t mask,
 #define CM_RATE (1u << 19)
 
 struct sa_env {
-    struct vm x, y;
+    struct gsi_vm x, y;
     uint32_t ah_sm;             /* x's AH to its SM: its own LID */
     uint32_t ah_sm_gid;         /* the same by GID */
     uint8_t xgid[16], ygid[16];
@@ -298,7 +248,7 @@ struct sa_env {
     bool pending;               /* the last receive is still posted */
 };
 
-/* Post a receive, send the MAD at x.buf[0] to the SM, take the answer. */
+/* Post a receive, send the MAD at x.vm.buf[0] to the SM, take the answer. */
 static int sa_ask(struct sa_env *e, uint32_t ah, uint32_t len, uint32_t qkey,
                   struct vmmbib_cqe *c, const uint8_t **resp)
 {
@@ -306,20 +256,20 @@ static int sa_ask(struct sa_env *e, uint32_t ah, uint32_t len, uint32_t qkey,
     struct vmmbib_sge s;
     uint64_t off = 16384 + (uint64_t)(e->nrecv % 8) * 1024;
 
-    memset(e->x.buf.p + off, 0, RECV_LEN);
+    memset(e->x.vm.buf.p + off, 0, RECV_LEN);
     if (!e->pending) {
-        s = buf_sge(&e->x, off, RECV_LEN);
+        s = buf_sge(&e->x.vm, off, RECV_LEN);
         qp_post_recv(&e->x.gsi, 0x500 + e->nrecv, &s, 1);
     }
     e->pending = false;
     e->nrecv++;
-    s = buf_sge(&e->x, 0, len);
-    ud_send(&e->x.gsi, 0x600, ah, VMMBIB_GSI_QPN, qkey, &s);
+    s = buf_sge(&e->x.vm, 0, len);
+    ud_send(&e->x.gsi, 0x600, ah, VMMBIB_GSI_QPN, qkey, &s, true);
     if (cq_wait(&e->x.scq, &sc, 1) != 1 ||
         !cqe_is(&sc, 0x600, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS)) {
         return -1;
     }
-    *resp = e->x.buf.p + off + VMMBIB_GRH_SIZE;
+    *resp = e->x.vm.buf.p + off + VMMBIB_GRH_SIZE;
     /* The SA answers before the engine completes the send. */
     if (cq_poll(&e->x.rcq, c, 1) != 1) {
         /* Dropped: the receive stays posted for the next question. */
@@ -334,8 +284,8 @@ static bool path_fields(const uint8_t *pr, const struct sa_env *e)
 {
     return !memcmp(pr + PR_DGID, e->ygid, 16) &&
            !memcmp(pr + PR_SGID, e->xgid, 16) &&
-           get16(pr + 40) == port_lid(e->y.dev) &&
-           get16(pr + 42) == port_lid(e->x.dev) &&
+           get16(pr + 40) == port_lid(e->y.vm.dev) &&
+           get16(pr + 42) == port_lid(e->x.vm.dev) &&
            pr[49] == 0x80 &&                /* reversible */
            get16(pr + 50) == 0xffff &&      /* P_Key */
            (pr[53] & 0xf) == 0 &&           /* SL */
@@ -358,22 +308,23 @@ static void test_sa(void)
         TAP_CHECK(0, "sa: engine");
         return;
     }
-    TAP_CHECK(vm_init(&e.x, eng) && vm_init(&e.y, eng) &&
+    TAP_CHECK(gsi_vm_init(&e.x, eng) && gsi_vm_init(&e.y, eng) &&
               gsi_create(&e.x, &e.x.gsi) == OK &&
               gsi_to_rts(&e.x.gsi) == OK &&
-              ah_create(&e.x.c, e.x.pd, port_lid(e.x.dev), &e.ah_sm) == OK,
+              ah_create(&e.x.vm.c, e.x.vm.pd, port_lid(e.x.vm.dev),
+                        &e.ah_sm) == OK,
               "sa: a GSI QP in RTS, an AH to the SM LID");
-    port_gid(e.x.dev, e.xgid);
-    port_gid(e.y.dev, e.ygid);
+    port_gid(e.x.vm.dev, e.xgid);
+    port_gid(e.y.vm.dev, e.ygid);
     memset(&av, 0, sizeof(av));
     av.ah_flags = VMMBIB_AH_GRH;
     av.port_num = 1;
     av.hop_limit = 1;
     memcpy(av.dgid, e.xgid, 16);
-    TAP_CHECK(ah_create_attr(&e.x.c, e.x.pd, &av, &e.ah_sm_gid) == OK,
+    TAP_CHECK(ah_create_attr(&e.x.vm.c, e.x.vm.pd, &av, &e.ah_sm_gid) == OK,
               "sa: an AH to the SM by GID");
-    m = e.x.buf.p;
-    vmmbib_dev_get_stats(e.x.dev, &st0);
+    m = e.x.vm.buf.p;
+    vmmbib_dev_get_stats(e.x.vm.dev, &st0);
 
     /* PathRecord Get by SGID and DGID, as ib_sa asks. */
     sa_mad(m, 0x01, 0x0035, CM_DGID | CM_SGID | CM_PKEY | CM_TCLASS |
@@ -386,7 +337,7 @@ static void test_sa(void)
     TAP_CHECK(sa_ask(&e, e.ah_sm, MAD, GSI_QKEY, &c, &r) == 1 &&
               cqe_is(&c, 0x500, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
               le32toh(c.src_qp) == VMMBIB_GSI_QPN &&
-              le16toh(c.slid) == port_lid(e.x.dev) &&
+              le16toh(c.slid) == port_lid(e.x.vm.dev) &&
               le32toh(c.byte_len) == RECV_LEN && c.pkey_index == 0 &&
               !(c.wc_flags & VMMBIB_WC_F_GRH),
               "PathRecord Get: a response from QP1 at the SM LID, 256 "
@@ -403,7 +354,7 @@ static void test_sa(void)
 
     /* By DLID only: the source is the asking port. */
     sa_mad(m, 0x01, 0x0035, CM_DLID, 2);
-    put16(m + 56 + 40, port_lid(e.y.dev));
+    put16(m + 56 + 40, port_lid(e.y.vm.dev));
     TAP_CHECK(sa_ask(&e, e.ah_sm, MAD, GSI_QKEY, &c, &r) == 1 &&
               get16(r + 4) == 0 && path_fields(r + 56, &e),
               "PathRecord by DLID alone: from the asking port");
@@ -502,7 +453,7 @@ static void test_sa(void)
     m[3] = 0x06;
     TAP_CHECK(sa_ask(&e, e.ah_sm, MAD, GSI_QKEY, &c, &r) == 0,
               "Report (the SA's own method): dropped");
-    vmmbib_dev_get_stats(e.x.dev, &st1);
+    vmmbib_dev_get_stats(e.x.vm.dev, &st1);
     TAP_CHECK(st1.sa_requests - st0.sa_requests == 20 &&
               st1.sa_dropped - st0.sa_dropped == 6,
               "stats: 20 SA requests, 6 dropped");
@@ -520,8 +471,8 @@ static void test_sa(void)
               le32toh(c.src_qp) == VMMBIB_GSI_QPN && r[1] == 0x07 &&
               r[3] == 0x01,
               "another class to the own LID loops back to the own QP1");
-    vm_fini(&e.x);
-    vm_fini(&e.y);
+    vm_fini(&e.x.vm);
+    vm_fini(&e.y.vm);
     vmmbib_engine_free(eng);
 }
 

@@ -12,61 +12,7 @@
 #include "guest.h"
 #include "tap.h"
 
-#define OK VMMBIB_STATUS_OK
-#define ACCESS_ALL_RIGHTS (VMMBIB_ACCESS_LOCAL_WRITE |                   \
-                           VMMBIB_ACCESS_REMOTE_WRITE |                  \
-                           VMMBIB_ACCESS_REMOTE_READ |                   \
-                           VMMBIB_ACCESS_REMOTE_ATOMIC)
-#define BUF_SIZE (64u << 10)
 #define QKEY 0x1234
-
-struct vm {
-    struct guest g;
-    struct vmmbib_dev *dev;
-    struct gctx c;
-    uint32_t pd;
-    struct gbuf buf;
-    struct gmr mr;
-};
-
-static bool vm_init(struct vm *v)
-{
-    guest_init(&v->g, GUEST_RAM_SIZE);
-    v->dev = guest_dev_new(&v->g, NULL, NULL);
-    if (ctx_create(&v->c, v->dev, &v->g) != OK ||
-        pd_create(&v->c, &v->pd) != OK) {
-        return false;
-    }
-    gbuf_alloc(&v->g, BUF_SIZE, &v->buf);
-    return mr_reg(&v->c, v->pd, v->buf.gpa, BUF_SIZE, ACCESS_ALL_RIGHTS,
-                  &v->mr) == OK;
-}
-
-static void vm_fini(struct vm *v)
-{
-    vmmbib_dev_free(v->dev);
-    guest_fini(&v->g);
-}
-
-static struct vmmbib_sge buf_sge(struct vm *v, uint64_t off, uint32_t len)
-{
-    return sge(&v->mr, v->buf.gpa + off, len);
-}
-
-static uint32_t ud_send(struct gqp *qp, uint64_t wr_id, uint32_t ah,
-                        uint32_t qpn, const struct vmmbib_sge *s, bool ring)
-{
-    struct vmmbib_send_wqe w = {
-        .wr_id = htole64(wr_id),
-        .opcode = VMMBIB_WR_SEND,
-        .flags = VMMBIB_WQE_SIGNALED,
-    };
-
-    w.ud.ah_handle = htole32(ah);
-    w.ud.remote_qpn = htole32(qpn);
-    w.ud.remote_qkey = htole32(QKEY);
-    return qp_post_send(qp, &w, s, 1, NULL, 0, ring);
-}
 
 /* Events of @type for anything: the ones a test must not see. */
 static unsigned int events_of(struct guest *g, uint16_t type)
@@ -106,8 +52,8 @@ static void test_ud_sqe(void)
     s = buf_sge(&v, 0, 64);
     bad = s;
     bad.lkey = htole32(le32toh(s.lkey) ^ 0x100);
-    ud_send(&a, 0x1, ah, b.qpn, &bad, false);
-    ud_send(&a, 0x2, ah, b.qpn, &s, true);
+    ud_send(&a, 0x1, ah, b.qpn, QKEY, &bad, false);
+    ud_send(&a, 0x2, ah, b.qpn, QKEY, &s, true);
     TAP_CHECK(cq_wait(&as, c, 2) == 2 &&
               cqe_is(&c[0], 0x1, VMMBIB_WC_SEND, VMMBIB_WC_LOC_PROT_ERR) &&
               cqe_is(&c[1], 0x2, VMMBIB_WC_SEND, VMMBIB_WC_WR_FLUSH_ERR),
@@ -124,7 +70,7 @@ static void test_ud_sqe(void)
     s = buf_sge(&v, 8192, VMMBIB_GRH_SIZE + 256);
     qp_post_recv(&a, 0x3, &s, 1);
     s = buf_sge(&v, 1024, 200);
-    ud_send(&b, 0x4, ah, a.qpn, &s, true);
+    ud_send(&b, 0x4, ah, a.qpn, QKEY, &s, true);
     TAP_CHECK(cq_wait(&bs, c, 1) == 1 &&
               cqe_is(&c[0], 0x4, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS) &&
               cq_wait(&ar, c, 1) == 1 &&
@@ -137,7 +83,7 @@ static void test_ud_sqe(void)
     s = buf_sge(&v, 20480, VMMBIB_GRH_SIZE + 512);
     qp_post_recv(&b, 0x5, &s, 1);
     s = buf_sge(&v, 1024, 200);
-    ud_send(&a, 0x6, ah, b.qpn, &s, true);
+    ud_send(&a, 0x6, ah, b.qpn, QKEY, &s, true);
     TAP_CHECK(cq_wait(&as, c, 1) == 1 &&
               cqe_is(&c[0], 0x6, VMMBIB_WC_SEND, VMMBIB_WC_WR_FLUSH_ERR),
               "sqe: a WQE posted in SQE completes with WR_FLUSH_ERR");
@@ -160,7 +106,7 @@ static void test_ud_sqe(void)
               OK && qp_state(&a) == VMMBIB_QPS_RTS, "sqe: SQE -> RTS");
     pattern_fill(v.buf.p + 2048, 300, 2);
     s = buf_sge(&v, 2048, 300);
-    ud_send(&a, 0x7, ah, b.qpn, &s, true);
+    ud_send(&a, 0x7, ah, b.qpn, QKEY, &s, true);
     TAP_CHECK(cq_wait(&as, c, 1) == 1 &&
               cqe_is(&c[0], 0x7, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS) &&
               cq_wait(&br, c, 1) == 1 &&

@@ -27,6 +27,8 @@
 
 #include <infiniband/verbs.h>
 
+#include "verbs-common.h"
+
 #define MAX_PAIRS 16
 #define WINDOW 16		/* messages in flight at once */
 #define SRQ_DEPTH 64		/* > WINDOW: the SRQ never runs dry */
@@ -42,24 +44,6 @@ static const enum ibv_wr_opcode op_wr[NR_OPS] = {
 	IBV_WR_SEND, IBV_WR_RDMA_WRITE, IBV_WR_RDMA_READ };
 static const enum ibv_wc_opcode op_wc[NR_OPS] = {
 	IBV_WC_SEND, IBV_WC_RDMA_WRITE, IBV_WC_RDMA_READ };
-
-static int failures;
-
-static void result(bool ok, const char *name, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (ok) {
-		printf("ok %s\n", name);
-		return;
-	}
-	failures++;
-	printf("not ok %s: ", name);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-}
 
 /* One end's memory: a source and a destination area per slot. */
 struct side {
@@ -340,40 +324,6 @@ static void on_recv_wc(struct ibv_wc *wc, unsigned long *done)
 		finish(slot, done);
 }
 
-static int connect_qp(struct ibv_qp *qp, uint32_t dest_qpn, uint8_t rd_atom)
-{
-	struct ibv_qp_attr a = {
-		.qp_state = IBV_QPS_INIT, .port_num = 1, .pkey_index = 0,
-		.qp_access_flags = IBV_ACCESS_REMOTE_WRITE |
-				   IBV_ACCESS_REMOTE_READ,
-	};
-
-	if (ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX |
-			  IBV_QP_PORT | IBV_QP_ACCESS_FLAGS))
-		return -1;
-	memset(&a, 0, sizeof(a));
-	a.qp_state = IBV_QPS_RTR;
-	a.path_mtu = IBV_MTU_1024;
-	a.dest_qp_num = dest_qpn;
-	a.max_dest_rd_atomic = rd_atom;
-	a.min_rnr_timer = 12;
-	a.ah_attr.dlid = lid;
-	a.ah_attr.port_num = 1;
-	if (ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU |
-			  IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
-			  IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER))
-		return -1;
-	memset(&a, 0, sizeof(a));
-	a.qp_state = IBV_QPS_RTS;
-	a.timeout = 14;
-	a.retry_cnt = 7;
-	a.rnr_retry = 7;
-	a.max_rd_atomic = rd_atom;
-	return ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_TIMEOUT |
-			     IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
-			     IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC);
-}
-
 static struct ibv_mr *alloc_mr(uint8_t **buf, size_t size)
 {
 	*buf = aligned_alloc(4096, size);
@@ -430,7 +380,9 @@ static int setup(int pairs)
 	if (max_inline >= max_size)
 		max_inline = max_size - 1;
 	for (i = 0; i < nqp; i++)
-		if (connect_qp(qps[i], qps[i ^ 1]->qp_num, rd_atom))
+		if (rc_connect(qps[i], lid, qps[i ^ 1]->qp_num,
+			       IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ,
+			       rd_atom))
 			return -1;
 	for (i = 0; i < SRQ_DEPTH; i++)
 		if (post_srq_recv(i))
