@@ -9,8 +9,13 @@ exchange, and runs the guest script (two-vms.sh) in both: VMMBIB_ROLE=server
 in vm1 and client in vm2. Each guest is run as run-guest-test.py runs one
 (imported, not duplicated); their TAP results are merged, prefixed vm1:/vm2:,
 with the device counters (which, with the daemon, are the daemon's for that
-VM) and the daemon's log checked: both VMs joined with different LIDs, the
-daemon stopped cleanly at the end.
+VM) and the daemon's log checked: both VMs joined with different LIDs (each
+always with the same one), the daemon stopped cleanly at the end.
+
+With --vms 1 only vm1 boots (VMMBIB_ROLE=solo). A guest script may print
+the line VMMBIBD-KILL (the runner SIGKILLs the daemon) or VMMBIBD-START (it
+starts it again on the same socket): daemon-restart.sh does, to test what a
+guest sees when the daemon dies, and that a device reset joins it again.
 
   run-two-vms.py --qemu build/qemu/qemu-system-x86_64 \\
       --kernel build/guest/vmlinuz --initrd build/guest/initramfs.cpio.zst \\
@@ -51,6 +56,10 @@ def parse_args(argv):
     p.add_argument("--vmmbibd", required=True, help="the daemon binary")
     p.add_argument("--script", default=os.path.join(HERE, "two-vms.sh"),
                    help="guest script run in both VMs (default two-vms.sh)")
+    p.add_argument("--vms", type=int, choices=(1, 2), default=2,
+                   help="guests to boot (default 2; 1: vm1 alone, VMMBIB_ROLE=solo)")
+    p.add_argument("--expect-qemu-log", action="append", default=[], metavar="REGEX",
+                   help="a line each QEMU must have printed (repeatable)")
     p.add_argument("--memory", default="512M", help="RAM of each guest (default 512M)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="variable for the script in both guests (repeatable)")
@@ -75,15 +84,47 @@ def free_udp_ports(n):
 
 
 def start_daemon(binary, sock, log_path):
-    log = open(log_path, "wb")
-    proc = subprocess.Popen([binary, f"--socket={sock}"], stdin=subprocess.DEVNULL,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    """Starts vmmbibd (appending to its log) and waits until it listens."""
+    if os.path.exists(sock):
+        os.unlink(sock)         # a killed daemon's; it would replace it too
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([binary, f"--socket={sock}"], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     deadline = time.monotonic() + 10
     while not os.path.exists(sock):
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"vmmbibd did not start:\n{rgt.read_text(log_path)}")
         time.sleep(0.05)
     return proc
+
+
+def control_daemon(state, vms, stop):
+    """Follows the guests' results ports: VMMBIBD-KILL and VMMBIBD-START lines
+    kill and restart the daemon."""
+    pos = {vm["name"]: 0 for vm in vms}
+    while not stop.is_set():
+        for vm in vms:
+            path = os.path.join(vm["logdir"], "results.log")
+            try:
+                with open(path, "rb") as f:
+                    f.seek(pos[vm["name"]])
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            # Whole lines only.
+            data = data[:data.rfind(b"\n") + 1]
+            pos[vm["name"]] += len(data)
+            for line in data.decode("utf-8", "replace").splitlines():
+                line = line.strip()
+                if line == "VMMBIB-OUT: VMMBIBD-KILL" and state["proc"].poll() is None:
+                    state["proc"].kill()
+                    state["proc"].wait()
+                    state["events"].append("killed")
+                elif line == "VMMBIB-OUT: VMMBIBD-START" and state["proc"].poll() is not None:
+                    state["proc"] = start_daemon(*state["start"])
+                    state["events"].append("started")
+        time.sleep(0.1)
 
 
 def vm_args(args, name, role, ip, peer_ip, sock, ports, logdir):
@@ -138,29 +179,39 @@ def main(argv):
         failed |= not ok
         out.append(f"{'ok' if ok else 'not ok'} {n} - {name}")
 
-    daemon = start_daemon(args.vmmbibd, sock, daemon_log)
+    daemon = {"start": (args.vmmbibd, sock, daemon_log), "events": []}
+    daemon["proc"] = start_daemon(*daemon["start"])
     vms = []
+    stop = threading.Event()
     try:
         p1, p2 = free_udp_ports(2)
-        for (name, role, ip), (_, _, peer_ip), ports in zip(VMS, reversed(VMS),
-                                                            ((p1, p2), (p2, p1))):
+        for (name, role, ip), (_, _, peer_ip), ports in list(zip(
+                VMS, reversed(VMS), ((p1, p2), (p2, p1))))[:args.vms]:
+            if args.vms == 1:
+                role = "solo"
             logdir = os.path.join(top, name)
             os.makedirs(logdir)
             vargs = vm_args(args, name, role, ip, peer_ip, sock, ports, logdir)
             vms.append({"name": name, "args": vargs, "logdir": logdir,
                         "cmd": rgt.qemu_command(vargs, logdir, False)})
         threads = [threading.Thread(target=run_vm, args=(vm,)) for vm in vms]
+        threads.append(threading.Thread(target=control_daemon, args=(daemon, vms, stop)))
         for t in threads:
             t.start()
-        for t in threads:
+        for t in threads[:-1]:
             t.join()
     finally:
-        daemon.send_signal(signal.SIGTERM)
+        stop.set()
+        for t in threads[-1:]:
+            t.join()
+        proc = daemon["proc"]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
         try:
-            daemon_rc = daemon.wait(10)
+            daemon_rc = proc.wait(10)
         except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon_rc = daemon.wait()
+            proc.kill()
+            daemon_rc = proc.wait()
 
     # Each VM's TAP, as run-guest-test.py reports it, renumbered and prefixed.
     for vm in vms:
@@ -175,15 +226,25 @@ def main(argv):
             elif line.startswith("#"):
                 out.append(f"# {vm['name']}: {line[1:].strip()}")
 
+    for vm in vms:
+        qemu_log = rgt.read_text(os.path.join(vm["logdir"], "qemu.log"))
+        for regex in args.expect_qemu_log:
+            result(re.search(regex, qemu_log, re.M) is not None,
+                   f"{vm['name']}: QEMU printed /{regex}/")
+    if daemon["events"]:
+        out.append(f"# vmmbibd was {', then '.join(daemon['events'])} at the guest's request")
     log = rgt.read_text(daemon_log)
     lids = {}
     for vm in vms:
-        m = re.search(rf"^vmmbibd: VM {vm['name']}: connected, LID (\d+)", log, re.M)
-        result(m is not None, f"vmmbibd: {vm['name']} joined the daemon")
-        if m:
-            lids[vm["name"]] = m.group(1)
-    result(len(set(lids.values())) == len(vms),
-           f"vmmbibd: the VMs are different ports (LIDs {', '.join(lids.values())})")
+        seen = re.findall(rf"^vmmbibd: VM {vm['name']}: connected, LID (\d+)", log, re.M)
+        result(len(set(seen)) == 1,
+               f"vmmbibd: {vm['name']} joined the daemon {len(seen)} time(s), "
+               f"always with the same LID ({', '.join(seen)})")
+        if seen:
+            lids[vm["name"]] = seen[0]
+    if len(vms) > 1:
+        result(len(set(lids.values())) == len(vms),
+               f"vmmbibd: the VMs are different ports (LIDs {', '.join(lids.values())})")
     result(daemon_rc == 0, f"vmmbibd stopped cleanly on SIGTERM (exit status {daemon_rc})")
     if failed:
         out.append("# ---- vmmbibd log:")

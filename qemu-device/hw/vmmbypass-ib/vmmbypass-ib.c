@@ -828,7 +828,75 @@ static bool vmmbib_client_create(VMMBypassIB *vib,
         return false;
     }
     trace_vmmbib_daemon_joined(vib, id, vmmbib_client_lid(vib->client));
+    /* To join a restarted daemon at a reset (vmmbib_client_reconnect). */
+    vib->daemon_path = g_strdup(s->addr->u.q_unix.path);
+    vib->daemon_vm_id = g_steal_pointer(&id);
+    vib->daemon_cfg = g_memdup2(cfg, sizeof(*cfg));
     return true;
+}
+
+/*
+ * vmmbibd went away: join it again, restarted on the same socket path, as
+ * the same VM (which keeps its LID and GUID).  The device connects by
+ * itself, since the chardev closed its socket when the daemon went away.
+ * At a device reset, when no guest object exists and no doorbell page is
+ * mapped; if the daemon is still gone, the device stays failed until the
+ * next reset.  BQL held.
+ */
+static bool vmmbib_db_ram_init(VMMBypassIB *vib, Error **errp);
+
+static void vmmbib_client_reconnect(VMMBypassIB *vib)
+{
+    struct vmmbib_client *c;
+    Error *local_err = NULL;
+    char err[256];
+    uint32_t i;
+
+    c = vmmbib_client_connect(vib->daemon_path, vib->daemon_vm_id,
+                              vib->daemon_cfg, &vmmbib_host_ops, vib, err,
+                              sizeof(err));
+    if (!c) {
+        warn_report("vmmbypass-ib: the device stays failed until vmmbibd is "
+                    "back and the device is reset again: %s", err);
+        return;
+    }
+    vmmbib_client_unwatch(vib);
+    vmmbib_client_free(vib->client);
+    vib->client = c;
+    /* The doorbell pages are the new daemon's memfd. */
+    for (i = 0; i < vib->conf.uar_slots; i++) {
+        assert(!vib->slot_mapped[i]);
+        object_unparent(OBJECT(&vib->db_alias[i]));
+    }
+    object_unparent(OBJECT(&vib->db_ram));
+    if (!vmmbib_db_ram_init(vib, &local_err)) {
+        /* Unlikely: then the client's own mapping of the same pages. */
+        warn_report_err(local_err);
+        local_err = NULL;
+        memory_region_init_ram_ptr(&vib->db_ram, OBJECT(vib),
+                                   "vmmbypass-ib-doorbells",
+                                   (uint64_t)vib->conf.uar_slots *
+                                   VMMBIB_PAGE_SIZE,
+                                   vmmbib_client_db_pages(c));
+        for (i = 0; i < vib->conf.uar_slots; i++) {
+            memory_region_init_alias(&vib->db_alias[i], OBJECT(vib),
+                                     "vmmbypass-ib-doorbell-page",
+                                     &vib->db_ram,
+                                     (hwaddr)i * VMMBIB_PAGE_SIZE,
+                                     VMMBIB_PAGE_SIZE);
+        }
+    }
+    g_free(vib->ram_sent);
+    vib->ram_sent = NULL;
+    vib->ram_sent_count = 0;
+    vib->ram_error_reported = false;
+    if (!vmmbib_ram_send(vib, &local_err)) {
+        vib->ram_error_reported = true;
+        error_report_err(local_err);
+    }
+    vmmbib_client_watch(vib);
+    info_report("vmmbypass-ib: rejoined vmmbibd at %s as VM %s, LID %u",
+                vib->daemon_path, vib->daemon_vm_id, vmmbib_client_lid(c));
 }
 
 static bool vmmbib_backend_create(VMMBypassIB *vib, Error **errp)
@@ -896,6 +964,12 @@ static void vmmbib_backend_destroy(VMMBypassIB *vib)
         vib->client = NULL;
         /* The chardev holds the socket too: close it for the daemon. */
         qemu_chr_fe_disconnect(&vib->chr);
+        g_free(vib->daemon_path);
+        g_free(vib->daemon_vm_id);
+        g_free(vib->daemon_cfg);
+        vib->daemon_path = NULL;
+        vib->daemon_vm_id = NULL;
+        vib->daemon_cfg = NULL;
     }
     if (vib->backend) {
         /* Stops the engine: nothing raises events or reads RAM after. */
@@ -905,8 +979,8 @@ static void vmmbib_backend_destroy(VMMBypassIB *vib)
     }
 }
 
-/* The UAR window; the PCI wrapper maps it as a BAR. */
-static bool vmmbib_uar_window_init(VMMBypassIB *vib, Error **errp)
+/* The doorbell pages of every slot, and the alias of each slot's page. */
+static bool vmmbib_db_ram_init(VMMBypassIB *vib, Error **errp)
 {
     Object *owner = OBJECT(vib);
     uint32_t slots = vib->conf.uar_slots;
@@ -938,16 +1012,37 @@ static bool vmmbib_uar_window_init(VMMBypassIB *vib, Error **errp)
                                    "vmmbypass-ib-doorbells", db_size,
                                    vmmbib_dev_db_pages(vib->backend));
     }
-    memory_region_init(&vib->uar_window, owner, "vmmbypass-ib-uar",
-                       vmmbypass_ib_uar_window_size(vib));
-    vib->db_alias = g_new0(MemoryRegion, slots);
-    vib->kick_mmio = g_new0(MemoryRegion, slots);
-    vib->slot_mapped = g_new0(bool, slots);
     for (i = 0; i < slots; i++) {
         memory_region_init_alias(&vib->db_alias[i], owner,
                                  "vmmbypass-ib-doorbell-page", &vib->db_ram,
                                  (hwaddr)i * VMMBIB_PAGE_SIZE,
                                  VMMBIB_PAGE_SIZE);
+    }
+    return true;
+}
+
+/* The UAR window; the PCI wrapper maps it as a BAR. */
+static bool vmmbib_uar_window_init(VMMBypassIB *vib, Error **errp)
+{
+    Object *owner = OBJECT(vib);
+    uint32_t slots = vib->conf.uar_slots;
+    uint32_t i;
+
+    vib->db_alias = g_new0(MemoryRegion, slots);
+    vib->kick_mmio = g_new0(MemoryRegion, slots);
+    vib->slot_mapped = g_new0(bool, slots);
+    if (!vmmbib_db_ram_init(vib, errp)) {
+        g_free(vib->db_alias);
+        g_free(vib->kick_mmio);
+        g_free(vib->slot_mapped);
+        vib->db_alias = NULL;
+        vib->kick_mmio = NULL;
+        vib->slot_mapped = NULL;
+        return false;
+    }
+    memory_region_init(&vib->uar_window, owner, "vmmbypass-ib-uar",
+                       vmmbypass_ib_uar_window_size(vib));
+    for (i = 0; i < slots; i++) {
         memory_region_init_io(&vib->kick_mmio[i], owner, &vmmbib_kick_ops,
                               &vib->kick_mmio[i], "vmmbypass-ib-kick-page",
                               VMMBIB_PAGE_SIZE);
@@ -1079,6 +1174,9 @@ static void vmmbib_reset(VirtIODevice *vdev)
     vmmbib_cmd_flush(vib);
     if (vib->client) {
         vmmbib_client_reset(vib->client);
+        if (!vmmbib_client_connected(vib->client)) {
+            vmmbib_client_reconnect(vib);
+        }
     } else {
         vmmbib_dev_reset(vib->backend);
     }

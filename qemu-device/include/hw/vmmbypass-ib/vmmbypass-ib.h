@@ -26,6 +26,7 @@ OBJECT_DECLARE_SIMPLE_TYPE(VMMBypassIB, VMMBYPASS_IB)
 
 struct vmmbib_dev;
 struct vmmbib_client;
+struct vmmbib_dev_config;
 typedef struct VMMBypassIBCmd VMMBypassIBCmd;
 typedef struct VMMBypassIBUarOp VMMBypassIBUarOp;
 
@@ -127,6 +128,9 @@ struct VMMBypassIB {
     CharBackend chr;
     char *vm_id;
     struct vmmbib_client *client;
+    char *daemon_path;          /* the socket, the id and the config it */
+    char *daemon_vm_id;         /* joined with, to join again */
+    struct vmmbib_dev_config *daemon_cfg;
     bool client_watched;        /* fd handlers on its event and socket fds */
     bool ram_error_reported;    /* vmmbibd refused the RAM table */
     VMMBypassIBStats stats;
