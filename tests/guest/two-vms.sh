@@ -6,8 +6,11 @@
 #   VMMBIB_ROLE     server or client
 #   VMMBIB_IP       this VM's address on the link (a /24)
 #   VMMBIB_PEER_IP  the other VM's
-#   VMMBIB_TESTS    what to run, in order (default "rc ud")
-#   VMMBIB_ITERS    iterations of each pingpong (default 20: TCG is slow)
+#   VMMBIB_TESTS    what to run, in order (default "rc ud"): rc, ud (the
+#                   pingpongs with -c), and perftest's send-lat, write-lat,
+#                   read-lat, atomic-lat, send-bw, write-bw, read-bw,
+#                   atomic-bw (8-byte messages)
+#   VMMBIB_ITERS    iterations of each program (default 20: TCG is slow)
 # shellcheck shell=sh
 
 dev=vmmbib0
@@ -47,11 +50,12 @@ echo VMMBIB-STATS-BASELINE
 sleep 2
 
 # ---- the pingpongs -------------------------------------------------------------
-# pingpong NAME PORT CMD...: the server runs CMD; the client runs CMD with
-# the server's address, retrying while the server does not listen yet.
+# pingpong NAME PORT CHECK CMD...: the server runs CMD; the client runs CMD
+# with the server's address, retrying while the server does not listen yet;
+# passes if CMD exits 0 and its output matches the grep pattern CHECK.
 pingpong() {
-    _name=$1 _port=$2
-    shift 2
+    _name=$1 _port=$2 _check=$3
+    shift 3
     if [ "$role" = server ]; then
         timeout 150 "$@" -p "$_port" >/tmp/pp.log 2>&1
         _rc=$?
@@ -64,10 +68,10 @@ pingpong() {
             sleep 1
         done
     fi
-    if [ "$_rc" = 0 ] && grep -q "iters in" /tmp/pp.log &&
+    if [ "$_rc" = 0 ] && grep -q "$_check" /tmp/pp.log &&
         ! grep -q "invalid data" /tmp/pp.log; then
         tap_ok "$_name, $role"
-        tap_diag "$(grep -E 'address|iters in' /tmp/pp.log)"
+        tap_diag "$(grep -E "address|$_check" /tmp/pp.log)"
     else
         tap_fail "$_name, $role" "command: $* -p $_port" "exit status $_rc:" \
             "$(cat /tmp/pp.log)"
@@ -84,14 +88,23 @@ pingpong() {
     fi
 }
 
+port=18600
 for t in ${VMMBIB_TESTS:-rc ud}; do
     case $t in
     rc)
         pingpong "ibv_rc_pingpong -c between VMs ($iters iterations)" 18515 \
-            ibv_rc_pingpong -d "$dev" -n "$iters" -c ;;
+            "iters in" ibv_rc_pingpong -d "$dev" -n "$iters" -c ;;
     ud)
         pingpong "ibv_ud_pingpong -c between VMs ($iters iterations)" 18516 \
-            ibv_ud_pingpong -d "$dev" -n "$iters" -s 1024 -c ;;
+            "iters in" ibv_ud_pingpong -d "$dev" -n "$iters" -s 1024 -c ;;
+    send-lat | write-lat | read-lat | atomic-lat | send-bw | write-bw | read-bw | atomic-bw)
+        port=$((port + 1))
+        _prog=ib_$(echo "$t" | tr - _)
+        # The client reports the numbers (the latency servers print none).
+        _check='^ *[0-9]'
+        [ "$role" = server ] && _check='remote address'
+        pingpong "perftest $_prog between VMs ($iters iterations)" "$port" \
+            "$_check" "$_prog" -d "$dev" -n "$iters" -s 8 -F ;;
     *)
         tap_fail "unknown test '$t' in VMMBIB_TESTS" ;;
     esac
