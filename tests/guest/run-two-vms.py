@@ -11,6 +11,9 @@ in vm1 and client in vm2. Each guest is run as run-guest-test.py runs one
 with the device counters (which, with the daemon, are the daemon's for that
 VM) and the daemon's log checked: both VMs joined with different LIDs (each
 always with the same one), the daemon stopped cleanly at the end.
+First, QEMU must refuse, with the sentence that says what to add, a device
+joining the daemon while guest RAM is no shared memfd, and vm-id without
+chardev.
 
 With --vms 1 only vm1 boots (VMMBIB_ROLE=solo). A guest script may print
 the line VMMBIBD-KILL (the runner SIGKILLs the daemon) or VMMBIBD-START (it
@@ -29,6 +32,7 @@ import importlib.util
 import io
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -153,6 +157,36 @@ def vm_args(args, name, role, ip, peer_ip, sock, ports, logdir):
     return rgt.parse_args(argv)
 
 
+def misconfigurations(args, sock):
+    """(name, extra QEMU arguments, what its error must say): setups the
+    device must refuse at realize, with a sentence saying what to change."""
+    return [
+        ("guest RAM not in a shared memfd", ["-m", args.memory, "-chardev",
+         f"socket,id=ib0,path={sock}", "-device", "vmmbypass-ib,chardev=ib0"],
+         f"add -object memory-backend-memfd,id=mem,share=on,size={args.memory} "
+         "-machine memory-backend=mem"),
+        ("vm-id without chardev", ["-device", "vmmbypass-ib,vm-id=vm9"],
+         "it needs chardev= too"),
+    ]
+
+
+def check_refusals(args, sock, result, note):
+    """QEMU exits at once with the device's error for each misconfiguration."""
+    for name, extra, want in misconfigurations(args, sock):
+        cmd = [args.qemu, "-nodefaults", "-display", "none", "-machine", "q35",
+               "-accel", "tcg"] + extra
+        try:
+            p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
+                               text=True, timeout=30)
+            ok = p.returncode != 0 and want in p.stderr
+            err = p.stderr.strip()
+        except subprocess.TimeoutExpired:
+            ok, err = False, "QEMU started instead of refusing"
+        result(ok, f"QEMU refuses {name}, saying: {want}")
+        if not ok:
+            note(f"# {shlex.join(cmd)}: {err}")
+
+
 def run_vm(vm):
     vm["results"] = rgt.Results(False)
     vm["rc"], vm["why"], vm["elapsed"] = rgt.run_guest(
@@ -181,6 +215,7 @@ def main(argv):
 
     daemon = {"start": (args.vmmbibd, sock, daemon_log), "events": []}
     daemon["proc"] = start_daemon(*daemon["start"])
+    check_refusals(args, sock, result, out.append)
     vms = []
     stop = threading.Event()
     try:
