@@ -65,12 +65,6 @@
 /* Only for sizeof() of the host objects, printed next to the measurement. */
 #include "internal.h"
 
-#define OK VMMBIB_STATUS_OK
-#define ACCESS_ALL_RIGHTS (VMMBIB_ACCESS_LOCAL_WRITE |                   \
-                           VMMBIB_ACCESS_REMOTE_WRITE |                  \
-                           VMMBIB_ACCESS_REMOTE_READ |                   \
-                           VMMBIB_ACCESS_REMOTE_ATOMIC)
-
 #define GUEST_RAM       (96ull << 20)
 #define QUEUE_WR        16384u  /* SQ, RQ and CQs of the busy QPs */
 #define SMALL           8u      /* the small message size */
@@ -469,7 +463,7 @@ static void jarr(const char *key, const double *v, unsigned int n)
 
 /* ---- the two VMs and their QPs ---- */
 
-struct vm {
+struct bench_vm {
     struct guest g;
     struct vmmbib_dev *dev;
     struct gctx c;
@@ -490,10 +484,10 @@ struct bqp {
 };
 
 static struct vmmbib_engine *eng;
-static struct vm vm_a, vm_b;
+static struct bench_vm vm_a, vm_b;
 static struct bqp qa, qb;       /* the busy pair: qa on A, qb on B */
 
-static void vm_init(struct vm *v, uint64_t ram)
+static void bench_vm_init(struct bench_vm *v, uint64_t ram)
 {
     guest_init(&v->g, ram);
     v->dev = guest_dev_new(&v->g, eng, NULL);
@@ -518,7 +512,7 @@ static void small_wqe_opts(struct qp_opts *o)
     o->rq_shift = 5;            /* 16 + 16 = 32 */
 }
 
-static void bqp_create(struct vm *v, struct bqp *q)
+static void bqp_create(struct bench_vm *v, struct bqp *q)
 {
     struct qp_opts o;
 
@@ -1062,7 +1056,7 @@ static void run_figure(struct stream *s, const char *label, const char *key,
 
 /* WRITEs from @va's QP @qa_ to @vb's QP @qb_. */
 static void write_stream_on(struct stream *s, uint32_t size, bool burst,
-                            struct vm *va, struct bqp *qa_, struct vm *vb,
+                            struct bench_vm *va, struct bqp *qa_, struct bench_vm *vb,
                             struct bqp *qb_)
 {
     bool big = size > SMALL;
@@ -1113,7 +1107,7 @@ static void spin_poll(struct gcq *cq, struct vmmbib_cqe *e, uint64_t hard)
     }
 }
 
-static void lat_send(struct bqp *q, struct vm *v, uint64_t k)
+static void lat_send(struct bqp *q, struct bench_vm *v, uint64_t k)
 {
     struct vmmbib_sge sg = sge(&v->small_mr, v->small.gpa, SMALL);
     struct vmmbib_send_wqe w = {
@@ -1310,14 +1304,14 @@ static double memcpy_figure(size_t piece, const char *key)
 /* ---- idle QPs for the 1 vs 1024 comparison ---- */
 
 struct idle_set {
-    struct vm *va, *vb;
+    struct bench_vm *va, *vb;
     struct gcq cq_a, cq_b;
     struct gqp *a, *b;
     unsigned int n;
 };
 
 /* @n connected RC QP pairs between @va and @vb that stay idle. */
-static void idle_create(struct idle_set *s, struct vm *va, struct vm *vb,
+static void idle_create(struct idle_set *s, struct bench_vm *va, struct bench_vm *vb,
                         unsigned int n)
 {
     struct rc_opts ro;
@@ -1369,7 +1363,7 @@ static void idle_destroy(struct idle_set *s)
  * millisecond or so, so both see the same state of the host; the engine
  * itself only ever walks contexts and its list of QPs with work.
  */
-static struct vm vm_c, vm_d;
+static struct bench_vm vm_c, vm_d;
 static struct bqp qc, qd;
 
 #define PAIR_BURSTS 4096
@@ -1386,8 +1380,8 @@ static void qp_count_interleaved(double secs)
     double c2c, m1, mn;
 
     t = now_ns();
-    vm_init(&vm_c, 32ull << 20);
-    vm_init(&vm_d, 32ull << 20);
+    bench_vm_init(&vm_c, 32ull << 20);
+    bench_vm_init(&vm_d, 32ull << 20);
     idle_create(&idle, &vm_c, &vm_d, IDLE_QPS);
     bqp_create(&vm_c, &qc);
     bqp_create(&vm_d, &qd);
@@ -1592,8 +1586,8 @@ static void setup(void)
                  "are reported as -1");
     }
     pin_threads(engine_tid);
-    vm_init(&vm_a, GUEST_RAM);
-    vm_init(&vm_b, GUEST_RAM);
+    bench_vm_init(&vm_a, GUEST_RAM);
+    bench_vm_init(&vm_b, GUEST_RAM);
     bqp_create(&vm_a, &qa);
     bqp_create(&vm_b, &qb);
     rc_opts_bench(&ro);
