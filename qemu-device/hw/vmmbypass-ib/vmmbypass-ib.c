@@ -776,14 +776,19 @@ static void vmmbib_client_watch(VMMBypassIB *vib)
  * never reads from the socket.
  */
 static bool vmmbib_client_create(VMMBypassIB *vib,
-                                 const struct vmmbib_dev_config *cfg,
+                                 const struct vmmbib_dev_config *dev_cfg,
                                  Error **errp)
 {
     Chardev *chr = qemu_chr_fe_get_driver(&vib->chr);
     SocketChardev *s = (SocketChardev *)object_dynamic_cast(
                            OBJECT(chr), TYPE_CHARDEV_SOCKET);
+    struct vmmbib_dev_config cfg_copy = *dev_cfg;
+    const struct vmmbib_dev_config *cfg = &cfg_copy;
     g_autofree char *id = NULL;
     char err[256];
+
+    /* The daemon's engine polls as vmmbibd --idle-poll-us says. */
+    cfg_copy.idle_poll_us = 0;
     int fd;
 
     if (vib->conf.lid || vib->conf.node_guid) {
@@ -907,6 +912,7 @@ static bool vmmbib_backend_create(VMMBypassIB *vib, Error **errp)
         .lid = c->lid,
         .uar_slots = c->uar_slots,
         .doorbell_mode = c->doorbell,
+        .idle_poll_us = c->idle_poll_us,
     };
     char err[256];
 
@@ -1298,6 +1304,8 @@ static const Property vmmbib_properties[] = {
     DEFINE_PROP_UINT32("max-inline-data", VMMBypassIB, conf.max_inline_data,
                        256),
     DEFINE_PROP_UINT32("uar-slots", VMMBypassIB, conf.uar_slots, 64),
+    DEFINE_PROP_UINT32("idle-poll-us", VMMBypassIB, conf.idle_poll_us,
+                       VMMBIB_IDLE_POLL_US_DEFAULT),
     DEFINE_PROP_UINT64("node-guid", VMMBypassIB, conf.node_guid, 0),
     DEFINE_PROP_UINT16("lid", VMMBypassIB, conf.lid, 0),
     DEFINE_PROP_SIGNED("doorbell", VMMBypassIB, conf.doorbell,
@@ -1335,6 +1343,8 @@ static const struct {
     { "max-inline-data", "bytes of inline data in one send work request" },
     { "uar-slots", "doorbell pages in the UAR BAR: one per user context, "
                    "page 0 the kernel's" },
+    { "idle-poll-us", "microseconds the engine polls without work before it "
+                      "sleeps (a doorbell then costs one trapped kick)" },
     { "node-guid", "node GUID (0: derived from the LID)" },
     { "lid", "port LID (0: assigned by the engine)" },
     { "chardev", "a -chardev socket,path=... connected to vmmbibd: the "

@@ -45,6 +45,7 @@ typedef struct VMMBypassIBConf {
     uint32_t max_ah;
     uint32_t max_inline_data;
     uint32_t uar_slots;
+    uint32_t idle_poll_us;
     uint64_t node_guid;
     uint16_t lid;
     int doorbell;               /* VMMBIB_DB_MODE_* */
