@@ -33,6 +33,9 @@ module_param(cmd_timeout_ms, uint, 0644);
 MODULE_PARM_DESC(cmd_timeout_ms,
 		 "Time a controlq command may take before the device is considered failed, in ms (default 30000)");
 
+/* A request unanswered this long gets its queue polled and re-notified. */
+#define VMMBIB_CTRLQ_NUDGE_JIFFIES	HZ
+
 struct vmmbib_ctrlq_req {
 	struct list_head node;		/* on ctrlq->inflight while posted */
 	refcount_t ref;			/* the waiter's; the device's if posted */
@@ -194,14 +197,14 @@ out_unlock:
 	return err;
 }
 
-/* The virtqueue callback; runs in interrupt context. */
-void vmmbib_ctrlq_done(struct virtqueue *vq)
+/* Completes what the device has answered; returns how many requests. */
+static unsigned int vmmbib_ctrlq_reap(struct virtqueue *vq)
 {
 	struct vmmbib_dev *dev = vq->vdev->priv;
 	struct vmmbib_ctrlq *cq = &dev->ctrlq;
 	struct vmmbib_ctrlq_req *req;
+	unsigned int len, reaped = 0;
 	unsigned long flags;
-	unsigned int len;
 
 	spin_lock_irqsave(&cq->lock, flags);
 	do {
@@ -216,11 +219,38 @@ void vmmbib_ctrlq_done(struct virtqueue *vq)
 				complete(&req->done);
 			}
 			vmmbib_ctrlq_req_put(req);
+			reaped++;
 		}
 	} while (!virtqueue_enable_cb(vq));
 	spin_unlock_irqrestore(&cq->lock, flags);
 
 	wake_up(&cq->space_wait);
+	return reaped;
+}
+
+/* The virtqueue callback; runs in interrupt context. */
+void vmmbib_ctrlq_done(struct virtqueue *vq)
+{
+	vmmbib_ctrlq_reap(vq);
+}
+
+/*
+ * A request without a reply for a while: take any reply that came without
+ * its interrupt, and notify the device again in case our notification was
+ * lost.  Both are harmless when nothing was lost, and either one found
+ * missing is worth a line in the log: the guest suite once saw a command
+ * go unanswered although the device had served every request it popped.
+ */
+static void vmmbib_ctrlq_nudge(struct vmmbib_dev *dev, u16 opcode)
+{
+	struct vmmbib_ctrlq *cq = &dev->ctrlq;
+
+	if (vmmbib_ctrlq_reap(cq->vq))
+		dev_warn_ratelimited(vmmbib_ctrlq_dev(dev),
+				     "command %u: its reply came without an interrupt\n",
+				     opcode);
+	else
+		virtqueue_notify(cq->vq);
 }
 
 /*
@@ -364,12 +394,19 @@ int vmmbib_ctrlq_exec(struct vmmbib_dev *dev, u16 opcode, u32 ctx_handle,
 	if (err)
 		goto out_put;
 
-	if (!wait_for_completion_timeout(&req->done,
-					 vmmbib_ctrlq_time_left(deadline))) {
+	/* In slices: a lost notification is retried, not waited out. */
+	while (!wait_for_completion_timeout(&req->done,
+					    min(vmmbib_ctrlq_time_left(deadline),
+						VMMBIB_CTRLQ_NUDGE_JIFFIES))) {
+		if (time_before(jiffies, deadline)) {
+			vmmbib_ctrlq_nudge(dev, opcode);
+			continue;
+		}
 		timed_out = true;
 		/* Completes this request too, unless it just made it. */
 		vmmbib_ctrlq_fail(dev, "a command timed out");
 		wait_for_completion(&req->done);
+		break;
 	}
 
 	err = req->result;
@@ -436,7 +473,7 @@ int vmmbib_ctrlq_exec_atomic(struct vmmbib_dev *dev, u16 opcode,
 			break;
 		}
 		/* Reaps completed requests, ours included, as the callback. */
-		vmmbib_ctrlq_done(cq->vq);
+		vmmbib_ctrlq_reap(cq->vq);
 		udelay(1);
 	}
 	err = req->result;
