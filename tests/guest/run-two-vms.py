@@ -19,6 +19,8 @@ With --vms 1 only vm1 boots (VMMBIB_ROLE=solo). A guest script may print
 the line VMMBIBD-KILL (the runner SIGKILLs the daemon) or VMMBIBD-START (it
 starts it again on the same socket): daemon-restart.sh does, to test what a
 guest sees when the daemon dies, and that a device reset joins it again.
+A line KILL-PEER has the runner SIGKILL the other VM's QEMU (two-vms.sh's
+kill-peer test); that VM's results then count only as "killed".
 
   run-two-vms.py --qemu build/qemu/qemu-system-x86_64 \\
       --kernel build/guest/vmlinuz --initrd build/guest/initramfs.cpio.zst \\
@@ -64,6 +66,8 @@ def parse_args(argv):
                    help="guests to boot (default 2; 1: vm1 alone, VMMBIB_ROLE=solo)")
     p.add_argument("--expect-qemu-log", action="append", default=[], metavar="REGEX",
                    help="a line each QEMU must have printed (repeatable)")
+    p.add_argument("--expect-daemon-log", action="append", default=[], metavar="REGEX",
+                   help="a line the daemon must have logged (repeatable)")
     p.add_argument("--memory", default="512M", help="RAM of each guest (default 512M)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="variable for the script in both guests (repeatable)")
@@ -103,6 +107,16 @@ def start_daemon(binary, sock, log_path):
     return proc
 
 
+def kill_vm(vm):
+    """SIGKILLs a VM's QEMU, as a crash would end it."""
+    try:
+        with open(os.path.join(vm["logdir"], "qemu.pid")) as f:
+            os.kill(int(f.read().strip()), signal.SIGKILL)
+        vm["killed"] = True
+    except (OSError, ValueError):
+        pass
+
+
 def control_daemon(state, vms, stop):
     """Follows the guests' results ports: VMMBIBD-KILL and VMMBIBD-START lines
     kill and restart the daemon."""
@@ -124,10 +138,15 @@ def control_daemon(state, vms, stop):
                 if line == "VMMBIB-OUT: VMMBIBD-KILL" and state["proc"].poll() is None:
                     state["proc"].kill()
                     state["proc"].wait()
-                    state["events"].append("killed")
+                    state["events"].append("vmmbibd killed")
                 elif line == "VMMBIB-OUT: VMMBIBD-START" and state["proc"].poll() is not None:
                     state["proc"] = start_daemon(*state["start"])
-                    state["events"].append("started")
+                    state["events"].append("vmmbibd started")
+                elif line == "VMMBIB-OUT: KILL-PEER":
+                    for peer in vms:
+                        if peer is not vm and not peer.get("killed"):
+                            kill_vm(peer)
+                            state["events"].append(f"{peer['name']} killed")
         time.sleep(0.1)
 
 
@@ -142,6 +161,7 @@ def vm_args(args, name, role, ip, peer_ip, sock, ports, logdir):
         "-netdev", f"dgram,id=net0,local.type=inet,local.host=127.0.0.1,"
         f"local.port={own},remote.type=inet,remote.host=127.0.0.1,remote.port={peer}",
         "-device", f"virtio-net-pci,netdev=net0,mac={mac}",
+        "-pidfile", os.path.join(logdir, "qemu.pid"),
     ]
     argv = ["--qemu", args.qemu, "--kernel", args.kernel, "--initrd", args.initrd,
             "--script", args.script, "--memory", args.memory,
@@ -250,6 +270,9 @@ def main(argv):
 
     # Each VM's TAP, as run-guest-test.py reports it, renumbered and prefixed.
     for vm in vms:
+        if vm.get("killed"):
+            result(True, f"{vm['name']}: killed (SIGKILL) at the other VM's request")
+            continue
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
             rgt.report_tap(vm["results"], vm["rc"], vm["why"], vm["elapsed"],
@@ -266,8 +289,11 @@ def main(argv):
         for regex in args.expect_qemu_log:
             result(re.search(regex, qemu_log, re.M) is not None,
                    f"{vm['name']}: QEMU printed /{regex}/")
+    for regex in args.expect_daemon_log:
+        result(re.search(regex, rgt.read_text(daemon_log), re.M) is not None,
+               f"vmmbibd logged /{regex}/")
     if daemon["events"]:
-        out.append(f"# vmmbibd was {', then '.join(daemon['events'])} at the guest's request")
+        out.append(f"# at the guests' request: {', then '.join(daemon['events'])}")
     log = rgt.read_text(daemon_log)
     lids = {}
     for vm in vms:

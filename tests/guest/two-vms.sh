@@ -9,7 +9,11 @@
 #   VMMBIB_TESTS    what to run, in order (default "rc ud"): rc, ud (the
 #                   pingpongs with -c), and perftest's send-lat, write-lat,
 #                   read-lat, atomic-lat, send-bw, write-bw, read-bw,
-#                   atomic-bw (8-byte messages)
+#                   atomic-bw (8-byte messages); kill-peer: the client
+#                   runs ib_write_bw to the server, has the runner kill the
+#                   server's VM (KILL-PEER) and must see its traffic end in
+#                   an error completion, never hang, and its device still
+#                   work (last: the server's VM is gone after it)
 #   VMMBIB_ITERS    iterations of each program (default 20: TCG is slow)
 # shellcheck shell=sh
 
@@ -89,6 +93,68 @@ pingpong() {
 }
 
 port=18600
+# kill_peer PORT: see kill-peer above.
+kill_peer() {
+    if [ "$role" = server ]; then
+        # Traffic until the runner kills this VM.
+        ib_write_bw -d "$dev" -s 8 -F -D 90 -p "$1" >/tmp/kp.log 2>&1
+        tap_fail "killed during traffic" "ib_write_bw ended:" "$(cat /tmp/kp.log)"
+        return
+    fi
+    _pid=
+    for _try in $(seq 30); do
+        ib_write_bw -d "$dev" -s 8 -F -D 90 -p "$1" "$VMMBIB_PEER_IP" \
+            >/tmp/kp.log 2>&1 &
+        _pid=$!
+        # Without a server it gives up at once (its stdout, where it would
+        # say more, is buffered): still running means traffic.
+        sleep 5
+        kill -0 "$_pid" 2>/dev/null && break
+        wait "$_pid"
+        _pid=
+    done
+    if [ -z "$_pid" ]; then
+        tap_fail "ib_write_bw to the other VM runs" "$(cat /tmp/kp.log)"
+        return
+    fi
+    tap_ok "ib_write_bw to the other VM runs"
+    sleep 2
+    echo KILL-PEER
+    _n=60
+    while [ "$_n" -gt 0 ] && kill -0 "$_pid" 2>/dev/null; do
+        sleep 1
+        _n=$((_n - 1))
+    done
+    if kill -0 "$_pid" 2>/dev/null; then
+        kill "$_pid"
+        tap_fail "ib_write_bw ends when the other VM is killed" \
+            "still running 60 s after the kill" "$(cat /tmp/kp.log)"
+    else
+        wait "$_pid"
+        _rc=$?
+        if [ "$_rc" != 0 ]; then
+            tap_ok "ib_write_bw ends in an error when the other VM is killed (status $_rc)"
+            tap_diag "$(grep -iE 'error|status|fail' /tmp/kp.log | head -n 5)"
+        else
+            tap_fail "ib_write_bw ends in an error when the other VM is killed" \
+                "it exited 0:" "$(cat /tmp/kp.log)"
+        fi
+    fi
+    # The survivor's device still works (loopback).
+    ibv_rc_pingpong -d "$dev" -n "$iters" -c -p $(($1 + 1)) >/tmp/lo-s.log 2>&1 &
+    _server=$!
+    sleep 2
+    if timeout 60 ibv_rc_pingpong -d "$dev" -n "$iters" -c -p $(($1 + 1)) \
+        127.0.0.1 >/tmp/lo-c.log 2>&1 && wait "$_server" &&
+        grep -q "iters in" /tmp/lo-c.log; then
+        tap_ok "then ibv_rc_pingpong on $dev (loopback) works"
+    else
+        kill "$_server" 2>/dev/null
+        tap_fail "then ibv_rc_pingpong on $dev (loopback) works" \
+            "$(cat /tmp/lo-c.log /tmp/lo-s.log)"
+    fi
+}
+
 for t in ${VMMBIB_TESTS:-rc ud}; do
     case $t in
     rc)
@@ -105,6 +171,9 @@ for t in ${VMMBIB_TESTS:-rc ud}; do
         [ "$role" = server ] && _check='remote address'
         pingpong "perftest $_prog between VMs ($iters iterations)" "$port" \
             "$_check" "$_prog" -d "$dev" -n "$iters" -s 8 -F ;;
+    kill-peer)
+        port=$((port + 2))
+        kill_peer "$port" ;;
     *)
         tap_fail "unknown test '$t' in VMMBIB_TESTS" ;;
     esac
