@@ -170,6 +170,145 @@ static void test_names(void)
               "status names match their codes");
 }
 
+/*
+ * What the ABI says of each opcode, written out here from the wire
+ * structs and not from cmd.c's table: a dispatch table out of step with
+ * the enum (pvrdma's class) would pair an opcode with another command's
+ * lengths, name or handler.
+ */
+struct op_spec {
+    const char *name;
+    size_t req, resp;
+    bool ctx;
+};
+
+#define OP(op, req, resp, ctx) [VMMBIB_CMD_##op] = { #op, req, resp, ctx }
+
+static const struct op_spec op_specs[] = {
+    OP(QUERY_DEVICE, 0, sizeof(struct vmmbib_resp_query_device), false),
+    OP(QUERY_PORT, sizeof(struct vmmbib_cmd_query_port),
+       sizeof(struct vmmbib_resp_query_port), false),
+    OP(QUERY_GID, sizeof(struct vmmbib_cmd_query_gid),
+       sizeof(struct vmmbib_resp_query_gid), false),
+    OP(QUERY_PKEY, sizeof(struct vmmbib_cmd_query_pkey),
+       sizeof(struct vmmbib_resp_query_pkey), false),
+    OP(CREATE_UCONTEXT, 0, sizeof(struct vmmbib_resp_create_ucontext), false),
+    OP(DESTROY_UCONTEXT, 0, 0, true),
+    OP(CREATE_PD, 0, sizeof(struct vmmbib_resp_create_pd), true),
+    OP(DESTROY_PD, sizeof(struct vmmbib_cmd_destroy), 0, true),
+    OP(CREATE_DMA_MR, sizeof(struct vmmbib_cmd_create_dma_mr),
+       sizeof(struct vmmbib_resp_mr), true),
+    OP(REG_MR, sizeof(struct vmmbib_cmd_reg_mr),
+       sizeof(struct vmmbib_resp_mr), true),
+    OP(DEREG_MR, sizeof(struct vmmbib_cmd_destroy), 0, true),
+    OP(CREATE_CQ, sizeof(struct vmmbib_cmd_create_cq),
+       sizeof(struct vmmbib_resp_create_cq), true),
+    OP(RESIZE_CQ, sizeof(struct vmmbib_cmd_resize_cq),
+       sizeof(struct vmmbib_resp_resize_cq), true),
+    OP(DESTROY_CQ, sizeof(struct vmmbib_cmd_destroy), 0, true),
+    OP(CREATE_QP, sizeof(struct vmmbib_cmd_create_qp),
+       sizeof(struct vmmbib_resp_create_qp), true),
+    OP(MODIFY_QP, sizeof(struct vmmbib_cmd_modify_qp), 0, true),
+    OP(QUERY_QP, sizeof(struct vmmbib_cmd_query_qp),
+       sizeof(struct vmmbib_resp_query_qp), true),
+    OP(DESTROY_QP, sizeof(struct vmmbib_cmd_destroy), 0, true),
+    OP(CREATE_SRQ, sizeof(struct vmmbib_cmd_create_srq),
+       sizeof(struct vmmbib_resp_create_srq), true),
+    OP(MODIFY_SRQ, sizeof(struct vmmbib_cmd_modify_srq), 0, true),
+    OP(QUERY_SRQ, sizeof(struct vmmbib_cmd_query_srq),
+       sizeof(struct vmmbib_resp_query_srq), true),
+    OP(DESTROY_SRQ, sizeof(struct vmmbib_cmd_destroy), 0, true),
+    OP(CREATE_AH, sizeof(struct vmmbib_cmd_create_ah),
+       sizeof(struct vmmbib_resp_create_ah), true),
+    OP(DESTROY_AH, sizeof(struct vmmbib_cmd_destroy), 0, true),
+};
+
+_Static_assert(sizeof(op_specs) / sizeof(op_specs[0]) == VMMBIB_CMD_MAX + 1,
+               "a new opcode needs its line in op_specs");
+
+/* Raw execute of @opcode with @body_len zero bytes, reply cap @cap. */
+static size_t exec_zero(struct vmmbib_dev *dev, uint16_t opcode, uint32_t ctx,
+                        size_t body_len, struct reply *r, size_t cap)
+{
+    uint8_t req[512] = { 0 };
+    struct vmmbib_cmd_hdr hdr = {
+        .opcode = htole16(opcode),
+        .ctx_handle = htole32(ctx),
+    };
+
+    memcpy(req, &hdr, sizeof(hdr));
+    memset(r, 0xa5, sizeof(*r));
+    return vmmbib_dev_execute(dev, req, sizeof(hdr) + body_len, r, cap);
+}
+
+/*
+ * Every opcode from 0 to VMMBIB_CMD_MAX + 1: the ends are BAD_OPCODE;
+ * each real one is dispatched with exactly its ABI request length (one
+ * byte more is BAD_LENGTH), needs exactly its reply length (one byte less
+ * is BAD_LENGTH), answers with that length, and has its own name.
+ */
+static void test_every_opcode(struct vmmbib_dev *dev)
+{
+    unsigned int op;
+    int good = 0;
+    struct reply r, cr;
+    size_t n;
+
+    for (op = 0; op <= VMMBIB_CMD_MAX + 1; op++) {
+        const struct op_spec *sp = op <= VMMBIB_CMD_MAX ? &op_specs[op] : NULL;
+        uint32_t ctx = 0;
+        int st, st_long, st_short = VMMBIB_STATUS_BAD_LENGTH;
+        bool ok;
+
+        if (!sp || !sp->name) {
+            n = exec_zero(dev, op, 0, 0, &r, sizeof(r));
+            ok = n == sizeof(r.hdr) &&
+                 le16toh(r.hdr.status) == VMMBIB_STATUS_BAD_OPCODE &&
+                 !strcmp(vmmbib_cmd_name(op), "UNKNOWN");
+            good += ok;
+            if (!ok) {
+                printf("# opcode %u: not refused as BAD_OPCODE\n", op);
+            }
+            continue;
+        }
+        if (sp->ctx) {
+            if (run(dev, VMMBIB_CMD_CREATE_UCONTEXT, 0, NULL, 0, &cr) !=
+                VMMBIB_STATUS_OK) {
+                printf("# opcode %u: no context\n", op);
+                continue;
+            }
+            ctx = le32toh(cr.uctx.ctx_handle);
+        }
+        n = exec_zero(dev, op, ctx, sp->req + 1, &r, sizeof(r));
+        st_long = n == sizeof(r.hdr) ? le16toh(r.hdr.status) : -1;
+        if (sp->resp) {
+            n = exec_zero(dev, op, ctx, sp->req, &r,
+                          sizeof(r.hdr) + sp->resp - 1);
+            st_short = n == sizeof(r.hdr) ? le16toh(r.hdr.status) : -1;
+        }
+        n = exec_zero(dev, op, ctx, sp->req, &r, sizeof(r));
+        st = n >= sizeof(r.hdr) ? le16toh(r.hdr.status) : -1;
+        ok = st_long == VMMBIB_STATUS_BAD_LENGTH &&
+             st_short == VMMBIB_STATUS_BAD_LENGTH &&
+             st >= 0 && st != VMMBIB_STATUS_BAD_OPCODE &&
+             st != VMMBIB_STATUS_BAD_LENGTH &&
+             n == sizeof(r.hdr) + le32toh(r.hdr.length) &&
+             (st != VMMBIB_STATUS_OK || le32toh(r.hdr.length) == sp->resp) &&
+             !strcmp(vmmbib_cmd_name(op), sp->name);
+        if (!ok) {
+            printf("# opcode %u (%s): long %d short %d status %d len %zu\n",
+                   op, sp->name, st_long, st_short, st, n);
+        }
+        good += ok;
+        if (ctx) {
+            run(dev, VMMBIB_CMD_DESTROY_UCONTEXT, ctx, NULL, 0, &cr);
+        }
+    }
+    TAP_CHECK(good == VMMBIB_CMD_MAX + 2,
+              "every opcode 0..MAX+1 is dispatched with its own ABI lengths "
+              "and name; 0 and MAX+1 are BAD_OPCODE");
+}
+
 static void test_queries(struct vmmbib_dev *dev)
 {
     struct reply r;
@@ -277,6 +416,7 @@ int main(void)
     TAP_CHECK(dev != NULL, "a device with default limits is created");
     test_framing(dev);
     test_names();
+    test_every_opcode(dev);
     test_queries(dev);
     vmmbib_dev_free(dev);
     test_ucontexts();

@@ -318,6 +318,86 @@ static void test_reset(void *obj, void *data, QGuestAllocator *alloc)
     g_assert_cmpuint(vmmbib_stat("stats-ucontexts"), ==, 0);
 }
 
+/* The used index of @vq as the device last wrote it. */
+static uint16_t vmmbib_used_idx(QVirtQueue *vq)
+{
+    return qtest_readw(global_qtest, vq->used + 2);
+}
+
+/* Make @req (a request) and @reply (its buffer) available on @vq. */
+static uint32_t vmmbib_post_cmd(QVmmbib *vib, QVirtQueue *vq, uint64_t req,
+                                size_t req_len, uint64_t reply,
+                                size_t reply_len)
+{
+    QTestState *qts = global_qtest;
+    uint32_t head = qvirtqueue_add(qts, vq, req, req_len, false, true);
+
+    qvirtqueue_add(qts, vq, reply, reply_len, true, false);
+    qvirtqueue_kick(qts, vib->vdev, vq, head);
+    return head;
+}
+
+/*
+ * Commands before the device is set up (pvrdma: commands before its DSR
+ * existed).  A controlq request kicked after a reset, or after the queues
+ * are set up but before DRIVER_OK, is not consumed (virtio 1.2, 3.1.2);
+ * the one queued before DRIVER_OK is answered once the driver sets it.
+ */
+static void test_before_driver_ok(void *obj, void *data,
+                                  QGuestAllocator *alloc)
+{
+    QVmmbib *vib = obj;
+    QTestState *qts = global_qtest;
+    struct vmmbib_cmd_hdr hdr = {
+        .opcode = cpu_to_le16(VMMBIB_CMD_CREATE_UCONTEXT),
+    };
+    uint64_t req = guest_alloc(alloc, sizeof(hdr));
+    uint64_t reply = guest_alloc(alloc, sizeof(VmmbibReply));
+    uint64_t commands = vmmbib_stat("stats-commands");
+    VmmbibReply r;
+    uint32_t head, len = 0;
+    uint16_t used;
+
+    qtest_memwrite(qts, req, &hdr, sizeof(hdr));
+
+    /* After a reset the device has no ring: the kick is no request. */
+    qvirtio_reset(vib->vdev);
+    used = vmmbib_used_idx(vib->ctrl_vq);
+    vmmbib_post_cmd(vib, vib->ctrl_vq, req, sizeof(hdr), reply, sizeof(r));
+    g_usleep(200 * 1000);
+    g_assert_cmpuint(vmmbib_used_idx(vib->ctrl_vq), ==, used);
+    g_assert_cmpuint(vmmbib_stat("stats-commands"), ==, commands);
+    g_assert_cmpuint(vmmbib_stat("stats-ucontexts"), ==, 0);
+
+    /* Queues set up again, features accepted, but no DRIVER_OK yet. */
+    qvirtqueue_cleanup(vib->vdev->bus, vib->ctrl_vq, alloc);
+    qvirtqueue_cleanup(vib->vdev->bus, vib->event_vq, alloc);
+    qvirtio_set_acknowledge(vib->vdev);
+    qvirtio_set_driver(vib->vdev);
+    qvirtio_set_features(vib->vdev, vib->vdev->features);
+    vib->ctrl_vq = qvirtqueue_setup(vib->vdev, alloc, 0);
+    vib->event_vq = qvirtqueue_setup(vib->vdev, alloc, 1);
+    used = vmmbib_used_idx(vib->ctrl_vq);
+    head = vmmbib_post_cmd(vib, vib->ctrl_vq, req, sizeof(hdr), reply,
+                           sizeof(r));
+    g_usleep(200 * 1000);
+    g_assert_cmpuint(vmmbib_used_idx(vib->ctrl_vq), ==, used);
+    g_assert_cmpuint(vmmbib_stat("stats-commands"), ==, commands);
+    g_assert_cmpuint(vmmbib_stat("stats-ucontexts"), ==, 0);
+
+    /* DRIVER_OK: the waiting request is taken and answered. */
+    qvirtio_set_driver_ok(vib->vdev);
+    qvirtio_wait_used_elem(qts, vib->vdev, vib->ctrl_vq, head, &len,
+                           VMMBIB_TIMEOUT_US);
+    qtest_memread(qts, reply, &r, sizeof(r));
+    g_assert_cmpint(le16_to_cpu(r.hdr.status), ==, VMMBIB_STATUS_OK);
+    g_assert_cmpuint(len, ==, sizeof(r.hdr) + sizeof(r.uctx));
+    g_assert_cmpuint(vmmbib_stat("stats-commands"), ==, commands + 1);
+    g_assert_cmpuint(vmmbib_stat("stats-ucontexts"), ==, 1);
+    guest_free(alloc, req);
+    guest_free(alloc, reply);
+}
+
 static void test_object_errors(void *obj, void *data, QGuestAllocator *alloc)
 {
     QVmmbib *vib = obj;
@@ -1292,6 +1372,8 @@ static void register_vmmbib_tests(void)
     qos_add_test("malformed", "vmmbypass-ib-dev", test_malformed, NULL);
     qos_add_test("uar-window", "vmmbypass-ib", test_uar_window, NULL);
     qos_add_test("reset", "vmmbypass-ib-dev", test_reset, NULL);
+    qos_add_test("before-driver-ok", "vmmbypass-ib-dev",
+                 test_before_driver_ok, NULL);
     qos_add_test("object-errors", "vmmbypass-ib-dev", test_object_errors,
                  NULL);
     qos_add_test("rdma-write-loopback", "vmmbypass-ib",

@@ -293,9 +293,8 @@ static bool vmmbib_ctrl_queue(VMMBypassIB *vib, VirtQueueElement *elem)
     return true;
 }
 
-static void vmmbib_handle_ctrl(VirtIODevice *vdev, VirtQueue *vq)
+static void vmmbib_ctrl_pop(VMMBypassIB *vib, VirtQueue *vq)
 {
-    VMMBypassIB *vib = VMMBYPASS_IB(vdev);
     VirtQueueElement *elem;
 
     /* Bounded: the guest has at most a queue's worth outstanding. */
@@ -305,6 +304,29 @@ static void vmmbib_handle_ctrl(VirtIODevice *vdev, VirtQueue *vq)
             g_free(elem);
             return;
         }
+    }
+}
+
+static void vmmbib_handle_ctrl(VirtIODevice *vdev, VirtQueue *vq)
+{
+    /*
+     * No request is consumed before DRIVER_OK (virtio 1.2, 3.1.2): one
+     * kicked earlier waits for vmmbib_set_status.
+     */
+    if (!virtio_device_started(vdev, vdev->status)) {
+        return;
+    }
+    vmmbib_ctrl_pop(VMMBYPASS_IB(vdev), vq);
+}
+
+/* At DRIVER_OK, take the requests the guest queued before it. */
+static void vmmbib_set_status(VirtIODevice *vdev, uint8_t status)
+{
+    VMMBypassIB *vib = VMMBYPASS_IB(vdev);
+
+    if ((status & VIRTIO_CONFIG_S_DRIVER_OK) && vib->ctrl_vq &&
+        virtio_queue_get_desc_addr(vdev, 0)) {
+        vmmbib_ctrl_pop(vib, vib->ctrl_vq);
     }
 }
 
@@ -1373,6 +1395,7 @@ static void vmmbib_class_init(ObjectClass *klass, void *data)
     vdc->get_config = vmmbib_get_config;
     vdc->get_features = vmmbib_get_features;
     vdc->reset = vmmbib_reset;
+    vdc->set_status = vmmbib_set_status;
 }
 
 static const TypeInfo vmmbib_info = {
