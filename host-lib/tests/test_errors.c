@@ -248,6 +248,124 @@ static void test_wqe_errors(void)
     vm_fini(&v);
 }
 
+/* Slot @index of @qp's SQ or RQ, as the guest sees it. */
+static uint8_t *sq_slot(struct gqp *qp, uint32_t index)
+{
+    return qp->sq + ((uint64_t)(index & (qp->sq_wr - 1)) << qp->sq_shift);
+}
+
+static uint8_t *rq_slot(struct gqp *qp, uint32_t index)
+{
+    return qp->rq + ((uint64_t)(index & (qp->rq_wr - 1)) << qp->rq_shift);
+}
+
+/*
+ * SGE counts (pvrdma: num_sge not checked before filling a fixed array)
+ * and WQEs that fail being consumed exactly once (pvrdma: an error path
+ * that left the WQE in the ring).  A send WQE with one SGE more than the
+ * QP's max_send_sge, or 255, completes LOC_LEN_ERR at its own index and
+ * touches no memory; the WQE after it is flushed at the next index, and
+ * nothing completes twice.  A receive WQE with too many SGEs fails the
+ * SEND that lands on it, not the device.
+ */
+static void test_sge_counts(void)
+{
+    struct vm v;
+    struct rc_pair p;
+    struct vmmbib_cqe c[4];
+    struct vmmbib_sge s[5];
+    struct vmmbib_dev_stats st0, st1;
+    uint32_t idx, max, i;
+    struct vmmbib_send_wqe *h;
+    struct vmmbib_recv_wqe *rh;
+
+    TAP_CHECK(vm_init_cfg(&v, NULL), "sge counts: a device");
+    vmmbib_dev_get_stats(v.dev, &st0);
+    memset(v.buf.p + 4096, 0, 4096);
+    pattern_fill(v.buf.p, 512, 33);
+
+    new_pair(&v, &p, "sge counts");
+    max = le32toh(p.a.caps.max_send_sge);
+    TAP_CHECK(max >= 1 && max < 255, "sge counts: max_send_sge below 255");
+    for (i = 0; i < 5; i++) {
+        s[i] = buf_sge(&v, 64 * i, 64);
+    }
+    /* A valid WQE, then num_sge raised past the granted maximum. */
+    idx = post_send(&p.a, 0x501, VMMBIB_WR_RDMA_WRITE, s, 1,
+                    v.buf.gpa + 4096, v.mr.rkey);
+    TAP_CHECK(cq_wait(&p.a_scq, c, 1) == 1 &&
+              cqe_is(&c[0], 0x501, VMMBIB_WC_RDMA_WRITE, VMMBIB_WC_SUCCESS),
+              "sge counts: one SGE works");
+    memset(v.buf.p + 4096, 0, 4096);
+    idx = qp_post_send(&p.a, &(struct vmmbib_send_wqe) {
+                           .wr_id = htole64(0x502),
+                           .opcode = VMMBIB_WR_RDMA_WRITE,
+                           .flags = VMMBIB_WQE_SIGNALED,
+                           .rdma = { .remote_addr = htole64(v.buf.gpa + 4096),
+                                     .rkey = htole32(v.mr.rkey) },
+                       }, s, 1, NULL, 0, false);
+    h = (void *)sq_slot(&p.a, idx);
+    h->num_sge = max + 1;
+    qp_sq_doorbell(&p.a);
+    TAP_CHECK(cq_wait(&p.a_scq, c, 1) == 1 &&
+              cqe_is(&c[0], 0x502, VMMBIB_WC_RDMA_WRITE,
+                     VMMBIB_WC_LOC_LEN_ERR) &&
+              le32toh(c[0].wqe_index) == idx,
+              "num_sge max_send_sge + 1: LOC_LEN_ERR at its own index");
+    TAP_CHECK(v.buf.p[4096] == 0 && qp_state(&p.a) == VMMBIB_QPS_ERR,
+              "... nothing was written and the QP is in ERR");
+    idx = post_send(&p.a, 0x503, VMMBIB_WR_RDMA_WRITE, s, 1,
+                    v.buf.gpa + 4096, v.mr.rkey);
+    TAP_CHECK(cq_wait(&p.a_scq, c, 1) == 1 &&
+              cqe_is(&c[0], 0x503, VMMBIB_WC_RDMA_WRITE,
+                     VMMBIB_WC_WR_FLUSH_ERR) &&
+              le32toh(c[0].wqe_index) == idx,
+              "the failed WQE was consumed: the next one is flushed at the "
+              "next index");
+    msleep(5);
+    TAP_CHECK(cq_poll(&p.a_scq, c, 4) == 0,
+              "no WQE completed twice");
+
+    /* 255 SGEs: more than any stride holds. */
+    new_pair(&v, &p, "255 sges");
+    idx = qp_post_send(&p.a, &(struct vmmbib_send_wqe) {
+                           .wr_id = htole64(0x504),
+                           .opcode = VMMBIB_WR_SEND,
+                           .flags = VMMBIB_WQE_SIGNALED,
+                       }, s, 1, NULL, 0, false);
+    h = (void *)sq_slot(&p.a, idx);
+    h->num_sge = 255;
+    qp_sq_doorbell(&p.a);
+    TAP_CHECK(cq_wait(&p.a_scq, c, 1) == 1 &&
+              cqe_is(&c[0], 0x504, VMMBIB_WC_SEND, VMMBIB_WC_LOC_LEN_ERR) &&
+              le32toh(c[0].wqe_index) == idx,
+              "num_sge 255: LOC_LEN_ERR at its own index");
+
+    /* A receive WQE with too many SGEs. */
+    new_pair(&v, &p, "recv sges");
+    max = le32toh(p.b.caps.max_recv_sge);
+    idx = qp_write_recv(&p.b, 0x5b1, s, 1, false);
+    rh = (void *)rq_slot(&p.b, idx);
+    rh->num_sge = htole32(max + 1);
+    qp_rq_doorbell(&p.b);
+    qp_post_recv(&p.b, 0x5b2, s, 1);
+    post_send(&p.a, 0x505, VMMBIB_WR_SEND, s, 1, 0, 0);
+    TAP_CHECK(cq_wait(&p.a_scq, c, 1) == 1 &&
+              cqe_is(&c[0], 0x505, VMMBIB_WC_SEND, VMMBIB_WC_REM_OP_ERR),
+              "a receive with max_recv_sge + 1 SGEs: the sender gets "
+              "REM_OP_ERR");
+    TAP_CHECK(cq_wait(&p.b_rcq, c, 2) == 2 &&
+              cqe_is(&c[0], 0x5b1, VMMBIB_WC_RECV, VMMBIB_WC_LOC_PROT_ERR) &&
+              le32toh(c[0].wqe_index) == idx &&
+              cqe_is(&c[1], 0x5b2, VMMBIB_WC_RECV, VMMBIB_WC_WR_FLUSH_ERR) &&
+              le32toh(c[1].wqe_index) == idx + 1,
+              "... it fails at its index, the next receive is flushed");
+    vmmbib_dev_get_stats(v.dev, &st1);
+    TAP_CHECK(st1.bad_doorbells == st0.bad_doorbells,
+              "sge counts: every doorbell was good, the WQEs were bad");
+    vm_fini(&v);
+}
+
 static int reg_range(struct gctx *c, uint32_t pd, uint64_t iova, uint64_t len,
                      uint64_t addr, uint32_t npages, uint8_t levels)
 {
@@ -728,6 +846,7 @@ static void test_teardown(void)
 int main(void)
 {
     test_wqe_errors();
+    test_sge_counts();
     test_command_errors();
     test_quotas();
     test_object_quotas();
