@@ -366,6 +366,100 @@ static void test_sge_counts(void)
     vm_fini(&v);
 }
 
+/*
+ * Table indexes at the edges (pvrdma: an off-by-one in its resource
+ * table bounds).  With max_qp, max_cq and max_mr 2 the objects at index
+ * 2, the tables' last slot, work: a SEND from the QP there, through the
+ * CQ there, with the MR there.  Index 3 and index 0 name nothing, as a
+ * handle, a key or a doorbell.
+ */
+static void test_table_edges(void)
+{
+    struct vmmbib_dev_config cfg;
+    struct vm v;
+    struct gcq cq1, cq2;
+    struct gqp qa, qb;
+    struct gmr m2;
+    struct vmmbib_sge s;
+    struct vmmbib_cqe e;
+    struct vmmbib_dev_stats st0, st1;
+    struct vmmbib_cmd_query_qp qq;
+    struct vmmbib_resp_query_qp qr;
+    uint32_t past, gen;
+
+    guest_dev_config(&cfg);
+    cfg.limits.max_cq = 2;
+    cfg.limits.max_qp = 2;
+    cfg.limits.max_mr = 2;
+    TAP_CHECK(vm_init_cfg(&v, &cfg) &&
+              mr_reg(&v.c, v.pd, v.buf.gpa, BUF_SIZE, ACCESS_ALL_RIGHTS,
+                     &m2) == OK &&
+              cq_create(&v.c, 16, &cq1) == OK &&
+              cq_create(&v.c, 16, &cq2) == OK &&
+              qp_create(&v.c, v.pd, &cq1, &cq1, NULL, NULL, &qa) == OK &&
+              qp_create(&v.c, v.pd, &cq2, &cq2, NULL, NULL, &qb) == OK,
+              "table edges: max_qp, max_cq, max_mr 2, all taken");
+    TAP_CHECK(VMMBIB_HANDLE_INDEX(qb.handle) == 2 &&
+              VMMBIB_HANDLE_INDEX(cq2.handle) == 2 && (m2.lkey >> 8) == 2,
+              "the second QP, CQ and MR sit at index 2, the last slot");
+    TAP_CHECK(rc_connect(&qa, &qb, NULL) == OK,
+              "the QP at the last index connects");
+    pattern_fill(v.buf.p, 300, 71);
+    s = sge(&v.mr, v.buf.gpa + 8192, 512);
+    qp_post_recv(&qa, 0x601, &s, 1);
+    s = sge(&m2, v.buf.gpa, 300);
+    post_send(&qb, 0x602, VMMBIB_WR_SEND, &s, 1, 0, 0);
+    TAP_CHECK(cq_wait(&cq2, &e, 1) == 1 &&
+              cqe_is(&e, 0x602, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS) &&
+              cq_wait(&cq1, &e, 1) == 1 &&
+              cqe_is(&e, 0x601, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              pattern_check(v.buf.p + 8192, 300, 71),
+              "a SEND from the last QP index, last CQ index, last MR index");
+
+    /* One past the end, and 0, as handles. */
+    gen = qb.handle & ~VMMBIB_HANDLE_INDEX_MASK;
+    past = gen | 3;
+    qq = (struct vmmbib_cmd_query_qp) { .qp_handle = htole32(past) };
+    TAP_CHECK(cmd(v.dev, VMMBIB_CMD_QUERY_QP, v.c.handle, &qq, sizeof(qq),
+                  &qr, sizeof(qr)) == VMMBIB_STATUS_BAD_HANDLE,
+              "QUERY_QP of index 3 (size + 1): BAD_HANDLE");
+    qq.qp_handle = htole32(gen);
+    TAP_CHECK(cmd(v.dev, VMMBIB_CMD_QUERY_QP, v.c.handle, &qq, sizeof(qq),
+                  &qr, sizeof(qr)) == VMMBIB_STATUS_BAD_HANDLE,
+              "QUERY_QP of index 0: BAD_HANDLE");
+    TAP_CHECK(destroy(&v.c, VMMBIB_CMD_DESTROY_QP, past) ==
+              VMMBIB_STATUS_BAD_HANDLE &&
+              destroy(&v.c, VMMBIB_CMD_DESTROY_CQ,
+                      (cq2.handle & ~VMMBIB_HANDLE_INDEX_MASK) | 3) ==
+              VMMBIB_STATUS_BAD_HANDLE &&
+              destroy(&v.c, VMMBIB_CMD_DEREG_MR,
+                      (m2.handle & ~VMMBIB_HANDLE_INDEX_MASK) | 3) ==
+              VMMBIB_STATUS_BAD_HANDLE,
+              "DESTROY_QP, DESTROY_CQ, DEREG_MR of index 3: BAD_HANDLE");
+
+    /* As a key: index 3 with the last MR's key byte. */
+    s = sge(&m2, v.buf.gpa, 64);
+    s.lkey = htole32((3u << 8) | (m2.lkey & 0xff));
+    post_send(&qb, 0x603, VMMBIB_WR_SEND, &s, 1, 0, 0);
+    TAP_CHECK(cq_wait(&cq2, &e, 1) == 1 &&
+              cqe_is(&e, 0x603, VMMBIB_WC_SEND, VMMBIB_WC_LOC_PROT_ERR),
+              "an lkey of MR index 3: LOC_PROT_ERR");
+
+    /* As doorbells. */
+    vmmbib_dev_get_stats(v.dev, &st0);
+    ctx_doorbell(&v.c, VMMBIB_DB(VMMBIB_DB_KIND_SQ, 3, 1));
+    ctx_doorbell(&v.c, VMMBIB_DB(VMMBIB_DB_KIND_SQ, 0, 1));
+    ctx_doorbell(&v.c, VMMBIB_DB(VMMBIB_DB_KIND_RQ, 3, 1));
+    ctx_doorbell(&v.c, VMMBIB_DB(VMMBIB_DB_KIND_CQ_ARM, 3, 0));
+    ctx_doorbell(&v.c, VMMBIB_DB(VMMBIB_DB_KIND_CQ_ARM, 0, 0));
+    TAP_CHECK(ctx_doorbells_drained(&v.c), "table edges: doorbells taken");
+    vmmbib_dev_get_stats(v.dev, &st1);
+    TAP_CHECK(st1.bad_doorbells == st0.bad_doorbells + 5,
+              "SQ, RQ and CQ_ARM doorbells of index 3 or 0: each bad");
+    TAP_CHECK(qp_state(&qa) == VMMBIB_QPS_RTS, "the other QP is untouched");
+    vm_fini(&v);
+}
+
 static int reg_range(struct gctx *c, uint32_t pd, uint64_t iova, uint64_t len,
                      uint64_t addr, uint32_t npages, uint8_t levels)
 {
@@ -847,6 +941,7 @@ int main(void)
 {
     test_wqe_errors();
     test_sge_counts();
+    test_table_edges();
     test_command_errors();
     test_quotas();
     test_object_quotas();
