@@ -7,6 +7,8 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 #include <endian.h>
+#include <pthread.h>
+#include <sched.h>
 #include <string.h>
 
 #include "guest.h"
@@ -457,6 +459,127 @@ static void test_table_edges(void)
     TAP_CHECK(st1.bad_doorbells == st0.bad_doorbells + 5,
               "SQ, RQ and CQ_ARM doorbells of index 3 or 0: each bad");
     TAP_CHECK(qp_state(&qa) == VMMBIB_QPS_RTS, "the other QP is untouched");
+    vm_fini(&v);
+}
+
+/* Rewrites num_sge and the first SGE's length of every SQ slot, forever. */
+struct sq_racer {
+    struct gqp *qp;
+    uint32_t len_ok, len_bad;
+    int stop;
+    unsigned long flips;
+};
+
+static void *sq_race(void *arg)
+{
+    struct sq_racer *r = arg;
+    unsigned long i;
+
+    for (i = 0; !__atomic_load_n(&r->stop, __ATOMIC_RELAXED); i++) {
+        uint32_t slot;
+
+        __atomic_store_n(&r->flips, i, __ATOMIC_RELAXED);
+
+        for (slot = 0; slot < r->qp->sq_wr; slot++) {
+            uint8_t *p = r->qp->sq + ((uint64_t)slot << r->qp->sq_shift);
+            volatile struct vmmbib_send_wqe *h = (void *)p;
+            volatile struct vmmbib_sge *g = (void *)(p + sizeof(*h));
+
+            h->num_sge = i & 1 ? 255 : 1;
+            g->length = htole32(i & 2 ? r->len_bad : r->len_ok);
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Double fetch (pvrdma read guest values it had checked a second time).
+ * While a guest thread keeps flipping each SQ slot's num_sge between 1
+ * and 255 and its SGE's length between 64 (inside its MR) and 4096 (past
+ * its end, over bytes 0xee), WQEs are posted.  Each completes once, in
+ * order: SUCCESS having written exactly the 64 bytes the MR allows, or an
+ * error having written nothing, or flushed.  An engine that checks one
+ * copy and uses another writes the bytes past the MR (or, with 255 SGEs,
+ * overruns its SGE array, which the sanitizers suite reports).
+ */
+#define ROUNDS 100
+
+static void test_double_fetch(void)
+{
+    struct vm v;
+    struct rc_pair p;
+    struct gbuf src, dst;
+    struct gmr sm, dm;
+    struct sq_racer r;
+    pthread_t t;
+    struct vmmbib_cqe e[8];
+    struct vmmbib_sge s;
+    unsigned int round, i, ok = 0, errs = 0, bad = 0;
+    static const uint8_t zero[4096];
+
+    TAP_CHECK(vm_init_cfg(&v, NULL), "double fetch: a device");
+    gbuf_alloc(&v.g, 8192, &src);
+    gbuf_alloc(&v.g, 8 * 8192, &dst);
+    memset(src.p, 0xee, 8192);
+    pattern_fill(src.p + 4096 - 64, 64, 44);
+    TAP_CHECK(mr_reg(&v.c, v.pd, src.gpa, 4096, ACCESS_ALL_RIGHTS, &sm) == OK &&
+              mr_reg(&v.c, v.pd, dst.gpa, dst.len, ACCESS_ALL_RIGHTS,
+                     &dm) == OK,
+              "double fetch: a 4 KiB source MR with 0xee past it, a target");
+    for (round = 0; round < ROUNDS; round++) {
+        uint32_t first;
+
+        if (!new_pair(&v, &p, "double fetch")) {
+            bad++;
+            break;
+        }
+        memset(dst.p, 0, dst.len);
+        r = (struct sq_racer) { .qp = &p.a, .len_ok = 64, .len_bad = 4096 };
+        if (pthread_create(&t, NULL, sq_race, &r)) {
+            bad++;
+            break;
+        }
+        while (__atomic_load_n(&r.flips, __ATOMIC_RELAXED) < 1000) {
+            sched_yield();  /* the racer runs before the first post */
+        }
+        s = sge(&sm, src.gpa + 4096 - 64, 64);
+        first = p.a.sq_prod;
+        for (i = 0; i < 8; i++) {
+            post_send(&p.a, 0x700 + i, VMMBIB_WR_RDMA_WRITE, &s, 1,
+                      dst.gpa + i * 8192, dm.rkey);
+        }
+        if (cq_wait(&p.a_scq, e, 8) != 8) {
+            bad++;
+        }
+        __atomic_store_n(&r.stop, 1, __ATOMIC_RELAXED);
+        pthread_join(t, NULL);
+        for (i = 0; i < 8; i++) {
+            uint8_t *d = dst.p + i * 8192;
+            bool in_order = le64toh(e[i].wr_id) == 0x700 + i &&
+                            le32toh(e[i].wqe_index) == first + i;
+
+            if (in_order && e[i].status == VMMBIB_WC_SUCCESS &&
+                pattern_check(d, 64, 44) && !memcmp(d + 64, zero, 4096)) {
+                ok++;
+            } else if (in_order && e[i].status != VMMBIB_WC_SUCCESS &&
+                       !memcmp(d, zero, 4096) &&
+                       !memcmp(d + 4096, zero, 4096)) {
+                errs++;
+            } else {
+                bad++;
+                cqe_dump("double fetch", &e[i]);
+            }
+        }
+        msleep(1);
+        if (cq_poll(&p.a_scq, e, 1) != 0) {
+            bad++;
+        }
+    }
+    printf("# double fetch: %u WQEs succeeded, %u failed cleanly, "
+           "%u otherwise\n", ok, errs, bad);
+    TAP_CHECK(bad == 0 && ok + errs == ROUNDS * 8,
+              "under a racing guest every WQE completes once, in order, "
+              "moving only the bytes its MR allows");
     vm_fini(&v);
 }
 
@@ -942,6 +1065,7 @@ int main(void)
     test_wqe_errors();
     test_sge_counts();
     test_table_edges();
+    test_double_fetch();
     test_command_errors();
     test_quotas();
     test_object_quotas();
