@@ -605,6 +605,41 @@ static int reg_range(struct gctx *c, uint32_t pd, uint64_t iova, uint64_t len,
                sizeof(r));
 }
 
+/*
+ * Page counts larger than their directory (pvrdma read a ring's page
+ * table past its one page): one directory page holds 512 entries, so
+ * npages 512 at level 1 registers and 513 is INVALID, even when the
+ * guest page after the directory holds more valid entries.
+ */
+static void test_directory_bounds(void)
+{
+    struct vm v;
+    struct gbuf b;
+    uint64_t dir, *d;
+    uint32_t i, per = VMMBIB_PAGE_SIZE / 8;
+    struct vmmbib_dev_stats st0, st1;
+
+    TAP_CHECK(vm_init_cfg(&v, NULL), "directory bounds: a device");
+    gbuf_alloc(&v.g, (uint64_t)(per + 1) * VMMBIB_PAGE_SIZE, &b);
+    dir = guest_alloc(&v.g, 2 * VMMBIB_PAGE_SIZE);
+    d = gva(&v.g, dir);
+    for (i = 0; i < 2 * per; i++) {
+        d[i] = htole64(b.gpa + (uint64_t)(i % (per + 1)) * VMMBIB_PAGE_SIZE);
+    }
+    vmmbib_dev_get_stats(v.dev, &st0);
+    TAP_CHECK(reg_range(&v.c, v.pd, 0x100000, (uint64_t)(per + 1) *
+                        VMMBIB_PAGE_SIZE, dir, per + 1, 1) ==
+              VMMBIB_STATUS_INVALID,
+              "513 pages through one level-1 directory page: INVALID");
+    vmmbib_dev_get_stats(v.dev, &st1);
+    TAP_CHECK(st1.pinned_pages == st0.pinned_pages && st1.mrs == st0.mrs,
+              "... nothing pinned, no MR");
+    TAP_CHECK(reg_range(&v.c, v.pd, 0x100000, (uint64_t)per *
+                        VMMBIB_PAGE_SIZE, dir, per, 1) == OK,
+              "512 pages, a full directory page: OK");
+    vm_fini(&v);
+}
+
 static void test_command_errors(void)
 {
     struct vm v;
@@ -1067,6 +1102,7 @@ int main(void)
     test_table_edges();
     test_double_fetch();
     test_command_errors();
+    test_directory_bounds();
     test_quotas();
     test_object_quotas();
     test_teardown();
