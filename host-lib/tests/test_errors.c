@@ -755,6 +755,20 @@ static void test_command_errors(void)
                   &rcq, sizeof(rcq)) == VMMBIB_STATUS_INVALID,
               "a CQ ring too small for its cqe: INVALID");
     TAP_CHECK(cq_create(&v.c, 128, &big) == OK, "cqe 128 with 3 pages: OK");
+    {
+        struct vmmbib_cmd_resize_cq rq = {
+            .cq_handle = htole32(big.handle),
+            .cqe = htole32(256),    /* 64 + 256 * 64 bytes: 5 pages */
+        };
+        struct vmmbib_resp_resize_cq rr;
+
+        guest_page_list_range(&v.g, guest_alloc(&v.g, 4 * 4096), 4 * 4096,
+                              &rq.pages);
+        TAP_CHECK(cmd(v.dev, VMMBIB_CMD_RESIZE_CQ, v.c.handle, &rq,
+                      sizeof(rq), &rr, sizeof(rr)) ==
+                  VMMBIB_STATUS_INVALID && big.cqe == 128,
+                  "RESIZE_CQ to 256 CQEs with 4 pages: INVALID");
+    }
 
     /* The QP state machine. */
     memset(&a, 0, sizeof(a));
