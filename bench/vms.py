@@ -293,9 +293,10 @@ def memcpy_MBps(args, doc_text):
         try:
             with open(args.engine_json) as f:
                 e = json.load(f)
+            when = (e.get("machine") or {}).get("date", "?")
             e = e.get("bench", e)
             if "memcpy64k_MBps" in e:
-                return e["memcpy64k_MBps"], "the engine benchmark of this run"
+                return e["memcpy64k_MBps"], f"the engine benchmark of {when}"
         except (OSError, ValueError, AttributeError):
             pass
     m = re.search(r"^\| memcpy of 64 KiB, one call[^|]*\|[^|]*\|[^|]*\| (\d+) \|",
