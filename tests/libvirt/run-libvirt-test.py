@@ -220,9 +220,28 @@ def instantiate(example, dest, args, vmdir):
         return f"{example}: expected one <cmdline>"
     if "/srv/" in xml:
         return f"{example}: a placeholder path was not replaced"
+    # The daemon's user reads copies in our private directory: the checkout
+    # may sit below a directory it cannot enter (a CI clone in a 0700 temp
+    # dir, /root).  QEMU finds its firmware by absolute paths, so a copy of
+    # the binary runs as the original does.
+    stage = f"{vmdir}/files"
+    os.makedirs(stage, exist_ok=True)
+    for i, path in enumerate(domain_files(xml)):
+        copy = f"{stage}/{i}-{os.path.basename(path)}"
+        try:
+            shutil.copy(path, copy)
+        except OSError as e:
+            return f"cannot copy {path} for the domain: {e}"
+        xml = xml.replace(f">{path}<", f">{copy}<").replace(f"'{path}'", f"'{copy}'")
     with open(dest, "w") as f:
         f.write(xml)
     return None
+
+
+def domain_files(xml):
+    """Every file the domain names: emulator, kernel, initrd, fw_cfg files."""
+    files = re.findall(r"<(?:emulator|kernel|initrd)>([^<]+)<", xml)
+    return files + re.findall(r"<entry name='[^']*' file='([^']+)'", xml)
 
 
 def read_text(path):
@@ -282,12 +301,8 @@ def run(args, tap, top):
         tap.result(False, "instantiate the example", err)
         return lv
     os.chown(dom_xml, lv.uid, lv.gid)
-    # Every file the domain names: emulator, kernel, initrd, fw_cfg files.
     with open(dom_xml) as f:
-        xml = f.read()
-    files = re.findall(r"<(?:emulator|kernel|initrd)>([^<]+)<", xml)
-    files += re.findall(r"<entry name='[^']*' file='([^']+)'", xml)
-    bad = lv.readable(files)
+        bad = lv.readable(domain_files(f.read()))
     if not tap.result(not bad, f"the daemon's user ({args.user if lv.prefix else 'this user'}) "
                       "can read the guest's files and run our QEMU",
                       "not readable (or executable) for it: " + " ".join(bad)):
