@@ -992,12 +992,9 @@ static void vmmbib_backend_destroy(VMMBypassIB *vib)
         vib->client = NULL;
         /* The chardev holds the socket too: close it for the daemon. */
         qemu_chr_fe_disconnect(&vib->chr);
-        g_free(vib->daemon_path);
-        g_free(vib->daemon_vm_id);
-        g_free(vib->daemon_cfg);
-        vib->daemon_path = NULL;
-        vib->daemon_vm_id = NULL;
-        vib->daemon_cfg = NULL;
+        g_clear_pointer(&vib->daemon_path, g_free);
+        g_clear_pointer(&vib->daemon_vm_id, g_free);
+        g_clear_pointer(&vib->daemon_cfg, g_free);
     }
     if (vib->backend) {
         /* Stops the engine: nothing raises events or reads RAM after. */
@@ -1049,6 +1046,14 @@ static bool vmmbib_db_ram_init(VMMBypassIB *vib, Error **errp)
     return true;
 }
 
+/* The per-slot arrays of the UAR window. */
+static void vmmbib_uar_slots_free(VMMBypassIB *vib)
+{
+    g_clear_pointer(&vib->db_alias, g_free);
+    g_clear_pointer(&vib->kick_mmio, g_free);
+    g_clear_pointer(&vib->slot_mapped, g_free);
+}
+
 /* The UAR window; the PCI wrapper maps it as a BAR. */
 static bool vmmbib_uar_window_init(VMMBypassIB *vib, Error **errp)
 {
@@ -1060,12 +1065,7 @@ static bool vmmbib_uar_window_init(VMMBypassIB *vib, Error **errp)
     vib->kick_mmio = g_new0(MemoryRegion, slots);
     vib->slot_mapped = g_new0(bool, slots);
     if (!vmmbib_db_ram_init(vib, errp)) {
-        g_free(vib->db_alias);
-        g_free(vib->kick_mmio);
-        g_free(vib->slot_mapped);
-        vib->db_alias = NULL;
-        vib->kick_mmio = NULL;
-        vib->slot_mapped = NULL;
+        vmmbib_uar_slots_free(vib);
         return false;
     }
     memory_region_init(&vib->uar_window, owner, "vmmbypass-ib-uar",
@@ -1092,12 +1092,7 @@ static void vmmbib_uar_window_fini(VMMBypassIB *vib)
         object_unparent(OBJECT(&vib->db_alias[i]));
     }
     object_unparent(OBJECT(&vib->db_ram));
-    g_free(vib->db_alias);
-    g_free(vib->kick_mmio);
-    g_free(vib->slot_mapped);
-    vib->db_alias = NULL;
-    vib->kick_mmio = NULL;
-    vib->slot_mapped = NULL;
+    vmmbib_uar_slots_free(vib);
 }
 
 static void vmmbib_realize(DeviceState *dev, Error **errp)
