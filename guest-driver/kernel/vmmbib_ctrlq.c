@@ -308,9 +308,10 @@ static int vmmbib_status_to_errno(u16 status)
 }
 
 /* Checks the reply to a completed @req that should carry @reply_len bytes. */
-static int vmmbib_ctrlq_check_reply(struct vmmbib_dev *dev,
-				    const struct vmmbib_ctrlq_req *req,
-				    u16 opcode, size_t reply_len)
+/* Checks the device's reply and copies its body to @reply (if any). */
+static int vmmbib_ctrlq_take_reply(struct vmmbib_dev *dev,
+				   const struct vmmbib_ctrlq_req *req,
+				   u16 opcode, void *reply, size_t reply_len)
 {
 	u16 status;
 	u32 length;
@@ -345,6 +346,8 @@ static int vmmbib_ctrlq_check_reply(struct vmmbib_dev *dev,
 				    opcode, length, req->used_len, reply_len);
 		return -EPROTO;
 	}
+	if (reply_len)
+		memcpy(reply, req->resp + 1, reply_len);
 	return 0;
 }
 
@@ -420,9 +423,7 @@ int vmmbib_ctrlq_exec(struct vmmbib_dev *dev, u16 opcode, u32 ctx_handle,
 		goto out_put;
 	}
 
-	err = vmmbib_ctrlq_check_reply(dev, req, opcode, reply_len);
-	if (!err && reply_len)
-		memcpy(reply, req->resp + 1, reply_len);
+	err = vmmbib_ctrlq_take_reply(dev, req, opcode, reply, reply_len);
 
 out_put:
 	vmmbib_ctrlq_req_put(req);
@@ -478,9 +479,7 @@ int vmmbib_ctrlq_exec_atomic(struct vmmbib_dev *dev, u16 opcode,
 	}
 	err = req->result;
 	if (!err)
-		err = vmmbib_ctrlq_check_reply(dev, req, opcode, reply_len);
-	if (!err && reply_len)
-		memcpy(reply, req->resp + 1, reply_len);
+		err = vmmbib_ctrlq_take_reply(dev, req, opcode, reply, reply_len);
 
 out_put:
 	vmmbib_ctrlq_req_put(req);
