@@ -26,7 +26,6 @@ the doc. Python 3 standard library only.
 """
 
 import argparse
-import datetime
 import importlib.util
 import json
 import os
@@ -46,6 +45,9 @@ _spec = importlib.util.spec_from_file_location(
 r2v = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(r2v)
 rgt = r2v.rgt
+# The engine benchmark's report: the machine and commit lines are its own.
+sys.path.insert(0, HERE)
+import report  # noqa: E402
 
 BEGIN = "<!-- BEGIN vms: written by bench/vms.py (make bench); " \
         "edits inside are overwritten -->"
@@ -117,33 +119,13 @@ def proc_cpu_secs(pid):
 
 
 def machine():
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    with open("/proc/loadavg") as f:
-        load = f.read().split()[0]
-    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime(
-                "%Y-%m-%d %H:%M UTC"),
-            "nproc": os.cpu_count(), "model": model,
-            "kernel": os.uname().release, "load_start": load}
+    m = report.machine()
+    m["load_start"] = m.pop("load")
+    return m
 
 
 def git_commit():
-    try:
-        sha = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain",
-                                "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return sha + (" with local changes" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    return report.git_commit(ROOT)
 
 
 # ---- one boot of two VMs ----
