@@ -170,6 +170,31 @@ unpack_debs() {
     mv "$dest.new" "$dest"
 }
 
+# The pinned kernel's .debs are not cached: when the archive no longer serves
+# that version, record the newest 6.12 build it does serve as the fallback
+# (see guest-vars.sh) and run this script again with it.
+kernel_in_archive_or_fallback() {
+    local image="linux-image-$GUEST_KREL-unsigned" newest version
+    apt_cache_host madison "$image" 2>/dev/null |
+        grep -q "| $GUEST_KERNEL_VERSION |" && return 0
+    newest="$(apt_cache_host search --names-only \
+        '^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$' 2>/dev/null |
+        cut -d' ' -f1 | sort -V | tail -n 1)"
+    version="$(apt_cache_host madison "$newest" 2>/dev/null | head -n 1 |
+        cut -d'|' -f2 | tr -d ' ')"
+    [[ -n "$version" && "$version" != "$GUEST_KERNEL_VERSION" ]] ||
+        die "the archive serves no guest kernel: neither $image=$GUEST_KERNEL_VERSION nor any
+  other 6.12 build for bookworm. Check the host's apt sources, then pick a version with
+    APT_CONFIG=\$(source scripts/lib.sh; apt_conf host) apt-cache policy 'linux-image-6.12*-amd64-unsigned'
+  and set GUEST_KERNEL_VERSION in scripts/guest-vars.sh."
+    warn "guest kernel $GUEST_KERNEL_VERSION is no longer in the archive; using $version" \
+        "(set GUEST_KERNEL_VERSION=\"$version\" in scripts/guest-vars.sh to make it the pin)"
+    mkdir -p "$(dirname "$GUEST_KERNEL_FALLBACK_FILE")"
+    printf '%s\n' "$version" >"$GUEST_KERNEL_FALLBACK_FILE"
+    exec 9>&-
+    exec "${BASH_SOURCE[0]}" "$@"
+}
+
 fetch_kernel() {
     local -a specs=() debs=()
     local name arch
@@ -279,6 +304,7 @@ main() {
     if ((missing)); then
         apt_update_if_stale host
         apt_update_if_stale guest
+        kernel_in_archive_or_fallback "$@"
     fi
     fetch_kernel
     fetch_userspace

@@ -24,9 +24,18 @@ dsc="$dl/qemu_${v}.dsc"
 if [[ ! -e "$dsc.ok" ]]; then
     apt_update_if_stale guest
     if ! apt_cache_guest showsrc qemu 2>/dev/null | grep -qx "Version: $QEMU_DEB_VERSION"; then
-        avail="$(apt_cache_guest showsrc qemu 2>/dev/null | sed -n 's/^Version: //p' | sort -u | tr '\n' ' ')"
-        die "Debian source package qemu=$QEMU_DEB_VERSION is no longer in trixie (available: ${avail:-none}).
-  Pick one of those in scripts/lib.sh (QEMU_DEB_VERSION), then check qemu-device/glue.patch still applies (make check)."
+        # Stable updates replace the previous point release's source: take
+        # the newest 10.0 one (glue.patch is written against 10.0).
+        avail="$(apt_cache_guest showsrc qemu 2>/dev/null | sed -n 's/^Version: //p' | sort -u)"
+        newest="$(grep '^1:10\.0\.' <<<"$avail" | sort -V | tail -n 1 || true)"
+        [[ -n "$newest" ]] ||
+            die "Debian source package qemu=$QEMU_DEB_VERSION is no longer in trixie, nor any other 10.0
+  (available: $(tr '\n' ' ' <<<"${avail:-none}")). Pick one in scripts/lib.sh (QEMU_DEB_VERSION),
+  then check that qemu-device/glue.patch still applies (make check)."
+        warn "Debian source package qemu=$QEMU_DEB_VERSION is no longer in trixie; using $newest" \
+            "(set QEMU_DEB_VERSION in scripts/lib.sh to make it the pin)"
+        export QEMU_DEB_VERSION=$newest
+        exec "${BASH_SOURCE[0]}" "$@"
     fi
     log "downloading Debian source qemu=$QEMU_DEB_VERSION (~40 MB)"
     # --download-only: we unpack ourselves into a temp dir so an interrupted run

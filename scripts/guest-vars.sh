@@ -19,6 +19,16 @@
 # and change only this line.
 GUEST_KERNEL_VERSION="6.12.95-1~bpo12+1"
 
+# The archive keeps only recent kernel builds. When it has dropped the pin,
+# scripts/fetch-guest.sh writes the newest 6.12 build it serves into this
+# file (with a warning), and every script takes that version instead until
+# the pin above is cached again.
+GUEST_KERNEL_FALLBACK_FILE="$VMMBIB_CACHE/guest-kernel/fallback-version"
+if [[ ! -d "$VMMBIB_CACHE/guest-kernel/${GUEST_KERNEL_VERSION%%-*}+deb12-amd64" &&
+    -s "$GUEST_KERNEL_FALLBACK_FILE" ]]; then
+    GUEST_KERNEL_VERSION="$(<"$GUEST_KERNEL_FALLBACK_FILE")"
+fi
+
 GUEST_KERNEL_ABI="${GUEST_KERNEL_VERSION%%-*}+deb12"
 GUEST_KREL="$GUEST_KERNEL_ABI-amd64"
 GUEST_KERNEL_ROOT="$VMMBIB_CACHE/guest-kernel/$GUEST_KREL"
