@@ -12,7 +12,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # From bookworm. Add here what new parts of the project need.
 HOST_PKGS=(
     # toolchain + build systems
-    build-essential ccache ninja-build pkg-config cmake clang libclang-rt-14-dev
+    build-essential ccache ninja-build pkg-config cmake
+    # clang with its ASan/UBSan runtimes and libFuzzer (libclang-rt-14-dev):
+    # the sanitized host-lib tests, the fuzzers and the second QEMU build
+    # (scripts/build-qemu.sh --sanitizers); llvm's llvm-symbolizer puts file
+    # and line into sanitizer reports
+    clang libclang-rt-14-dev llvm
     flex bison patch dpkg-dev python3 python3-venv gdb
     # QEMU build deps (system libs we link against)
     libglib2.0-dev libfdt-dev libpixman-1-dev zlib1g-dev
