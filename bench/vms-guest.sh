@@ -1,44 +1,41 @@
 # bench/vms-guest.sh — one side of the VM comparisons of bench/vms.py
-# (issue 7): perftest between two VMs, on vmmbypass-ib (vmmbib0, joined to
-# vmmbibd) and/or on rdma_rxe over the VMs' virtio-net link.
+# (issue 7): perftest and bench/reg-mr.c between two VMs (or two processes
+# of one VM), on vmmbypass-ib (vmmbib0, joined to vmmbibd) and/or on
+# rdma_rxe over the VMs' virtio-net link.
 #
-#   VMMBIB_ROLE      server or client (vm1 is the server)
+#   VMMBIB_ROLE      server, client (vm1 of a pair is the server) or solo
+#                    (one VM: the server runs in the background, the client
+#                    connects to it over lo)
 #   VMMBIB_IP        this VM's address on the link (a /24)
 #   VMMBIB_PEER_IP   the other VM's
-#   VMMBIB_BENCH_SYSTEMS  what to measure, in order: "NAME:DEV:LAT:BW:BIG"
-#                    items; DEV vmmbib0 or rxe (rxe0 is created on the
-#                    link's netdev); LAT, BW, BIG: perftest -n for latency,
-#                    8-byte and 64 KiB bandwidth
+#   VMMBIB_BENCH_PLAN  what to run, in order: items SYS:DEV:PROG:SIZE:N:FLAGS
+#                    SYS   the system's name in the output (a, b, c, ...)
+#                    DEV   vmmbib0, or rxe (rxe0 is made on the link's netdev)
+#                    PROG  a perftest program, or regmr (bench/reg-mr.c,
+#                          client only, N its -p: the largest page count)
+#                    N     perftest -n, or with flag D its -D (seconds)
+#                    FLAGS any of: e (perftest -e: wait for completion
+#                          events instead of polling), D (see N), g (wait
+#                          for the host's GO line on ttyS2 first), - (none)
 #
-# The client prints one line per figure for the host to parse:
-#   VMMBIB-BENCH sys=NAME prog=ib_write_lat size=8 <perftest's result row>
+# For the host to parse, the client prints, per figure,
+#   VMMBIB-BENCH sys=SYS prog=PROG[_ev] size=SIZE <perftest's result row>
+#   VMMBIB-BENCH sys=SYS prog=regmr size=0 <reg-mr's line>
+# around each figure VMMBIB-MARK begin/end SYS/PROG/SIZE (the host samples
+# its processes' CPU times there), and before its first g item VMMBIB-READY.
 # shellcheck shell=sh
 
-role=${VMMBIB_ROLE:?VMMBIB_ROLE must be server or client}
+role=${VMMBIB_ROLE:?VMMBIB_ROLE must be server, client or solo}
+. /run/vmmbib/files/guest-link.sh
 
-# ---- the L2 link (as tests/guest/two-vms.sh sets it up) ----------------------
-ifc=
-for n in /sys/class/net/*; do
-    n=${n##*/}
-    [ "$n" = lo ] || { ifc=$n; break; }
-done
-if [ -z "$ifc" ]; then
-    tap_fail "a network interface" "no interface besides lo"
-    exit 1
-fi
-ip addr add "$VMMBIB_IP/24" dev "$ifc" && ip link set "$ifc" up
-_up=0
-for _i in $(seq 90); do
-    if ping -c 1 -W 1 "$VMMBIB_PEER_IP" >/dev/null 2>&1; then
-        _up=1
-        break
-    fi
-done
-if [ "$_up" = 1 ]; then
-    tap_ok "$ifc $VMMBIB_IP reaches the other VM at $VMMBIB_PEER_IP"
+if [ "$role" = solo ]; then
+    peer=127.0.0.1
+    tap_ok "solo: the pair is two processes of this VM, over lo"
+    link_ifc=$(ls /sys/class/net | grep -v '^lo$' | head -n 1)
+    ip addr add "$VMMBIB_IP/24" dev "$link_ifc" && ip link set "$link_ifc" up
 else
-    tap_fail "$ifc $VMMBIB_IP reaches the other VM at $VMMBIB_PEER_IP"
-    exit 1
+    peer=$VMMBIB_PEER_IP
+    link_up "$VMMBIB_IP" "$VMMBIB_PEER_IP" || exit 1
 fi
 
 # ---- rxe on the link -----------------------------------------------------------
@@ -46,7 +43,7 @@ rxe_gid=
 setup_rxe() {
     [ -n "$rxe_gid" ] && return 0
     modprobe rdma_rxe || return 1
-    rdma link add rxe0 type rxe netdev "$ifc" || return 1
+    rdma link add rxe0 type rxe netdev "$link_ifc" || return 1
     # RoCE v2 GID of our IPv4 address (its index is what perftest's -x takes).
     _hex=$(echo "$VMMBIB_IP" | awk -F. '{printf "%02x%02x:%02x%02x", $1, $2, $3, $4}')
     for _t in $(seq 20); do
@@ -59,61 +56,110 @@ setup_rxe() {
     [ -n "$rxe_gid" ]
 }
 
-# ---- one perftest run ----------------------------------------------------------
-port=18700
-# run SYS PROG SIZE ITERS DEVICE-ARGS...
-run() {
-    _sys=$1 _prog=$2 _size=$3 _iters=$4
-    shift 4
-    port=$((port + 1))
-    if [ "$role" = server ]; then
-        timeout 150 "$_prog" "$@" -s "$_size" -n "$_iters" -F -p "$port" \
-            >/tmp/pt.log 2>&1
-        _rc=$?
+# ---- the host's start signal ---------------------------------------------------
+waited_go=0
+wait_go() {
+    [ "$waited_go" = 1 ] && return 0
+    waited_go=1
+    stty -F /dev/ttyS2 raw -echo 2>/dev/null
+    echo VMMBIB-READY
+    if read -r -t 1200 _go </dev/ttyS2; then
+        tap_ok "the host's start signal ($(echo "$_go" | tr -dc 'A-Z'))"
     else
-        _rc=1
-        for _try in $(seq 60); do
-            timeout 150 "$_prog" "$@" -s "$_size" -n "$_iters" -F -p "$port" \
-                "$VMMBIB_PEER_IP" >/tmp/pt.log 2>&1
-            _rc=$?
-            grep -q "Couldn't connect" /tmp/pt.log || break
-            sleep 1
-        done
-    fi
-    _row=$(grep -E '^ *[0-9]+ +[0-9]+ +[0-9.]+' /tmp/pt.log | tail -n 1)
-    if [ "$_rc" = 0 ] && { [ "$role" = server ] || [ -n "$_row" ]; }; then
-        tap_ok "$_sys: $_prog -s $_size -n $_iters, $role"
-        [ "$role" = client ] &&
-            echo "VMMBIB-BENCH sys=$_sys prog=$_prog size=$_size $_row"
-    else
-        tap_fail "$_sys: $_prog -s $_size -n $_iters, $role" \
-            "command: $_prog $* -s $_size -n $_iters -p $port" "exit status $_rc:" \
-            "$(cat /tmp/pt.log)"
+        tap_fail "the host's start signal" "nothing on ttyS2 within 1200 s"
     fi
 }
 
-for item in ${VMMBIB_BENCH_SYSTEMS:?}; do
-    IFS=: read -r sys dev lat_iters bw_iters big_iters <<EOF
+# ---- one figure ----------------------------------------------------------------
+port=18700
+# client_run LOG PROG ARGS...: the client side, retried while the server
+# does not listen yet.
+client_run() {
+    _log=$1
+    shift
+    _rc=1
+    for _try in $(seq 60); do
+        timeout 300 "$@" "$peer" >"$_log" 2>&1
+        _rc=$?
+        grep -q "Couldn't connect" "$_log" || break
+        sleep 1
+    done
+    return $_rc
+}
+
+# run SYS PROG SIZE N FLAGS DEVICE-ARGS...
+run() {
+    _sys=$1 _prog=$2 _size=$3 _n=$4 _flags=$5
+    shift 5
+    port=$((port + 1))
+    _name=$_prog
+    case $_flags in *D*) set -- "$@" -D "$_n" ;; *) set -- "$@" -n "$_n" ;; esac
+    case $_flags in *e*) set -- "$@" -e; _name=${_prog}_ev ;; esac
+    set -- "$_prog" "$@" -s "$_size" -F -p "$port"
+    _key="$_sys/$_name/$_size"
+    case $_flags in *g*) wait_go ;; esac
+    case $role in
+    server)
+        timeout 300 "$@" >/tmp/pt.log 2>&1
+        _rc=$?
+        ;;
+    client)
+        echo "VMMBIB-MARK begin $_key"
+        client_run /tmp/pt.log "$@"
+        _rc=$?
+        echo "VMMBIB-MARK end $_key"
+        ;;
+    solo)
+        timeout 300 "$@" >/tmp/pt-server.log 2>&1 &
+        _server=$!
+        echo "VMMBIB-MARK begin $_key"
+        client_run /tmp/pt.log "$@"
+        _rc=$?
+        echo "VMMBIB-MARK end $_key"
+        wait "$_server" || _rc=$?
+        ;;
+    esac
+    _row=$(grep -E '^ *[0-9]+ +[0-9]+ +[0-9.]+' /tmp/pt.log | tail -n 1)
+    if [ "$_rc" = 0 ] && { [ "$role" = server ] || [ -n "$_row" ]; }; then
+        tap_ok "$_key: $*, $role"
+        [ "$role" = server ] ||
+            echo "VMMBIB-BENCH sys=$_sys prog=$_name size=$_size $_row"
+    else
+        tap_fail "$_key: $*, $role" "exit status $_rc:" "$(cat /tmp/pt.log)"
+    fi
+}
+
+# regmr SYS MAX_PAGES DEVICE [GID_INDEX]
+regmr() {
+    [ "$role" = server ] && return 0
+    _key="$1/regmr/0"
+    echo "VMMBIB-MARK begin $_key"
+    if vmmbib-reg-mr -p "$2" ${4:+-x "$4"} "$3" >/tmp/regmr.log 2>&1; then
+        tap_ok "$_key: vmmbib-reg-mr -p $2 $3"
+        while read -r _line; do
+            echo "VMMBIB-BENCH sys=$1 prog=regmr size=0 $_line"
+        done </tmp/regmr.log
+    else
+        tap_fail "$_key: vmmbib-reg-mr -p $2 $3" "$(cat /tmp/regmr.log)"
+    fi
+    echo "VMMBIB-MARK end $_key"
+}
+
+echo VMMBIB-STATS-BASELINE
+sleep 2
+for item in ${VMMBIB_BENCH_PLAN:?}; do
+    IFS=: read -r sys dev prog size n flags <<EOF2
 $item
-EOF
+EOF2
     if [ "$dev" = rxe ]; then
-        if setup_rxe; then
-            tap_ok "$sys: rxe0 on $ifc, GID index $rxe_gid"
-        else
-            tap_fail "$sys: rxe0 on $ifc" "$(rdma link 2>&1)"
+        if ! setup_rxe; then
+            tap_fail "$sys: rxe0 on $link_ifc" "$(rdma link 2>&1)"
             continue
         fi
-        set -- -d rxe0 -x "$rxe_gid"
+        [ "$prog" = regmr ] && { regmr "$sys" "$n" rxe0 "$rxe_gid"; continue; }
+        run "$sys" "$prog" "$size" "$n" "$flags" -d rxe0 -x "$rxe_gid"
     else
-        set -- -d "$dev"
+        [ "$prog" = regmr ] && { regmr "$sys" "$n" "$dev"; continue; }
+        run "$sys" "$prog" "$size" "$n" "$flags" -d "$dev"
     fi
-    echo VMMBIB-STATS-BASELINE
-    sleep 2
-    for prog in ib_write_lat ib_send_lat ib_read_lat; do
-        run "$sys" "$prog" 8 "$lat_iters" "$@"
-    done
-    for prog in ib_write_bw ib_send_bw; do
-        run "$sys" "$prog" 8 "$bw_iters" "$@"
-        run "$sys" "$prog" 65536 "$big_iters" "$@"
-    done
 done
