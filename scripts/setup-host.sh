@@ -29,6 +29,8 @@ HOST_PKGS=(
     libnl-3-dev libnl-route-3-dev libudev-dev
     # memcheck of the host-lib tests, callgrind profile of make bench
     valgrind
+    # make bench (bench/vms.py): perf profiles of the VM figures, PNG plots
+    linux-perf gnuplot-nox
     # suite libvirt (tests/libvirt, docs/libvirt.md): a private libvirtd with
     # its QEMU driver, virsh and virt-xml-validate. --no-install-recommends
     # keeps Debian's qemu-system-x86 out: the domains run our QEMU.
