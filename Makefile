@@ -48,7 +48,10 @@ demo: build
 
 # A build dir configured before bench/meson.build existed does not know it
 # (the top-level meson.build tests fs.exists): reconfigure once.  The
-# engine benchmark rewrites its section of docs/performance.md.
+# engine benchmark rewrites its section of docs/performance.md; then
+# bench/vms.py (TCG guests, about half an hour) the VM section and the
+# plots in docs/perf/.  It boots guests: on a shared machine run it as
+# `flock /tmp/vmmbib-guest.lock make bench`.
 bench: build
 	@if [ -f bench/meson.build ] && \
 	    ! $(MESON) test -C "$(BUILD)" --benchmark --list 2>/dev/null | grep -q .; then \
