@@ -27,6 +27,8 @@ HOST_PKGS=(
     cpio xz-utils zstd kmod dwarves linux-headers-amd64
     # rdma-core provider build
     libnl-3-dev libnl-route-3-dev libudev-dev
+    # host-lib's verbs backend (host-lib/verbs, docs/design-verbs.md)
+    libibverbs-dev ibverbs-providers
     # memcheck of the host-lib tests, callgrind profile of make bench
     valgrind
     # make bench (bench/vms.py): perf profiles of the VM figures, PNG plots
