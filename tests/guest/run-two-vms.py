@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
-"""Two guests on one vmmbibd: verbs traffic between VMs, reported as TAP.
+"""Guests on one vmmbibd: verbs traffic between VMs, reported as TAP.
 
-Starts vmmbibd on a socket in a temporary directory, boots two guests (one
-vCPU each, guest RAM in a shared memfd, their vmmbypass-ib devices joined to
-the daemon with -chardev socket and named vm1 and vm2), links them with
-virtio-net over a UDP tunnel (-netdev dgram) for the programs' TCP address
-exchange, and runs the guest script (two-vms.sh) in both: VMMBIB_ROLE=server
-in vm1 and client in vm2. Each guest is run as run-guest-test.py runs one
-(imported, not duplicated); their TAP results are merged, prefixed vm1:/vm2:,
-with the device counters (which, with the daemon, are the daemon's for that
-VM) and the daemon's log checked: both VMs joined with different LIDs (each
-always with the same one), the daemon stopped cleanly at the end.
+Starts vmmbibd on a socket in a temporary directory, boots two guests (or
+--vms 1 to 4; one vCPU each, guest RAM in a shared memfd, their vmmbypass-ib
+devices joined to the daemon with -chardev socket and named vm1 to vm4),
+links them with virtio-net on one L2 segment (-netdev dgram on a multicast
+group of 127.0.0.1: a UDP tunnel joins two QEMUs only) for the programs'
+TCP address exchange, and runs the guest script (two-vms.sh) in each:
+VMMBIB_ROLE=server in vm1, client in vm2, peer in vm3 and vm4. Each guest
+is run as run-guest-test.py runs one (imported, not duplicated); their TAP
+results are merged, prefixed vm1:, vm2:, ..., with the device counters
+(which, with the daemon, are the daemon's for that VM) and the daemon's log
+checked: the VMs joined with different LIDs (each always with the same
+one), the daemon stopped cleanly at the end.
+
+Every guest gets VMMBIB_VM (vm1..), VMMBIB_RANK (0..), VMMBIB_IP (10.77.0.N),
+VMMBIB_IPS (all VMs' addresses, in order) and VMMBIB_PEER_IP (vm2's for vm1,
+vm1's for the others).
 First, QEMU must refuse, with the sentence that says what to add, a device
 joining the daemon while guest RAM is no shared memfd, and vm-id without
 chardev.
@@ -20,7 +26,8 @@ the line VMMBIBD-KILL (the runner SIGKILLs the daemon) or VMMBIBD-START (it
 starts it again on the same socket): daemon-restart.sh does, to test what a
 guest sees when the daemon dies, and that a device reset joins it again.
 A line KILL-PEER has the runner SIGKILL the other VM's QEMU (two-vms.sh's
-kill-peer test); that VM's results then count only as "killed".
+kill-peer test), KILL-VM vmN that VM's (four-vms.sh); that VM's results
+then count only as "killed".
 
   run-two-vms.py --qemu build/qemu/qemu-system-x86_64 \\
       --kernel build/guest/vmlinuz --initrd build/guest/initramfs.cpio.zst \\
@@ -50,7 +57,9 @@ _spec = importlib.util.spec_from_file_location("run_guest_test",
 rgt = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(rgt)
 
+# (name, role, IP) of the first two VMs; bench/vms.py boots these two.
 VMS = (("vm1", "server", "10.77.0.1"), ("vm2", "client", "10.77.0.2"))
+ALL_VMS = VMS + (("vm3", "peer", "10.77.0.3"), ("vm4", "peer", "10.77.0.4"))
 
 
 def parse_args(argv):
@@ -61,22 +70,28 @@ def parse_args(argv):
     p.add_argument("--initrd", required=True)
     p.add_argument("--vmmbibd", required=True, help="the daemon binary")
     p.add_argument("--script", default=os.path.join(HERE, "two-vms.sh"),
-                   help="guest script run in both VMs (default two-vms.sh)")
-    p.add_argument("--vms", type=int, choices=(1, 2), default=2,
+                   help="guest script run in every VM (default two-vms.sh)")
+    p.add_argument("--vms", type=int, choices=range(1, len(ALL_VMS) + 1), default=2,
                    help="guests to boot (default 2; 1: vm1 alone, VMMBIB_ROLE=solo)")
     p.add_argument("--expect-qemu-log", action="append", default=[], metavar="REGEX",
                    help="a line each QEMU must have printed (repeatable)")
     p.add_argument("--expect-daemon-log", action="append", default=[], metavar="REGEX",
                    help="a line the daemon must have logged (repeatable)")
-    p.add_argument("--memory", default="512M", help="RAM of each guest (default 512M)")
+    p.add_argument("--memory", help="RAM of each guest (default 512M, with more "
+                   "than two VMs 384M: four TCG guests on a small host)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                   help="variable for the script in both guests (repeatable)")
+                   help="variable for the script in every guest (repeatable)")
+    p.add_argument("--file", action="append", default=[], metavar="NAME=PATH",
+                   help="as run-guest-test.py's: a host program for every guest")
     p.add_argument("--expect-stat", action="append", default=[], metavar="EXPR",
                    help="as run-guest-test.py's, checked on each VM's counters")
     p.add_argument("--timeout", type=float, default=240, help="seconds per guest")
     p.add_argument("--log-dir", help="keep the logs here (default: a temporary "
                    "directory, kept only on failure)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.memory is None:
+        args.memory = "512M" if args.vms <= 2 else "384M"
+    return args
 
 
 def free_udp_ports(n):
@@ -105,6 +120,14 @@ def start_daemon(binary, sock, log_path):
             raise RuntimeError(f"vmmbibd did not start:\n{rgt.read_text(log_path)}")
         time.sleep(0.05)
     return proc
+
+
+def free_mcast_group():
+    """A multicast group and port on 127.0.0.1 for the guests' L2 segment:
+    a random group of 239.0.0.0/8 (organisation-local) and a port nothing
+    uses, so that concurrent runs do not hear each other."""
+    import random
+    return f"239.77.{random.randrange(256)}.{random.randrange(1, 255)}", free_udp_ports(1)[0]
 
 
 def kill_vm(vm):
@@ -142,24 +165,38 @@ def control_daemon(state, vms, stop):
                 elif line == "VMMBIB-OUT: VMMBIBD-START" and state["proc"].poll() is not None:
                     state["proc"] = start_daemon(*state["start"])
                     state["events"].append("vmmbibd started")
-                elif line == "VMMBIB-OUT: KILL-PEER":
+                elif line == "VMMBIB-OUT: KILL-PEER" or line.startswith("VMMBIB-OUT: KILL-VM "):
+                    victim = line.split()[-1] if "KILL-VM" in line else None
                     for peer in vms:
-                        if peer is not vm and not peer.get("killed"):
+                        if peer is not vm and not peer.get("killed") and \
+                                victim in (None, peer["name"]):
                             kill_vm(peer)
+                            peer["killed_by"] = vm["name"]
                             state["events"].append(f"{peer['name']} killed")
         time.sleep(0.1)
 
 
-def vm_args(args, name, role, ip, peer_ip, sock, ports, logdir):
-    """run-guest-test.py's options for one VM (its argument parser checks them)."""
-    own, peer = ports
+def vm_args(args, name, role, ip, peer_ip, sock, ports, logdir, mcast=None, ips=None):
+    """run-guest-test.py's options for one VM (its argument parser checks them).
+    The link: a UDP tunnel between ports (own, peer), or with mcast
+    (group, port) a multicast segment for any number of VMs; ips: every VM's
+    address, in order (VMMBIB_IPS)."""
     mac = "52:54:00:77:00:0" + name[-1]
+    if mcast:
+        # local.host: the interface the group is joined on and sent from
+        # (local.port is required by the parser and unused).
+        netdev = f"dgram,id=net0,remote.type=inet,remote.host={mcast[0]}," \
+            f"remote.port={mcast[1]},local.type=inet,local.host=127.0.0.1,local.port=0"
+    else:
+        own, peer = ports
+        netdev = f"dgram,id=net0,local.type=inet,local.host=127.0.0.1," \
+            f"local.port={own},remote.type=inet,remote.host=127.0.0.1,remote.port={peer}"
+    ips = ips or [ip, peer_ip]
     qemu_args = [
         "-name", name,
         "-object", f"memory-backend-memfd,id=mem,share=on,size={args.memory}",
         "-chardev", f"socket,id=ib0,path={sock}",
-        "-netdev", f"dgram,id=net0,local.type=inet,local.host=127.0.0.1,"
-        f"local.port={own},remote.type=inet,remote.host=127.0.0.1,remote.port={peer}",
+        "-netdev", netdev,
         "-device", f"virtio-net-pci,netdev=net0,mac={mac}",
         "-pidfile", os.path.join(logdir, "qemu.pid"),
     ]
@@ -168,9 +205,13 @@ def vm_args(args, name, role, ip, peer_ip, sock, ports, logdir):
             "--machine", "q35,memory-backend=mem", "--timeout", str(args.timeout),
             "--device-args", "id=vmmbib0,chardev=ib0", "--stats", "--log-dir", logdir,
             "--env", f"VMMBIB_ROLE={role}", "--env", f"VMMBIB_IP={ip}",
-            "--env", f"VMMBIB_PEER_IP={peer_ip}"]
+            "--env", f"VMMBIB_PEER_IP={peer_ip}", "--env", f"VMMBIB_VM={name}",
+            "--env", f"VMMBIB_RANK={int(name[2:]) - 1}",
+            "--env", f"VMMBIB_IPS={' '.join(ips)}"]
     for item in args.env:
         argv += ["--env", item]
+    for item in getattr(args, "file", []):
+        argv += ["--file", item]
     for expr in args.expect_stat:
         argv += ["--expect-stat", expr]
     argv += [f"--qemu-arg={a}" for a in qemu_args]
@@ -236,17 +277,21 @@ def main(argv):
     daemon = {"start": (args.vmmbibd, sock, daemon_log), "events": []}
     daemon["proc"] = start_daemon(*daemon["start"])
     check_refusals(args, sock, result, out.append)
-    vms = []
+    vms, threads = [], []
     stop = threading.Event()
     try:
-        p1, p2 = free_udp_ports(2)
-        for (name, role, ip), (_, _, peer_ip), ports in list(zip(
-                VMS, reversed(VMS), ((p1, p2), (p2, p1))))[:args.vms]:
+        mcast = free_mcast_group()
+        chosen = ALL_VMS[:args.vms]
+        ips = [ip for _, _, ip in chosen]
+        for name, role, ip in chosen:
             if args.vms == 1:
                 role = "solo"
+            # vm1's peer is vm2, everybody else's vm1.
+            peer_ip = ALL_VMS[1 if name == "vm1" else 0][2]
             logdir = os.path.join(top, name)
             os.makedirs(logdir)
-            vargs = vm_args(args, name, role, ip, peer_ip, sock, ports, logdir)
+            vargs = vm_args(args, name, role, ip, peer_ip, sock, None, logdir,
+                            mcast=mcast, ips=ips)
             vms.append({"name": name, "args": vargs, "logdir": logdir,
                         "cmd": rgt.qemu_command(vargs, logdir, False)})
         threads = [threading.Thread(target=run_vm, args=(vm,)) for vm in vms]
@@ -271,7 +316,14 @@ def main(argv):
     # Each VM's TAP, as run-guest-test.py reports it, renumbered and prefixed.
     for vm in vms:
         if vm.get("killed"):
-            result(True, f"{vm['name']}: killed (SIGKILL) at the other VM's request")
+            # What it reported before it died counts (two-vms.sh's isolation
+            # memory check, an integrity round); the rest of its run does not.
+            for event in vm["results"].events:
+                if event[0] == "tap":
+                    result(event[1], f"{vm['name']}: {event[2]}")
+                else:
+                    out.append(f"# {vm['name']}: {event[1]}")
+            result(True, f"{vm['name']}: killed (SIGKILL) at {vm['killed_by']}'s request")
             continue
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):

@@ -1,11 +1,14 @@
-# tests/guest/two-vms.sh — one side of verbs traffic between two VMs whose
-# vmmbypass-ib devices are ports of one vmmbibd (run by run-two-vms.py).
+# tests/guest/two-vms.sh — one VM's side of verbs traffic between VMs whose
+# vmmbypass-ib devices are ports of one vmmbibd (run by run-two-vms.py, in
+# two VMs or up to four).
 #
-# The pingpongs exchange their addresses over TCP, so the VMs also share an
+# The programs exchange their addresses over TCP, so the VMs also share an
 # L2 link (virtio-net, -netdev dgram); this script gives it a static IP.
-#   VMMBIB_ROLE     server or client
+#   VMMBIB_ROLE     server (vm1), client (vm2) or peer (vm3, vm4)
 #   VMMBIB_IP       this VM's address on the link (a /24)
-#   VMMBIB_PEER_IP  the other VM's
+#   VMMBIB_PEER_IP  the other VM's (of the pair vm1-vm2)
+#   VMMBIB_IPS      every VM's address, in order (vm1 first)
+#   VMMBIB_RANK     this VM's index in VMMBIB_IPS (vm1: 0)
 #   VMMBIB_TESTS    what to run, in order (default "rc ud"): rc, ud (the
 #                   pingpongs with -c), and perftest's send-lat, write-lat,
 #                   read-lat, atomic-lat, send-bw, write-bw, read-bw,
@@ -13,8 +16,21 @@
 #                   runs ib_write_bw to the server, has the runner kill the
 #                   server's VM (KILL-PEER) and must see its traffic end in
 #                   an error completion, never hang, and its device still
-#                   work (last: the server's VM is gone after it)
+#                   work (last: the server's VM is gone after it);
+#                   with vmmbib-integrity passed in (--file): integrity,
+#                   every VM sends checksummed SENDs, RDMA WRITEs and READs
+#                   to every other and checks what it got (all to all);
+#                   isolation (vm1 and vm2): vm2 tries forged and
+#                   insufficient rkeys and out-of-bounds addresses on vm1's
+#                   memory, vm1 checks it is unchanged; kill-last: all VMs
+#                   run integrity for VMMBIB_KILL_SECONDS, vm1 has the
+#                   runner kill the last VM (KILL-VM) during it, and the
+#                   others must see error completions for their traffic to
+#                   it and complete their traffic with each other; then
+#                   survivors: integrity among all but the last VM
 #   VMMBIB_ITERS    iterations of each program (default 20: TCG is slow)
+#   VMMBIB_MESSAGES integrity's messages to each peer (default 300)
+#   VMMBIB_KILL_SECONDS  kill-last's traffic (default 40)
 # shellcheck shell=sh
 
 dev=vmmbib0
@@ -33,21 +49,23 @@ if [ -z "$ifc" ]; then
     exit 1
 fi
 ip addr add "$VMMBIB_IP/24" dev "$ifc" && ip link set "$ifc" up
-# The other VM may still be booting: wait for it.
-_up=0
-for _i in $(seq 90); do
-    if ping -c 1 -W 1 "$VMMBIB_PEER_IP" >/dev/null 2>&1; then
-        _up=1
-        break
+ips=${VMMBIB_IPS:-$VMMBIB_IP $VMMBIB_PEER_IP}
+rank=${VMMBIB_RANK:-0}
+# The other VMs may still be booting: wait for each (90 s in all).
+_n=90
+for _peer in $ips; do
+    [ "$_peer" = "$VMMBIB_IP" ] && continue
+    while [ "$_n" -gt 0 ] && ! ping -c 1 -W 1 "$_peer" >/dev/null 2>&1; do
+        _n=$((_n - 1))
+    done
+    if [ "$_n" -gt 0 ]; then
+        tap_ok "$ifc $VMMBIB_IP reaches the VM at $_peer"
+    else
+        tap_fail "$ifc $VMMBIB_IP reaches the VM at $_peer" \
+            "$(ip addr show "$ifc")"
+        exit 1
     fi
 done
-if [ "$_up" = 1 ]; then
-    tap_ok "$ifc $VMMBIB_IP reaches the other VM at $VMMBIB_PEER_IP"
-else
-    tap_fail "$ifc $VMMBIB_IP reaches the other VM at $VMMBIB_PEER_IP" \
-        "$(ip addr show "$ifc")"
-    exit 1
-fi
 tap_diag "$dev: $(ibv_devinfo -d "$dev" | grep -E 'port_lid|node_guid' | tr -s ' \t' ' ')"
 
 echo VMMBIB-STATS-BASELINE
@@ -155,6 +173,70 @@ kill_peer() {
     fi
 }
 
+# integrity NAME PORT IPS ARGS...: vmmbib-integrity between the VMs of IPS
+# (space-separated, this one among them), its "ok CHECK" / "not ok CHECK:
+# WHY" lines as TAP; rank: this VM's index in IPS.
+integrity() {
+    _name=$1 _port=$2 _ips=$3
+    shift 3
+    if ! command -v vmmbib-integrity >/dev/null; then
+        tap_fail "$_name" "vmmbib-integrity not passed in (run-two-vms.py --file)"
+        return
+    fi
+    _rank=0
+    for _ip in $_ips; do
+        [ "$_ip" = "$VMMBIB_IP" ] && break
+        _rank=$((_rank + 1))
+    done
+    timeout 400 vmmbib-integrity -P "$(echo $_ips | tr ' ' ,)" -R "$_rank" \
+        -p "$_port" "$@" "$dev" >"/tmp/integrity-$_port.log" 2>&1
+    _rc=$?
+    while IFS= read -r _line; do
+        case $_line in
+        "ok "*) tap_ok "$_name: ${_line#ok }" ;;
+        "not ok "*) tap_fail "$_name: ${_line#not ok }" ;;
+        *) tap_diag "$_line" ;;
+        esac
+    done <"/tmp/integrity-$_port.log"
+    [ "$_rc" = 0 ] || tap_fail "$_name: vmmbib-integrity exit status is 0 (it was $_rc)"
+}
+
+last_ip=
+last_vm=0
+for _ip in $ips; do
+    last_ip=$_ip
+    last_vm=$((last_vm + 1))
+done
+survivors=
+for _ip in $ips; do
+    [ "$_ip" = "$last_ip" ] || survivors="$survivors $_ip"
+done
+messages=${VMMBIB_MESSAGES:-300}
+
+# kill_last PORT: see kill-last above.
+kill_last() {
+    if [ "$rank" != 0 ]; then
+        integrity "kill-last" "$1" "$ips" -D "${VMMBIB_KILL_SECONDS:-40}" \
+            -K $((last_vm - 1)) -m 12
+        [ "$VMMBIB_IP" = "$last_ip" ] &&
+            tap_fail "kill-last: this VM (the last) was killed" "it still runs"
+        return
+    fi
+    integrity "kill-last" "$1" "$ips" -D "${VMMBIB_KILL_SECONDS:-40}" \
+        -K $((last_vm - 1)) -m 12 &
+    _pid=$!
+    _n=200
+    while [ "$_n" -gt 0 ] && ! grep -q "traffic started" "/tmp/integrity-$1.log" 2>/dev/null; do
+        sleep 1
+        _n=$((_n - 1))
+    done
+    # Traffic in every VM (they started together, after a barrier).
+    sleep 8
+    tap_diag "kill-last: asking the runner to kill vm$last_vm ($last_ip)"
+    echo "KILL-VM vm$last_vm"
+    wait "$_pid"
+}
+
 for t in ${VMMBIB_TESTS:-rc ud}; do
     case $t in
     rc)
@@ -174,6 +256,19 @@ for t in ${VMMBIB_TESTS:-rc ud}; do
     kill-peer)
         port=$((port + 2))
         kill_peer "$port" ;;
+    integrity)
+        integrity "integrity, all to all" 18701 "$ips" -n "$messages" -m 12 ;;
+    isolation)
+        # vm2 probes vm1; the others have no part in it.
+        if [ "$rank" -le 1 ]; then
+            integrity "isolation" 18704 "$(echo $ips | cut -d' ' -f1-2)" -I
+        fi ;;
+    kill-last)
+        kill_last 18702 ;;
+    survivors)
+        if [ "$VMMBIB_IP" != "$last_ip" ]; then
+            integrity "survivors, all to all" 18703 "$survivors" -n "$messages" -m 12
+        fi ;;
     *)
         tap_fail "unknown test '$t' in VMMBIB_TESTS" ;;
     esac
