@@ -245,6 +245,14 @@ static void vmmbib_ctrlq_nudge(struct vmmbib_dev *dev, u16 opcode)
 {
 	struct vmmbib_ctrlq *cq = &dev->ctrlq;
 
+	/*
+	 * The virtio core found the ring corrupt (a used id naming no
+	 * request, say): no reply can come any more.
+	 */
+	if (virtqueue_is_broken(cq->vq)) {
+		vmmbib_ctrlq_fail(dev, "the device corrupted the ring");
+		return;
+	}
 	if (vmmbib_ctrlq_reap(cq->vq))
 		dev_warn_ratelimited(vmmbib_ctrlq_dev(dev),
 				     "command %u: its reply came without an interrupt\n",
@@ -471,6 +479,11 @@ int vmmbib_ctrlq_exec_atomic(struct vmmbib_dev *dev, u16 opcode,
 		if (ktime_get_ns() > deadline) {
 			/* Completes this request too, unless it just made it. */
 			vmmbib_ctrlq_fail(dev, "a command timed out");
+			break;
+		}
+		/* No reply can come: do not spin until the deadline. */
+		if (virtqueue_is_broken(cq->vq)) {
+			vmmbib_ctrlq_fail(dev, "the device corrupted the ring");
 			break;
 		}
 		/* Reaps completed requests, ours included, as the callback. */

@@ -114,6 +114,18 @@ static void vmmbib_port_event(struct vmmbib_dev *dev, u32 port,
 }
 
 /*
+ * An event naming no object of its context: one destroyed while its event
+ * was on the way, or a device that names objects the driver never made.
+ */
+static void vmmbib_event_no_object(struct vmmbib_dev *dev, const char *kind,
+				   u32 handle, u32 ctx)
+{
+	dev_warn_ratelimited(vmmbib_eventq_dev(dev),
+			     "event for %s %#x of context %#x, which does not exist (destroyed, or never created): ignored\n",
+			     kind, handle, ctx);
+}
+
+/*
  * Events of CQs, QPs and SRQs go to the object's own handlers.  The
  * object is looked up by handle under its table's lock, which its destroy
  * verb takes to remove it: it cannot go away while its handler runs.  The
@@ -125,10 +137,12 @@ static void vmmbib_cq_event(struct vmmbib_dev *dev, u32 handle, u32 ctx,
 	struct ib_event event = { .device = &dev->ibdev, .event = type };
 	struct vmmbib_cq *cq;
 	unsigned long flags;
+	bool found;
 
 	xa_lock_irqsave(&dev->cqs, flags);
 	cq = xa_load(&dev->cqs, handle);
-	if (cq && cq->ctx_handle == ctx) {
+	found = cq && cq->ctx_handle == ctx;
+	if (found) {
 		if (type < 0) {
 			if (cq->ibcq.comp_handler)
 				cq->ibcq.comp_handler(&cq->ibcq,
@@ -139,9 +153,8 @@ static void vmmbib_cq_event(struct vmmbib_dev *dev, u32 handle, u32 ctx,
 		}
 	}
 	xa_unlock_irqrestore(&dev->cqs, flags);
-	if (!cq)
-		dev_dbg(vmmbib_eventq_dev(dev), "event for gone CQ %#x\n",
-			handle);
+	if (!found)
+		vmmbib_event_no_object(dev, "CQ", handle, ctx);
 }
 
 static void vmmbib_qp_event(struct vmmbib_dev *dev, u32 handle, u32 ctx,
@@ -150,14 +163,18 @@ static void vmmbib_qp_event(struct vmmbib_dev *dev, u32 handle, u32 ctx,
 	struct ib_event event = { .device = &dev->ibdev, .event = type };
 	struct vmmbib_qp *qp;
 	unsigned long flags;
+	bool found;
 
 	xa_lock_irqsave(&dev->qps, flags);
 	qp = xa_load(&dev->qps, handle);
-	if (qp && qp->ctx_handle == ctx && qp->ibqp.event_handler) {
+	found = qp && qp->ctx_handle == ctx;
+	if (found && qp->ibqp.event_handler) {
 		event.element.qp = &qp->ibqp;
 		qp->ibqp.event_handler(&event, qp->ibqp.qp_context);
 	}
 	xa_unlock_irqrestore(&dev->qps, flags);
+	if (!found)
+		vmmbib_event_no_object(dev, "QP", handle, ctx);
 }
 
 static void vmmbib_srq_event(struct vmmbib_dev *dev, u32 handle, u32 ctx,
@@ -166,14 +183,18 @@ static void vmmbib_srq_event(struct vmmbib_dev *dev, u32 handle, u32 ctx,
 	struct ib_event event = { .device = &dev->ibdev, .event = type };
 	struct vmmbib_srq *srq;
 	unsigned long flags;
+	bool found;
 
 	xa_lock_irqsave(&dev->srqs, flags);
 	srq = xa_load(&dev->srqs, handle);
-	if (srq && srq->ctx_handle == ctx && srq->ibsrq.event_handler) {
+	found = srq && srq->ctx_handle == ctx;
+	if (found && srq->ibsrq.event_handler) {
 		event.element.srq = &srq->ibsrq;
 		srq->ibsrq.event_handler(&event, srq->ibsrq.srq_context);
 	}
 	xa_unlock_irqrestore(&dev->srqs, flags);
+	if (!found)
+		vmmbib_event_no_object(dev, "SRQ", handle, ctx);
 }
 
 static void vmmbib_handle_event(struct vmmbib_dev *dev,
@@ -233,9 +254,9 @@ static void vmmbib_handle_event(struct vmmbib_dev *dev,
 		break;
 	default:
 		/* Newer devices may know more: ignored, as the spec says. */
-		dev_dbg(vmmbib_eventq_dev(dev),
-			"unknown event type %u (handle %#x) ignored\n",
-			type, handle);
+		dev_warn_ratelimited(vmmbib_eventq_dev(dev),
+				     "unknown event type %u (handle %#x): ignored\n",
+				     type, handle);
 		break;
 	}
 }

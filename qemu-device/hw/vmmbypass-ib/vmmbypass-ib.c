@@ -263,6 +263,136 @@ static void vmmbib_cmd_done_bh(void *opaque)
  * the virtio protocol (virtio_error then marks the device broken).
  */
 static bool vmmbib_ctrl_queue(VMMBypassIB *vib, VirtQueueElement *elem)
+/*
+ * x-inject-faults, for tests of the guest driver only (tests/guest/
+ * faults.sh): the device misbehaves the way a broken one would.  Reply
+ * faults spoil every controlq reply while they are set; event faults
+ * push their events once, when set on a started device.
+ */
+enum {
+    VMMBIB_FAULT_NONE,
+    VMMBIB_FAULT_REPLY_SHORT,       /* used length: half a header */
+    VMMBIB_FAULT_REPLY_LONG,        /* length field one past the body */
+    VMMBIB_FAULT_BAD_STATUS,        /* a status the spec does not define */
+    VMMBIB_FAULT_WRONG_ID,          /* the used entry names no request */
+    VMMBIB_FAULT_EVENT_GARBAGE,     /* unknown types, a short event */
+    VMMBIB_FAULT_EVENT_BAD_HANDLE,  /* events of objects never created */
+    VMMBIB_FAULT__MAX,
+};
+
+static const QEnumLookup vmmbib_fault_lookup = {
+    .array = (const char *const[]) {
+        "none", "reply-short", "reply-long", "bad-status", "wrong-id",
+        "event-garbage", "event-bad-handle",
+    },
+    .size = VMMBIB_FAULT__MAX,
+};
+
+/* A handle and context no guest object has: tables are far smaller. */
+#define VMMBIB_FAULT_HANDLE     0x00fedcbau
+
+/* Spoil the reply of @cmd as the fault in force says. */
+static void vmmbib_fault_reply(VMMBypassIB *vib, VMMBypassIBCmd *cmd)
+{
+    VirtIODevice *vdev = VIRTIO_DEVICE(vib);
+    struct vmmbib_resp_hdr *hdr = (struct vmmbib_resp_hdr *)cmd->reply;
+
+    switch (vib->inject_faults) {
+    case VMMBIB_FAULT_REPLY_SHORT:
+        cmd->reply_len = sizeof(*hdr) / 2;
+        break;
+    case VMMBIB_FAULT_REPLY_LONG:
+        hdr->length = cpu_to_le32(le32_to_cpu(hdr->length) + 1);
+        break;
+    case VMMBIB_FAULT_BAD_STATUS:
+        hdr->status = cpu_to_le16(VMMBIB_STATUS_MAX + 0x100);
+        break;
+    case VMMBIB_FAULT_WRONG_ID:
+        /* Split rings: ids are descriptor indexes, the ring size none. */
+        if (!virtio_vdev_has_feature(vdev, VIRTIO_F_RING_PACKED)) {
+            cmd->elem->index = virtio_queue_get_num(vdev, VMMBIB_VQ_CONTROL);
+        }
+        break;
+    }
+}
+
+/* Push @len bytes of @ev into the next eventq buffer, if there is one. */
+static void vmmbib_fault_event(VMMBypassIB *vib, uint16_t type,
+                               uint32_t handle, size_t len)
+{
+    struct vmmbib_event ev = {
+        .type = cpu_to_le16(type),
+        .handle = cpu_to_le32(handle),
+        .ctx_handle = cpu_to_le32(VMMBIB_FAULT_HANDLE),
+    };
+    VirtQueueElement *elem;
+
+    elem = virtqueue_pop(vib->event_vq, sizeof(VirtQueueElement));
+    if (!elem) {
+        return;
+    }
+    if (iov_size(elem->in_sg, elem->in_num) < sizeof(ev)) {
+        virtqueue_detach_element(vib->event_vq, elem, 0);
+        g_free(elem);
+        return;
+    }
+    iov_from_buf(elem->in_sg, elem->in_num, 0, &ev, len);
+    virtqueue_push(vib->event_vq, elem, len);
+    g_free(elem);
+    trace_vmmbib_event(vib, type, handle);
+}
+
+/* The events of an event fault, pushed when it is set. */
+static void vmmbib_fault_events(VMMBypassIB *vib, int fault)
+{
+    static const uint16_t object_events[] = {
+        VMMBIB_EVENT_COMP, VMMBIB_EVENT_CQ_ERR, VMMBIB_EVENT_QP_FATAL,
+        VMMBIB_EVENT_SRQ_ERR,
+    };
+    VirtIODevice *vdev = VIRTIO_DEVICE(vib);
+    size_t i;
+
+    if (!vib->event_vq || !virtio_device_started(vdev, vdev->status)) {
+        return;
+    }
+    /* Under the lock, the device's own events wait their turn. */
+    qemu_mutex_lock(&vib->event_lock);
+    if (fault == VMMBIB_FAULT_EVENT_GARBAGE) {
+        vmmbib_fault_event(vib, 0, 0, sizeof(struct vmmbib_event));
+        vmmbib_fault_event(vib, VMMBIB_EVENT_MAX + 1, VMMBIB_FAULT_HANDLE,
+                           sizeof(struct vmmbib_event));
+        vmmbib_fault_event(vib, 0xffff, VMMBIB_FAULT_HANDLE,
+                           sizeof(struct vmmbib_event));
+        vmmbib_fault_event(vib, VMMBIB_EVENT_COMP, 0,
+                           sizeof(struct vmmbib_event) / 2);
+    } else {
+        for (i = 0; i < ARRAY_SIZE(object_events); i++) {
+            vmmbib_fault_event(vib, object_events[i], VMMBIB_FAULT_HANDLE,
+                               sizeof(struct vmmbib_event));
+        }
+        vmmbib_fault_event(vib, VMMBIB_EVENT_PORT_ERR, 9,
+                           sizeof(struct vmmbib_event));
+    }
+    qemu_mutex_unlock(&vib->event_lock);
+    virtio_notify(vdev, vib->event_vq);
+}
+
+static int vmmbib_get_inject_faults(Object *obj, Error **errp)
+{
+    return VMMBYPASS_IB(obj)->inject_faults;
+}
+
+static void vmmbib_set_inject_faults(Object *obj, int value, Error **errp)
+{
+    VMMBypassIB *vib = VMMBYPASS_IB(obj);
+
+    vib->inject_faults = value;
+    if (value == VMMBIB_FAULT_EVENT_GARBAGE ||
+        value == VMMBIB_FAULT_EVENT_BAD_HANDLE) {
+        vmmbib_fault_events(vib, value);
+    }
+}
+
 {
     VirtIODevice *vdev = VIRTIO_DEVICE(vib);
     size_t out_len = iov_size(elem->out_sg, elem->out_num);
@@ -287,6 +417,9 @@ static bool vmmbib_ctrl_queue(VMMBypassIB *vib, VirtQueueElement *elem)
                               MIN(out_len, sizeof(cmd->req)));
     cmd->reply_cap = MIN(in_len, sizeof(cmd->reply));
     qemu_mutex_lock(&vib->cmd_lock);
+        if (vib->inject_faults) {
+            vmmbib_fault_reply(vib, cmd);
+        }
     QSIMPLEQ_INSERT_TAIL(&vib->cmd_todo, cmd, next);
     qemu_cond_signal(&vib->cmd_cond);
     qemu_mutex_unlock(&vib->cmd_lock);
@@ -1407,3 +1540,18 @@ static void vmmbib_register_types(void)
 }
 
 type_init(vmmbib_register_types)
+    { "x-inject-faults", "tests only, settable at run time (qom-set): "
+      "none, or a fault of every controlq reply (reply-short: half a "
+      "header; reply-long: a length past the body; bad-status: an "
+      "undefined status; wrong-id: a used id naming no request, which "
+      "breaks the controlq until reset), or events pushed once when set "
+      "(event-garbage: unknown types and a short event; event-bad-handle: "
+      "CQ, QP, SRQ and port events naming nothing)" },
+    /*
+     * Not a qdev property: tests switch it while the guest runs.  The PCI
+     * device gets it as it gets the others, by qdev_alias_all_properties.
+     */
+    object_class_property_add_enum(klass, "x-inject-faults",
+                                   "VMMBypassIBFault", &vmmbib_fault_lookup,
+                                   vmmbib_get_inject_faults,
+                                   vmmbib_set_inject_faults);

@@ -142,5 +142,6 @@ uint64_t vmmbypass_ib_uar_window_size(VMMBypassIB *vib);
 
 /* Show the device's counters on @proxy too (the PCI device users name). */
 void vmmbypass_ib_alias_stats(VMMBypassIB *vib, Object *proxy);
+    int inject_faults;          /* x-inject-faults (tests only); BQL */
 
 #endif
