@@ -3,6 +3,7 @@
 #   make check   host setup, fetch sources, build everything, run all tests
 #   make demo    host setup, build, then the guest demo (tests/guest/demo.sh)
 #   make bench   host setup, build, run the benchmark suite
+#   make soak    build, then the guest soak test for SOAK_SECONDS (default 1200)
 #   make build   setup + fetch + compile only
 #   make clean   remove $(BUILD) (downloads and ccache in the cache dir stay)
 # Variables: BUILD (build dir, default build), MESON, MESON_SETUP_ARGS.
@@ -14,7 +15,7 @@ MESON ?= /usr/bin/python3 /usr/bin/meson
 MESON_SETUP_ARGS ?=
 SHELL := /bin/bash
 
-.PHONY: all setup fetch configure build check demo bench clean
+.PHONY: all setup fetch configure build check demo bench soak clean
 
 all: build
 
@@ -63,6 +64,18 @@ bench: build
 	else \
 	    echo "make bench: no benchmarks are defined yet (meson benchmark() in bench/)." >&2; \
 	fi
+
+# tests/guest/soak.sh for longer than make check's minute (docs/security.md).
+# It boots a guest: on a shared machine run it as
+# `flock /tmp/vmmbib-guest.lock make soak`.
+SOAK_SECONDS ?= 1200
+soak: build
+	tests/guest/run-guest-test.py --qemu "$(BUILD)/qemu/qemu-system-x86_64" \
+	    --kernel "$(BUILD)/guest/vmlinuz" --initrd "$(BUILD)/guest/initramfs.cpio.zst" \
+	    --script tests/guest/soak.sh \
+	    --file vmmbib-integrity="$(BUILD)/guest-driver/provider/vmmbib-integrity" \
+	    --env VMMBIB_SOAK_SECONDS=$(SOAK_SECONDS) --timeout $$(($(SOAK_SECONDS) + 600)) \
+	    --expect-stat 'error_completions == bad_doorbells == 0'
 
 clean:
 	rm -rf "$(BUILD)"

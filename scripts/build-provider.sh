@@ -11,8 +11,9 @@
 #   rdma-core-build/                its cmake/ninja build dir
 #   guest-driver/provider/libvmmbib-rdmav34.so   the provider module
 #   guest-driver/provider/vmmbib.driver          /etc/libibverbs.d entry for the guest
-#   guest-driver/provider/vmmbib-verbs-check     tests/guest/verbs-check.c and
-#   guest-driver/provider/vmmbib-integrity       tests/guest/integrity.c, guest test
+#   guest-driver/provider/vmmbib-verbs-check     tests/guest/verbs-check.c,
+#   guest-driver/provider/vmmbib-integrity       tests/guest/integrity.c and
+#   guest-driver/provider/vmmbib-limits          tests/guest/limits.c, guest test
 #                                                programs linked against this tree's libibverbs
 # Incremental: a second run lets ninja rebuild only what changed; outputs are
 # replaced only when their content changed.
@@ -177,7 +178,7 @@ install_if_changed() { # SRC DEST
 # its source or the header both include.
 mkdir -p "$out"
 check_common="$VMMBIB_ROOT/tests/guest/verbs-common.h"
-for prog in verbs-check integrity; do
+for prog in verbs-check integrity limits; do
     check_src="$VMMBIB_ROOT/tests/guest/$prog.c"
     check_bin="$obj/vmmbib-$prog"
     if [[ ! "$check_bin" -nt "$check_src" || ! "$check_bin" -nt "$check_common" ]]; then

@@ -27,6 +27,10 @@ Examples:
                          counters are read where the reboot stopped the VM
                          (before_reset_*) and right after the reset
                          (after_reset_*), before the guest runs again
+A guest script with --stats may also print VMMBIB-QOM-SET NAME=VALUE (the
+runner sets the first device's property, e.g. x-inject-faults=bad-status) and
+VMMBIB-QEMU-RSS NAME (QEMU's VmRSS in KiB, qemu_rss_NAME in --expect-stat) and
+VMMBIB-STATS-SNAPSHOT NAME (the counters then, NAME_COUNTER in --expect-stat).
 """
 
 import argparse
@@ -53,6 +57,14 @@ KERNEL_TROUBLE = re.compile(
 # printed and checked are the differences from this baseline, so what the
 # boot did (the kernel's MAD QPs, say) does not count.
 STATS_BASELINE = "VMMBIB-STATS-BASELINE"
+# "VMMBIB-QOM-SET NAME=VALUE" (with --stats) sets property NAME of the first
+# device over QMP, e.g. x-inject-faults; the guest sleeps a second or two
+# after it. "VMMBIB-QEMU-RSS NAME" records QEMU's resident memory (VmRSS of
+# /proc/PID/status, in KiB) as qemu_rss_NAME for --expect-stat.
+QOM_SET = "VMMBIB-QOM-SET "
+QEMU_RSS = "VMMBIB-QEMU-RSS "
+# "VMMBIB-STATS-SNAPSHOT NAME" reads the counters then too, as NAME_COUNTER.
+STATS_SNAPSHOT = "VMMBIB-STATS-SNAPSHOT "
 TAP_LINE = re.compile(r"^(ok|not ok)\b\s*(\d+)?\s*(?:-\s*)?(.*)$")
 
 
@@ -199,6 +211,9 @@ class Results:
         self.baseline_wanted = False
         self.boots = 0
         self.resets = []           # (counters before, counters after) per guest reboot
+        self.host_requests = []    # ("qom-set", NAME, VALUE) or ("rss", NAME), not yet done
+        self.qemu_rss = {}         # NAME: QEMU's VmRSS in KiB when the guest asked
+        self.snapshots = {}        # NAME: counters read when the guest asked
         self._partial = ""
 
     def feed(self, text):
@@ -218,6 +233,14 @@ class Results:
                 self.events.append(("tap", m.group(1) == "ok", m.group(3)))
         elif line == "VMMBIB-OUT: " + STATS_BASELINE:
             self.baseline_wanted = True
+        elif line.startswith("VMMBIB-OUT: " + QOM_SET) and "=" in line:
+            name, value = line[len("VMMBIB-OUT: " + QOM_SET):].strip().split("=", 1)
+            self.host_requests.append(("qom-set", name, value))
+        elif line.startswith("VMMBIB-OUT: " + QEMU_RSS):
+            self.host_requests.append(("rss", line[len("VMMBIB-OUT: " + QEMU_RSS):].strip()))
+        elif line.startswith("VMMBIB-OUT: " + STATS_SNAPSHOT):
+            self.host_requests.append(
+                ("snapshot", line[len("VMMBIB-OUT: " + STATS_SNAPSHOT):].strip()))
         elif line.startswith("VMMBIB-OUT: ") or line == "VMMBIB-OUT:":
             if self.show_output:
                 print(line[len("VMMBIB-OUT: "):], flush=True)
@@ -347,6 +370,33 @@ def read_stats(logdir, ids, quit_after=True):
         qmp.close()
 
 
+def qemu_rss_kib(pid):
+    """QEMU's resident memory (VmRSS) in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/{pid}/status has no VmRSS")
+
+
+def host_request(logdir, ids, pid, results, request):
+    """Does what a VMMBIB-QOM-SET or VMMBIB-QEMU-RSS line of the guest asked."""
+    if request[0] == "rss":
+        results.qemu_rss[request[1]] = qemu_rss_kib(pid)
+        return
+    if not ids:
+        raise RuntimeError("this needs --stats (QEMU's QMP socket)")
+    if request[0] == "snapshot":
+        results.snapshots[request[1]] = read_stats(logdir, ids, quit_after=False)
+        return
+    qmp = Qmp(os.path.join(logdir, "qmp.sock"))
+    try:
+        qmp.cmd("qom-set", path=f"/machine/peripheral/{ids[0]}",
+                property=request[1], value=request[2])
+    finally:
+        qmp.close()
+
+
 def run_guest(cmd, logdir, results, timeout, stats_ids=None, reboots=0):
     """Runs QEMU, following results.log; returns (qemu exit code or None, why, seconds).
 
@@ -398,6 +448,15 @@ def run_guest(cmd, logdir, results, timeout, stats_ids=None, reboots=0):
                     break
                 results.feed("\n")    # a line the reboot cut short
                 rearm_at_boot = results.boots + 1
+            while results.host_requests:
+                request = results.host_requests.pop(0)
+                try:
+                    host_request(logdir, stats_ids, proc.pid, results, request)
+                except (OSError, ValueError, RuntimeError, ConnectionError, TypeError) as e:
+                    why = f"{' '.join(request)} for the guest failed: {e}"
+                    break
+            if why:
+                break
             now = time.monotonic()
             if stats_ids and results.baseline_wanted and results.baseline is None \
                     and results.rc is None:
@@ -496,6 +555,7 @@ def report_tap(results, qemu_rc, why, elapsed, logdir, args, cmd):
         names = {k[len("stats-"):].replace("-", "_"): v for k, v in first.items()}
         # The first device's counters at other points, as raw values.
         points = [("baseline_", results.baseline)]
+        points += [(name + "_", snap) for name, snap in results.snapshots.items()]
         if results.resets:
             points += [("before_reset_", results.resets[0][0]),
                        ("after_reset_", results.resets[0][1])]
@@ -508,6 +568,9 @@ def report_tap(results, qemu_rc, why, elapsed, logdir, args, cmd):
             values = next(iter(point.values()), {})
             names.update({prefix + k[len("stats-"):].replace("-", "_"): v
                           for k, v in values.items()})
+        names.update({"qemu_rss_" + k: v for k, v in results.qemu_rss.items()})
+        for k, v in results.qemu_rss.items():
+            out.append(f"# QEMU's VmRSS at {k}: {v} KiB")
         if names.get("wqes"):
             # What the doorbell protocol costs per work request, for the log.
             out.append("# per WQE: " + " ".join(
