@@ -8,6 +8,7 @@
 #                    connects to it over lo)
 #   VMMBIB_IP        this VM's address on the link (a /24)
 #   VMMBIB_PEER_IP   the other VM's
+#   VMMBIB_BENCH_TIMEOUT  seconds each program may take (default 120)
 #   VMMBIB_BENCH_PLAN  what to run, in order: items SYS:DEV:PROG:SIZE:N:FLAGS
 #                    SYS   the system's name in the output (a, b, c, ...)
 #                    DEV   vmmbib0, or rxe (rxe0 is made on the link's netdev)
@@ -26,6 +27,8 @@
 # shellcheck shell=sh
 
 role=${VMMBIB_ROLE:?VMMBIB_ROLE must be server, client or solo}
+# Seconds a program may take: a hung figure fails and the next one runs.
+run_timeout=${VMMBIB_BENCH_TIMEOUT:-120}
 . /run/vmmbib/files/guest-link.sh
 
 if [ "$role" = solo ]; then
@@ -72,14 +75,39 @@ wait_go() {
 
 # ---- one figure ----------------------------------------------------------------
 port=18700
+# bounded LOG CMD...: runs CMD for at most run_timeout seconds. A program
+# that a signal cannot end (blocked in the kernel) is left behind after 15 s
+# more, with its kernel stack in LOG, so that the next figures still run.
+bounded() {
+    _blog=$1
+    shift
+    timeout -s KILL "$run_timeout" "$@" >"$_blog" 2>&1 &
+    _bpid=$!
+    _bt=0
+    while kill -0 "$_bpid" 2>/dev/null; do
+        if [ "$_bt" -ge $(((run_timeout + 15) * 5)) ]; then
+            for _p in $(pgrep -P "$_bpid") "$_bpid"; do
+                echo "left behind, pid $_p ($(cat /proc/$_p/comm 2>/dev/null)," \
+                    "state $(awk '{print $3}' /proc/$_p/stat 2>/dev/null)," \
+                    "wchan $(cat /proc/$_p/wchan 2>/dev/null)):" >>"$_blog"
+                cat "/proc/$_p/stack" >>"$_blog" 2>/dev/null
+            done
+            return 125
+        fi
+        sleep 0.2
+        _bt=$((_bt + 1))
+    done
+    wait "$_bpid"
+}
+
 # client_run LOG PROG ARGS...: the client side, retried while the server
-# does not listen yet.
+# does not listen yet (up to 30 s).
 client_run() {
     _log=$1
     shift
     _rc=1
-    for _try in $(seq 60); do
-        timeout 300 "$@" "$peer" >"$_log" 2>&1
+    for _try in $(seq 30); do
+        bounded "$_log" "$@" "$peer"
         _rc=$?
         grep -q "Couldn't connect" "$_log" || break
         sleep 1
@@ -100,7 +128,7 @@ run() {
     case $_flags in *g*) wait_go ;; esac
     case $role in
     server)
-        timeout 300 "$@" >/tmp/pt.log 2>&1
+        bounded /tmp/pt.log "$@"
         _rc=$?
         ;;
     client)
@@ -110,7 +138,7 @@ run() {
         echo "VMMBIB-MARK end $_key"
         ;;
     solo)
-        timeout 300 "$@" >/tmp/pt-server.log 2>&1 &
+        timeout -s KILL "$run_timeout" "$@" >/tmp/pt-server.log 2>&1 &
         _server=$!
         echo "VMMBIB-MARK begin $_key"
         client_run /tmp/pt.log "$@"
@@ -134,7 +162,12 @@ regmr() {
     [ "$role" = server ] && return 0
     _key="$1/regmr/0"
     echo "VMMBIB-MARK begin $_key"
-    if vmmbib-reg-mr -p "$2" ${4:+-x "$4"} "$3" >/tmp/regmr.log 2>&1; then
+    _saved=$run_timeout
+    run_timeout=900
+    bounded /tmp/regmr.log vmmbib-reg-mr -p "$2" ${4:+-x "$4"} "$3"
+    _rc=$?
+    run_timeout=$_saved
+    if [ "$_rc" = 0 ]; then
         tap_ok "$_key: vmmbib-reg-mr -p $2 $3"
         while read -r _line; do
             echo "VMMBIB-BENCH sys=$1 prog=regmr size=0 $_line"

@@ -29,6 +29,8 @@ of chosen figures (if perf is installed). Then it replaces the text between
 missing; everything else is kept), writes PNG plots with gnuplot (if
 installed) and gives each figure as a ratio to (c) and to (d): the engine
 benchmark (bench/report.py --json, same `make bench`) and memcpy.
+VMMBIB_BENCH_ONLY="a:vmmbib0:ib_write_lat c:rxe:regmr ..." keeps only the
+plan items that start with one of these prefixes (to rerun a few figures).
 Python 3 standard library only.
 """
 
@@ -76,7 +78,7 @@ REGMR_PAGES = 262144
 SCALE_SECS = 10
 # perftest -n: each run lasts about a second under TCG (rxe is 100 to 1000
 # times slower than vmmbypass-ib, mmio some 10 to 40 times).
-LAT_ITERS = {"a": 3000, "b": 1000, "c": 200}
+LAT_ITERS = {"a": 1000, "b": 500, "c": 100}
 
 
 def bw_iters(system, size):
@@ -479,6 +481,10 @@ def measure(args):
         top = tempfile.mkdtemp(prefix="vmmbib-bench-vms-")
     os.chmod(top, 0o700)
     plans = compare_plans(args.quick)
+    if os.environ.get("VMMBIB_BENCH_ONLY"):
+        only = os.environ["VMMBIB_BENCH_ONLY"].split()
+        plans = {s: [x for x in p if any(x.startswith(o) for o in only)]
+                 for s, p in plans.items()}
     d = {"machine": machine(), "commit": report.git_commit(ROOT),
          "quick": args.quick, "plans": plans, "rounds": [], "failures": [],
          "boots": [], "scale": {}, "scale_secs": 3 if args.quick else SCALE_SECS}
