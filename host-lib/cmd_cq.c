@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "verbs/verbs.h"
 
 #define CQE_SIZE sizeof(struct vmmbib_cqe)
 #define CQ_HEADER_SIZE sizeof(struct vmmbib_cq_header)
@@ -59,6 +60,13 @@ int vmmbib_cmd_create_cq(struct vmmbib_cmd_ctx *c)
         vmmbib_pages_release(c->dev, &cq->ring);
         free(cq);
         return VMMBIB_STATUS_NO_RESOURCES;
+    }
+    if (c->dev->verbs) {
+        status = vmmbib_verbs_cq_create(c->dev, cq);
+        if (status != VMMBIB_STATUS_OK) {
+            vmmbib_cq_free(c->dev, cq);
+            return status;
+        }
     }
     r->cq_handle = htole32(cq->handle);
     r->cqe = htole32(cqe);
@@ -114,6 +122,12 @@ int vmmbib_cmd_resize_cq(struct vmmbib_cmd_ctx *c)
         return VMMBIB_STATUS_BUSY;      /* the new ring cannot hold them */
     }
     status = load_ring(c, cqe, &q->pages, &ring);
+    if (status == VMMBIB_STATUS_OK && c->dev->verbs) {
+        status = vmmbib_verbs_cq_resize(c->dev, cq, cqe);
+        if (status != VMMBIB_STATUS_OK) {
+            vmmbib_pages_release(c->dev, &ring);
+        }
+    }
     if (status != VMMBIB_STATUS_OK) {
         return status;
     }
@@ -136,6 +150,9 @@ int vmmbib_cmd_resize_cq(struct vmmbib_cmd_ctx *c)
 
 void vmmbib_cq_free(struct vmmbib_dev *dev, struct vmmbib_cq *cq)
 {
+    if (dev->verbs) {
+        vmmbib_verbs_cq_destroy(dev, cq);
+    }
     vmmbib_pages_release(dev, &cq->ring);
     vmmbib_table_remove(&dev->cqs, cq->handle);
     free(cq);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "internal.h"
+#include "verbs/verbs.h"
 
 /* Remote write and atomic need local write, as IBA 10.6.3.1 requires. */
 static int check_access(uint32_t access)
@@ -56,6 +57,10 @@ int vmmbib_cmd_create_dma_mr(struct vmmbib_cmd_ctx *c)
     status = check_access(access);
     if (status != VMMBIB_STATUS_OK) {
         return status;
+    }
+    if (c->dev->verbs) {
+        /* Guest physical addresses are no host range to register. */
+        return VMMBIB_STATUS_NOT_SUPPORTED;
     }
     mr = calloc(1, sizeof(*mr));
     if (!mr) {
@@ -124,12 +129,22 @@ int vmmbib_cmd_reg_mr(struct vmmbib_cmd_ctx *c)
     if (status != VMMBIB_STATUS_OK) {
         vmmbib_pages_release(c->dev, &mr->pages);
         free(mr);
+        return status;
+    }
+    if (c->dev->verbs) {
+        status = vmmbib_verbs_mr_reg(c, mr);
+        if (status != VMMBIB_STATUS_OK) {
+            vmmbib_mr_free(c->dev, mr);
+        }
     }
     return status;
 }
 
 void vmmbib_mr_free(struct vmmbib_dev *dev, struct vmmbib_mr *mr)
 {
+    if (dev->verbs) {
+        vmmbib_verbs_mr_dereg(dev, mr);
+    }
     mr->pd->users--;
     vmmbib_pages_release(dev, &mr->pages);
     vmmbib_table_remove(&dev->mrs, mr->handle);

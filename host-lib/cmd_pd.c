@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "verbs/verbs.h"
 
 int vmmbib_cmd_create_pd(struct vmmbib_cmd_ctx *c)
 {
@@ -22,12 +23,23 @@ int vmmbib_cmd_create_pd(struct vmmbib_cmd_ctx *c)
         free(pd);
         return VMMBIB_STATUS_NO_RESOURCES;
     }
+    if (c->dev->verbs) {
+        int status = vmmbib_verbs_pd_create(c->dev, pd);
+
+        if (status != VMMBIB_STATUS_OK) {
+            vmmbib_pd_free(c->dev, pd);
+            return status;
+        }
+    }
     r->pd_handle = htole32(pd->handle);
     return VMMBIB_STATUS_OK;
 }
 
 void vmmbib_pd_free(struct vmmbib_dev *dev, struct vmmbib_pd *pd)
 {
+    if (dev->verbs) {
+        vmmbib_verbs_pd_destroy(dev, pd);
+    }
     vmmbib_table_remove(&dev->pds, pd->handle);
     free(pd);
 }
@@ -89,6 +101,9 @@ int vmmbib_cmd_create_ah(struct vmmbib_cmd_ctx *c)
     pd = vmmbib_lookup(c, &c->dev->pds, vmmbib_le32(q->pd_handle), &status);
     if (!pd) {
         return status;
+    }
+    if (c->dev->verbs) {
+        return VMMBIB_STATUS_NOT_SUPPORTED;     /* UD: not relayed yet */
     }
     status = vmmbib_check_ah_attr(&q->attr);
     if (status != VMMBIB_STATUS_OK) {

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "verbs/verbs.h"
 
 #define SEND_WQE_HDR sizeof(struct vmmbib_send_wqe)
 #define RECV_WQE_HDR sizeof(struct vmmbib_recv_wqe)
@@ -112,6 +113,10 @@ int vmmbib_cmd_create_qp(struct vmmbib_cmd_ctx *c)
         (q->qp_type != VMMBIB_QPT_RC && !vmmbib_qpt_is_ud(q->qp_type))) {
         return VMMBIB_STATUS_INVALID;
     }
+    /* The verbs backend relays RC QPs only, so far. */
+    if (dev->verbs && q->qp_type != VMMBIB_QPT_RC) {
+        return VMMBIB_STATUS_NOT_SUPPORTED;
+    }
     /* One GSI QP per device: QP number 1 is taken. */
     if (q->qp_type == VMMBIB_QPT_GSI && dev->gsi) {
         return VMMBIB_STATUS_BUSY;
@@ -173,6 +178,13 @@ int vmmbib_cmd_create_qp(struct vmmbib_cmd_ctx *c)
     qp->recv_cq->users++;
     if (qp->srq) {
         qp->srq->users++;
+    }
+    if (dev->verbs) {
+        status = vmmbib_verbs_qp_create(dev, qp);
+        if (status != VMMBIB_STATUS_OK) {
+            vmmbib_qp_free(dev, qp);
+            return status;
+        }
     }
     r->qp_handle = htole32(qp->handle);
     r->qpn = htole32(qp->qpn);
@@ -275,6 +287,12 @@ int vmmbib_cmd_modify_qp(struct vmmbib_cmd_ctx *c)
          q->attr.max_dest_rd_atomic > c->dev->cfg.limits.max_qp_rd_atom)) {
         return VMMBIB_STATUS_INVALID;
     }
+    if (c->dev->verbs) {
+        status = vmmbib_verbs_qp_modify(c->dev, qp, mask, &q->attr);
+        if (status != VMMBIB_STATUS_OK) {
+            return status;
+        }
+    }
     apply_attrs(c->dev, qp, mask, &q->attr);
     return VMMBIB_STATUS_OK;
 }
@@ -312,6 +330,9 @@ void vmmbib_qp_free(struct vmmbib_dev *dev, struct vmmbib_qp *qp)
     qp->recv_cq->users--;
     if (qp->srq) {
         qp->srq->users--;
+    }
+    if (dev->verbs) {
+        vmmbib_verbs_qp_destroy(dev, qp);
     }
     vmmbib_table_remove(&dev->qps, qp->handle);
     qp_release(dev, qp);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "verbs/verbs.h"
 
 int vmmbib_cmd_create_srq(struct vmmbib_cmd_ctx *c)
 {
@@ -24,6 +25,9 @@ int vmmbib_cmd_create_srq(struct vmmbib_cmd_ctx *c)
     pd = vmmbib_lookup(c, &c->dev->pds, vmmbib_le32(q->pd_handle), &status);
     if (!pd) {
         return status;
+    }
+    if (c->dev->verbs) {
+        return VMMBIB_STATUS_NOT_SUPPORTED;     /* not relayed yet */
     }
     if (memcmp(q->reserved, zero, sizeof(zero)) || max_sge == 0 ||
         max_sge > l->max_srq_sge || limit >= max_wr) {

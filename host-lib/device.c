@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "verbs/verbs.h"
 
 void vmmbib_limits_default(struct vmmbib_limits *l)
 {
@@ -137,6 +138,14 @@ struct vmmbib_dev *vmmbib_dev_new(const struct vmmbib_dev_config *cfg,
                 VMMBIB_MAX_QPN - 1);
         return NULL;
     }
+    if (cfg->backend != VMMBIB_BACKEND_SOFT &&
+        (cfg->backend != VMMBIB_BACKEND_VERBS || !vmmbib_verbs_built())) {
+        set_err(err, err_len, cfg->backend == VMMBIB_BACKEND_VERBS ?
+                "backend=verbs: this build has no verbs backend (libibverbs "
+                "was not found when it was built): use backend=soft" :
+                "backend %u is unknown: use soft or verbs", cfg->backend);
+        return NULL;
+    }
     if (cfg->doorbell_mode != VMMBIB_DB_MODE_RING &&
         cfg->doorbell_mode != VMMBIB_DB_MODE_MMIO) {
         set_err(err, err_len, "doorbell mode %u is unknown: use ring or mmio",
@@ -205,6 +214,11 @@ struct vmmbib_dev *vmmbib_dev_new(const struct vmmbib_dev_config *cfg,
     }
     vmmbib_engine_attach(engine, dev);
     vmmbib_engine_leave(dev->engine);
+    if (cfg->backend == VMMBIB_BACKEND_VERBS &&
+        !vmmbib_verbs_open(dev, err, err_len)) {
+        vmmbib_dev_free(dev);
+        return NULL;
+    }
     return dev;
 }
 
@@ -241,6 +255,10 @@ void vmmbib_dev_free(struct vmmbib_dev *dev)
         reset_locked(dev);
         vmmbib_engine_detach(dev->engine, dev);
         vmmbib_engine_leave(dev->engine);
+        /* Its host objects went with the guest's: now the device. */
+        if (dev->verbs) {
+            vmmbib_verbs_close(dev);
+        }
         if (dev->own_engine) {
             vmmbib_engine_free(dev->engine);
         }

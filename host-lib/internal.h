@@ -194,6 +194,7 @@ struct vmmbib_dev {
     bool *uar_slot_busy;    /* [cfg.uar_slots] */
     uint8_t *db_pages;      /* [cfg.uar_slots] pages */
     struct vmmbib_dev_stats stats;
+    struct vmmbib_verbs *verbs; /* the verbs backend's state, or NULL */
 };
 
 struct vmmbib_ucontext *vmmbib_ucontext_create(struct vmmbib_dev *dev,

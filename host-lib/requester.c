@@ -12,6 +12,7 @@
 
 #include "data.h"
 #include "sa.h"
+#include "verbs/verbs.h"
 
 #define UD_MTU VMMBIB_PAGE_SIZE
 
@@ -667,6 +668,9 @@ unsigned int vmmbib_qp_run_sq(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
     default:
         return 0;   /* posted WQEs wait for RTS */
     }
+    if (dev->verbs) {
+        return vmmbib_verbs_run_sq(dev, qp, budget);
+    }
     while (done < budget && qp->sq.consumer != qp->sq.producer &&
            qp->state == VMMBIB_QPS_RTS) {
         if (qp->rnr_deadline_ns && now_ns < qp->rnr_deadline_ns) {
@@ -736,6 +740,10 @@ void vmmbib_qp_to_error(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
     qp->rnr_deadline_ns = 0;
     qp->sq_draining = false;
     vmmbib_engine_qp_forget(dev->engine, qp);
+    if (dev->verbs) {
+        /* What the host QP holds completes before the rest is flushed. */
+        vmmbib_verbs_qp_to_error(dev, qp);
+    }
     vmmbib_qp_flush(dev, qp);
     if (!was_error && event) {
         vmmbib_dev_event(dev, event, qp->handle, qp->uctx);
@@ -797,6 +805,8 @@ void vmmbib_doorbell_execute(struct vmmbib_dev *dev,
             vmmbib_qp_to_error(dev, qp, VMMBIB_EVENT_QP_FATAL);
         } else if (qp->state == VMMBIB_QPS_ERR) {
             vmmbib_qp_flush(dev, qp);
+        } else if (dev->verbs) {
+            vmmbib_verbs_post_recvs(dev, qp);
         }
         return;
     case VMMBIB_DB_KIND_SRQ:

@@ -65,7 +65,18 @@ struct vmmbib_dev_config {
      * that QEMU maps the same pages).  NULL: the device allocates them.
      */
     void *db_pages;
+    /*
+     * Which backend serves the device (docs/design-verbs.md): the software
+     * engine, or a host libibverbs device that moves the data.
+     */
+    uint32_t backend;           /* VMMBIB_BACKEND_* */
+    char verbs_device[64];      /* host device name; "": the first one */
+    uint32_t verbs_port;        /* host port; 0: 1 */
+    uint32_t verbs_gid_index;   /* host GID for RoCE addressing */
 };
+
+#define VMMBIB_BACKEND_SOFT  0
+#define VMMBIB_BACKEND_VERBS 1
 
 /*
  * Callbacks into the host side.  guest_ptr is required for anything that

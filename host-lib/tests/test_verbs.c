@@ -1,0 +1,617 @@
+/*
+ * The verbs backend (docs/design-verbs.md) against a real host RDMA
+ * device: synthetic guests whose devices relay to it.  Runs where a
+ * device exists (tests/guest/verbs-backend.sh boots a VM with rdma_rxe);
+ * elsewhere only the configuration errors are checked.
+ *
+ *   test-host-lib-verbs            TAP
+ *   test-host-lib-verbs --bench N  round-trip latency of N 64-byte SEND
+ *                                  ping-pongs, relayed and on the device
+ *                                  directly
+ *
+ * VMMBIB_VERBS_DEVICE names the host device (default: the first one),
+ * VMMBIB_VERBS_GID_INDEX its GID for RoCE (default 0).
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include <endian.h>
+#include <infiniband/verbs.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "guest.h"
+#include "tap.h"
+
+static const char *device_name(void)
+{
+    const char *name = getenv("VMMBIB_VERBS_DEVICE");
+
+    return name ? name : "";
+}
+
+/* VMMBIB_VERBS_GID_INDEX: the host GID RoCE traffic uses (default 0). */
+static uint32_t gid_index(void)
+{
+    const char *index = getenv("VMMBIB_VERBS_GID_INDEX");
+
+    return index ? (uint32_t)atoi(index) : 0;
+}
+
+static void verbs_config(struct vmmbib_dev_config *cfg)
+{
+    guest_dev_config(cfg);
+    cfg->backend = VMMBIB_BACKEND_VERBS;
+    snprintf(cfg->verbs_device, sizeof(cfg->verbs_device), "%s",
+             device_name());
+    cfg->verbs_gid_index = gid_index();
+}
+
+static int host_devices(void)
+{
+    struct ibv_device **list;
+    int n = 0;
+
+    list = ibv_get_device_list(&n);
+    if (list) {
+        ibv_free_device_list(list);
+    }
+    return n;
+}
+
+static void test_config_errors(void)
+{
+    struct vmmbib_dev_config cfg;
+    struct guest g;
+    struct vmmbib_dev *dev;
+    char err[256] = "";
+
+    guest_init(&g, 1 << 20);
+    verbs_config(&cfg);
+    snprintf(cfg.verbs_device, sizeof(cfg.verbs_device), "no-such-hca");
+    dev = vmmbib_dev_new(&cfg, NULL, &guest_host_ops, &g, err, sizeof(err));
+    TAP_CHECK(!dev && (strstr(err, "no-such-hca") ||
+                       strstr(err, "no RDMA device")),
+              "verbs-device=no-such-hca is refused, the message says why");
+    printf("# %s\n", err);
+    verbs_config(&cfg);
+    cfg.backend = 7;
+    dev = vmmbib_dev_new(&cfg, NULL, &guest_host_ops, &g, err, sizeof(err));
+    TAP_CHECK(!dev && strstr(err, "backend 7 is unknown"),
+              "an unknown backend is refused");
+    if (host_devices()) {
+        verbs_config(&cfg);
+        cfg.verbs_port = 9;
+        dev = vmmbib_dev_new(&cfg, NULL, &guest_host_ops, &g, err,
+                             sizeof(err));
+        TAP_CHECK(!dev && strstr(err, "verbs-port=9"),
+                  "a port the device lacks is refused");
+        printf("# %s\n", err);
+    }
+    guest_fini(&g);
+}
+
+/* Two VMs on one engine, both relaying to the host device. */
+struct two_vms {
+    struct vmmbib_engine *eng;
+    struct vm x, y;
+};
+
+static bool two_vms_init(struct two_vms *t)
+{
+    struct vmmbib_dev_config cfg;
+
+    verbs_config(&cfg);
+    t->eng = engine_new();
+    if (!t->eng) {
+        return false;
+    }
+    return vm_init_on(&t->x, t->eng, &cfg) && vm_init_on(&t->y, t->eng, &cfg);
+}
+
+static void two_vms_fini(struct two_vms *t)
+{
+    vm_fini(&t->x);
+    vm_fini(&t->y);
+    vmmbib_engine_free(t->eng);
+}
+
+static void test_not_supported(struct two_vms *t)
+{
+    struct gmr mr;
+    struct gcq scq, rcq;
+    struct gqp qp;
+    struct qp_opts o;
+
+    TAP_CHECK(mr_dma(&t->x.c, t->x.pd, VMMBIB_ACCESS_LOCAL_WRITE, &mr) ==
+              VMMBIB_STATUS_NOT_SUPPORTED,
+              "verbs: CREATE_DMA_MR is NOT_SUPPORTED");
+    TAP_CHECK(cq_create(&t->x.c, 16, &scq) == OK &&
+              cq_create(&t->x.c, 16, &rcq) == OK, "verbs: two CQs");
+    qp_opts_default(&o, VMMBIB_QPT_UD);
+    TAP_CHECK(qp_create(&t->x.c, t->x.pd, &scq, &rcq, NULL, &o, &qp) ==
+              VMMBIB_STATUS_NOT_SUPPORTED,
+              "verbs: a UD QP is NOT_SUPPORTED (yet)");
+    TAP_CHECK(destroy(&t->x.c, VMMBIB_CMD_DESTROY_CQ, scq.handle) == OK &&
+              destroy(&t->x.c, VMMBIB_CMD_DESTROY_CQ, rcq.handle) == OK,
+              "verbs: the CQs are destroyed");
+}
+
+static void test_send(struct two_vms *t, struct rc_pair *p)
+{
+    struct vm *x = &t->x, *y = &t->y;
+    struct vmmbib_cqe c[2];
+    struct vmmbib_sge s;
+
+    /* x -> y, 3000 bytes that cross a page in both memories. */
+    pattern_fill(x->buf.p + 3000, 3000, 2);
+    s = buf_sge(y, 4000, 8000);
+    qp_post_recv(&p->b, 0x11, &s, 1);
+    s = buf_sge(x, 3000, 3000);
+    post_send(&p->a, 0x12, VMMBIB_WR_SEND, &s, 1, 0, 0);
+    TAP_CHECK(cq_wait(&p->a_scq, &c[0], 1) == 1 &&
+              cqe_is(&c[0], 0x12, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS) &&
+              le32toh(c[0].qpn) == p->a.qpn &&
+              le32toh(c[0].wqe_index) == 0,
+              "SEND: the send CQE is SEND, SUCCESS, its wr_id, QPN, index 0");
+    TAP_CHECK(cq_wait(&p->b_rcq, &c[1], 1) == 1 &&
+              cqe_is(&c[1], 0x11, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              le32toh(c[1].byte_len) == 3000 &&
+              le32toh(c[1].src_qp) == p->a.qpn &&
+              le16toh(c[1].slid) == port_lid(x->dev),
+              "SEND: the recv CQE has byte_len, the sender's QPN and LID");
+    if (!cqe_is(&c[1], 0x11, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS)) {
+        cqe_dump("recv", &c[1]);
+    }
+    TAP_CHECK(pattern_check(y->buf.p + 4000, 3000, 2) &&
+              y->buf.p[7000] == 0 && y->buf.p[3999] == 0,
+              "SEND: the bytes land in y's memory only where posted");
+
+    /* SEND_WITH_IMM, y -> x, inline data. */
+    {
+        struct vmmbib_send_wqe w = {
+            .wr_id = htole64(0x14),
+            .opcode = VMMBIB_WR_SEND_WITH_IMM,
+            .flags = VMMBIB_WQE_SIGNALED | VMMBIB_WQE_INLINE,
+            .imm_data = htobe32(0xcafe0001),
+        };
+        uint8_t inl[100];
+
+        pattern_fill(inl, sizeof(inl), 4);
+        s = buf_sge(x, 20000, 1000);
+        qp_post_recv(&p->a, 0x13, &s, 1);
+        qp_post_send(&p->b, &w, NULL, 0, inl, sizeof(inl), true);
+        TAP_CHECK(cq_wait(&p->b_scq, &c[0], 1) == 1 &&
+                  cqe_is(&c[0], 0x14, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS),
+                  "SEND_WITH_IMM (inline): the send completes");
+        TAP_CHECK(cq_wait(&p->a_rcq, &c[1], 1) == 1 &&
+                  cqe_is(&c[1], 0x13, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+                  le32toh(c[1].byte_len) == sizeof(inl) &&
+                  (c[1].wc_flags & VMMBIB_WC_F_WITH_IMM) &&
+                  be32toh(c[1].imm_data) == 0xcafe0001,
+                  "SEND_WITH_IMM: the recv CQE carries the immediate");
+        TAP_CHECK(pattern_check(x->buf.p + 20000, sizeof(inl), 4),
+                  "SEND_WITH_IMM (inline): the inline bytes arrive");
+    }
+}
+
+static void test_rdma(struct two_vms *t, struct rc_pair *p)
+{
+    struct vm *x = &t->x, *y = &t->y;
+    struct vmmbib_cqe c;
+    struct vmmbib_sge s;
+    struct vmmbib_send_wqe w;
+    uint64_t v64;
+
+    /* RDMA WRITE: 6000 bytes into y; no receive is consumed. */
+    pattern_fill(x->buf.p + 10000, 6000, 5);
+    s = buf_sge(x, 10000, 6000);
+    post_send(&p->a, 0x21, VMMBIB_WR_RDMA_WRITE, &s, 1,
+              y->buf.gpa + 24000, y->mr.rkey);
+    TAP_CHECK(cq_wait(&p->a_scq, &c, 1) == 1 &&
+              cqe_is(&c, 0x21, VMMBIB_WC_RDMA_WRITE, VMMBIB_WC_SUCCESS) &&
+              le32toh(c.byte_len) == 6000,
+              "RDMA WRITE completes with opcode RDMA_WRITE and byte_len");
+    TAP_CHECK(pattern_check(y->buf.p + 24000, 6000, 5) &&
+              y->buf.p[30000] == 0 && y->buf.p[23999] == 0,
+              "RDMA WRITE: the bytes are in y's memory, nothing around");
+    TAP_CHECK(cq_poll(&p->b_rcq, &c, 1) == 0,
+              "RDMA WRITE: no receive completion at y");
+
+    /* RDMA WRITE_WITH_IMM: data, then a receive completion at y. */
+    pattern_fill(x->buf.p + 16000, 500, 6);
+    s = buf_sge(y, 60000, 16);
+    qp_post_recv(&p->b, 0x22, &s, 1);
+    memset(&w, 0, sizeof(w));
+    w.wr_id = htole64(0x23);
+    w.opcode = VMMBIB_WR_RDMA_WRITE_WITH_IMM;
+    w.flags = VMMBIB_WQE_SIGNALED;
+    w.imm_data = htobe32(0x1234);
+    w.rdma.remote_addr = htole64(y->buf.gpa + 32000);
+    w.rdma.rkey = htole32(y->mr.rkey);
+    s = buf_sge(x, 16000, 500);
+    qp_post_send(&p->a, &w, &s, 1, NULL, 0, true);
+    TAP_CHECK(cq_wait(&p->a_scq, &c, 1) == 1 &&
+              cqe_is(&c, 0x23, VMMBIB_WC_RDMA_WRITE, VMMBIB_WC_SUCCESS),
+              "RDMA WRITE_WITH_IMM: the send completes");
+    TAP_CHECK(cq_wait(&p->b_rcq, &c, 1) == 1 &&
+              cqe_is(&c, 0x22, VMMBIB_WC_RECV_RDMA_WITH_IMM,
+                     VMMBIB_WC_SUCCESS) &&
+              le32toh(c.byte_len) == 500 &&
+              be32toh(c.imm_data) == 0x1234,
+              "RDMA WRITE_WITH_IMM: y's CQE is RECV_RDMA_WITH_IMM, imm, len");
+    TAP_CHECK(pattern_check(y->buf.p + 32000, 500, 6),
+              "RDMA WRITE_WITH_IMM: the bytes are in y's memory");
+
+    /* RDMA READ: 5000 bytes from y. */
+    pattern_fill(y->buf.p + 40000, 5000, 7);
+    s = buf_sge(x, 8192, 5000);
+    post_send(&p->a, 0x24, VMMBIB_WR_RDMA_READ, &s, 1, y->buf.gpa + 40000,
+              y->mr.rkey);
+    TAP_CHECK(cq_wait(&p->a_scq, &c, 1) == 1 &&
+              cqe_is(&c, 0x24, VMMBIB_WC_RDMA_READ, VMMBIB_WC_SUCCESS) &&
+              le32toh(c.byte_len) == 5000,
+              "RDMA READ completes with opcode RDMA_READ and byte_len");
+    TAP_CHECK(pattern_check(x->buf.p + 8192, 5000, 7),
+              "RDMA READ: the local buffer holds the remote bytes");
+
+    /* Atomics on an 8-byte word of y. */
+    v64 = htole64(0x1111111111111111ull);
+    memcpy(y->buf.p + 48000, &v64, 8);
+    memset(&w, 0, sizeof(w));
+    w.wr_id = htole64(0x25);
+    w.opcode = VMMBIB_WR_ATOMIC_CMP_AND_SWP;
+    w.flags = VMMBIB_WQE_SIGNALED;
+    w.atomic.remote_addr = htole64(y->buf.gpa + 48000);
+    w.atomic.rkey = htole32(y->mr.rkey);
+    w.atomic.compare_add = htole64(0x1111111111111111ull);
+    w.atomic.swap = htole64(0x2222222222222222ull);
+    s = buf_sge(x, 50000, 8);
+    qp_post_send(&p->a, &w, &s, 1, NULL, 0, true);
+    TAP_CHECK(cq_wait(&p->a_scq, &c, 1) == 1 &&
+              cqe_is(&c, 0x25, VMMBIB_WC_COMP_SWAP, VMMBIB_WC_SUCCESS),
+              "CMP_AND_SWP completes with opcode COMP_SWAP");
+    if (!cqe_is(&c, 0x25, VMMBIB_WC_COMP_SWAP, VMMBIB_WC_SUCCESS)) {
+        cqe_dump("cmp_swp", &c);
+    }
+    memcpy(&v64, x->buf.p + 50000, 8);
+    TAP_CHECK(le64toh(v64) == 0x1111111111111111ull,
+              "CMP_AND_SWP returns the old value");
+    memcpy(&v64, y->buf.p + 48000, 8);
+    TAP_CHECK(le64toh(v64) == 0x2222222222222222ull,
+              "CMP_AND_SWP with a matching compare swaps");
+
+    memset(&w, 0, sizeof(w));
+    w.wr_id = htole64(0x26);
+    w.opcode = VMMBIB_WR_ATOMIC_FETCH_AND_ADD;
+    w.flags = VMMBIB_WQE_SIGNALED;
+    w.atomic.remote_addr = htole64(y->buf.gpa + 48000);
+    w.atomic.rkey = htole32(y->mr.rkey);
+    w.atomic.compare_add = htole64(0x10);
+    s = buf_sge(x, 50016, 8);
+    qp_post_send(&p->a, &w, &s, 1, NULL, 0, true);
+    TAP_CHECK(cq_wait(&p->a_scq, &c, 1) == 1 &&
+              cqe_is(&c, 0x26, VMMBIB_WC_FETCH_ADD, VMMBIB_WC_SUCCESS),
+              "FETCH_AND_ADD completes with opcode FETCH_ADD");
+    memcpy(&v64, x->buf.p + 50016, 8);
+    TAP_CHECK(le64toh(v64) == 0x2222222222222222ull,
+              "FETCH_AND_ADD returns the old value");
+    memcpy(&v64, y->buf.p + 48000, 8);
+    TAP_CHECK(le64toh(v64) == 0x2222222222222232ull, "FETCH_AND_ADD adds");
+}
+
+/* A bad lkey: the relay completes it in error, the QP goes to ERR. */
+static void test_bad_lkey(struct two_vms *t)
+{
+    struct rc_pair p;
+    struct vmmbib_cqe c[2];
+    struct vmmbib_sge s;
+    struct vmmbib_dev_stats st0, st1;
+
+    TAP_CHECK(rc_pair_create(&p, &t->x.c, t->x.pd, &t->y.c, t->y.pd,
+                             NULL) == OK, "bad lkey: a fresh RC pair");
+    vmmbib_dev_get_stats(t->x.dev, &st0);
+    s = buf_sge(&t->x, 0, 100);
+    s.lkey = htole32(le32toh(s.lkey) ^ 0x5500);
+    post_send(&p.a, 0x31, VMMBIB_WR_SEND, &s, 1, 0, 0);
+    s = buf_sge(&t->x, 0, 100);
+    post_send(&p.a, 0x32, VMMBIB_WR_SEND, &s, 1, 0, 0);
+    TAP_CHECK(cq_wait(&p.a_scq, c, 2) == 2 &&
+              cqe_is(&c[0], 0x31, VMMBIB_WC_SEND, VMMBIB_WC_LOC_PROT_ERR) &&
+              cqe_is(&c[1], 0x32, VMMBIB_WC_SEND, VMMBIB_WC_WR_FLUSH_ERR),
+              "bad lkey: LOC_PROT_ERR, then the next WQE is flushed");
+    TAP_CHECK(qp_state(&p.a) == VMMBIB_QPS_ERR, "bad lkey: the QP is in ERR");
+    vmmbib_dev_get_stats(t->x.dev, &st1);
+    TAP_CHECK(st1.error_completions - st0.error_completions == 2,
+              "bad lkey: two error completions counted");
+}
+
+/* A bad rkey: the host HCA's responder refuses, the requester sees it. */
+static void test_bad_rkey(struct two_vms *t)
+{
+    struct rc_pair p;
+    struct vmmbib_cqe c;
+    struct vmmbib_sge s;
+    struct gmr ro;
+
+    TAP_CHECK(rc_pair_create(&p, &t->x.c, t->x.pd, &t->y.c, t->y.pd,
+                             NULL) == OK, "bad rkey: a fresh RC pair");
+    /* An MR of y that allows remote reads only. */
+    TAP_CHECK(mr_reg(&t->y.c, t->y.pd, t->y.buf.gpa, 4096,
+                     VMMBIB_ACCESS_REMOTE_READ, &ro) == OK,
+              "bad rkey: y registers a read-only MR");
+    memset(t->y.buf.p, 0x5a, 64);
+    pattern_fill(t->x.buf.p, 64, 9);
+    s = buf_sge(&t->x, 0, 64);
+    post_send(&p.a, 0x41, VMMBIB_WR_RDMA_WRITE, &s, 1, t->y.buf.gpa,
+              ro.rkey);
+    TAP_CHECK(cq_wait(&p.a_scq, &c, 1) == 1 &&
+              cqe_is(&c, 0x41, VMMBIB_WC_RDMA_WRITE,
+                     VMMBIB_WC_REM_ACCESS_ERR),
+              "RDMA WRITE to a read-only MR: REM_ACCESS_ERR from the HCA");
+    if (!cqe_is(&c, 0x41, VMMBIB_WC_RDMA_WRITE, VMMBIB_WC_REM_ACCESS_ERR)) {
+        cqe_dump("bad rkey", &c);
+    }
+    TAP_CHECK(t->y.buf.p[0] == 0x5a && t->y.buf.p[63] == 0x5a,
+              "RDMA WRITE to a read-only MR: y's memory is unchanged");
+    TAP_CHECK(qp_state(&p.a) == VMMBIB_QPS_ERR,
+              "RDMA WRITE to a read-only MR: the requester QP is in ERR");
+    TAP_CHECK(destroy(&t->y.c, VMMBIB_CMD_DEREG_MR, ro.handle) == OK,
+              "bad rkey: the MR is deregistered");
+}
+
+static void test_loopback(struct two_vms *t)
+{
+    struct rc_pair p;
+    struct vmmbib_cqe c;
+    struct vmmbib_sge s;
+
+    TAP_CHECK(rc_pair_create(&p, &t->x.c, t->x.pd, &t->x.c, t->x.pd,
+                             NULL) == OK, "loopback: two QPs of one VM");
+    pattern_fill(t->x.buf.p + 1000, 777, 11);
+    s = buf_sge(&t->x, 40000, 1000);
+    qp_post_recv(&p.b, 0x51, &s, 1);
+    s = buf_sge(&t->x, 1000, 777);
+    post_send(&p.a, 0x52, VMMBIB_WR_SEND, &s, 1, 0, 0);
+    TAP_CHECK(cq_wait(&p.b_rcq, &c, 1) == 1 &&
+              cqe_is(&c, 0x51, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              le32toh(c.byte_len) == 777 &&
+              pattern_check(t->x.buf.p + 40000, 777, 11),
+              "loopback: the SEND arrives in the same VM");
+}
+
+static void run_tests(void)
+{
+    struct two_vms t;
+    struct rc_pair p;
+    struct vmmbib_dev_stats st;
+
+    TAP_CHECK(two_vms_init(&t), "two VMs relay to the host device");
+    TAP_CHECK(rc_pair_create(&p, &t.x.c, t.x.pd, &t.y.c, t.y.pd, NULL) ==
+              OK, "an RC pair across the two VMs reaches RTS");
+    test_send(&t, &p);
+    test_rdma(&t, &p);
+    vmmbib_dev_get_stats(t.x.dev, &st);
+    TAP_CHECK(st.error_completions == 0 && st.bad_doorbells == 0 &&
+              st.wqes == 7, "x's counters: 7 WQEs relayed, no errors");
+    test_bad_lkey(&t);
+    test_bad_rkey(&t);
+    test_loopback(&t);
+    test_not_supported(&t);
+    two_vms_fini(&t);
+}
+
+/* ---- bench: round trips, relayed and on the device itself ---- */
+
+static double now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+static double bench_relay(int iters)
+{
+    struct two_vms t;
+    struct rc_pair p;
+    struct vmmbib_cqe c;
+    struct vmmbib_sge s;
+    double t0;
+    int i;
+
+    if (!two_vms_init(&t) ||
+        rc_pair_create(&p, &t.x.c, t.x.pd, &t.y.c, t.y.pd, NULL) != OK) {
+        return -1;
+    }
+    t0 = now_us();
+    for (i = 0; i < iters; i++) {
+        s = buf_sge(&t.y, 4096, 64);
+        qp_post_recv(&p.b, 1, &s, 1);
+        s = buf_sge(&t.x, 8192, 64);
+        qp_post_recv(&p.a, 2, &s, 1);
+        s = buf_sge(&t.x, 0, 64);
+        post_send(&p.a, 3, VMMBIB_WR_SEND, &s, 1, 0, 0);
+        if (cq_wait(&p.b_rcq, &c, 1) != 1) {
+            return -1;
+        }
+        s = buf_sge(&t.y, 0, 64);
+        post_send(&p.b, 4, VMMBIB_WR_SEND, &s, 1, 0, 0);
+        if (cq_wait(&p.a_rcq, &c, 1) != 1 || cq_wait(&p.a_scq, &c, 1) != 1 ||
+            cq_wait(&p.b_scq, &c, 1) != 1) {
+            return -1;
+        }
+    }
+    t0 = (now_us() - t0) / iters;
+    two_vms_fini(&t);
+    return t0;
+}
+
+/* The same ping-pong with two QPs of one process on the device. */
+struct direct_end {
+    struct ibv_cq *cq;
+    struct ibv_qp *qp;
+};
+
+static bool direct_connect(struct direct_end *e, struct direct_end *peer,
+                           union ibv_gid *gid, enum ibv_mtu mtu)
+{
+    struct ibv_qp_attr a = {
+        .qp_state = IBV_QPS_INIT, .port_num = 1,
+        .qp_access_flags = IBV_ACCESS_LOCAL_WRITE,
+    };
+
+    if (ibv_modify_qp(e->qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX |
+                      IBV_QP_PORT | IBV_QP_ACCESS_FLAGS)) {
+        return false;
+    }
+    memset(&a, 0, sizeof(a));
+    a.qp_state = IBV_QPS_RTR;
+    a.path_mtu = mtu;
+    a.dest_qp_num = peer->qp->qp_num;
+    a.max_dest_rd_atomic = 1;
+    a.min_rnr_timer = 1;
+    a.ah_attr.is_global = 1;
+    a.ah_attr.grh.dgid = *gid;
+    a.ah_attr.grh.hop_limit = 64;
+    a.ah_attr.grh.sgid_index = gid_index();
+    a.ah_attr.port_num = 1;
+    if (ibv_modify_qp(e->qp, &a, IBV_QP_STATE | IBV_QP_AV |
+                      IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
+                      IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER)) {
+        return false;
+    }
+    memset(&a, 0, sizeof(a));
+    a.qp_state = IBV_QPS_RTS;
+    a.timeout = 14;
+    a.retry_cnt = 7;
+    a.rnr_retry = 7;
+    a.max_rd_atomic = 1;
+    return !ibv_modify_qp(e->qp, &a, IBV_QP_STATE | IBV_QP_SQ_PSN |
+                          IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT |
+                          IBV_QP_RNR_RETRY | IBV_QP_MAX_QP_RD_ATOMIC);
+}
+
+static bool direct_wait(struct ibv_cq *cq)
+{
+    struct ibv_wc wc;
+    double end = now_us() + 2e6;
+    int n;
+
+    while ((n = ibv_poll_cq(cq, 1, &wc)) == 0 && now_us() < end) {
+    }
+    return n == 1 && wc.status == IBV_WC_SUCCESS;
+}
+
+static double bench_direct(int iters)
+{
+    struct ibv_device **list = ibv_get_device_list(NULL);
+    struct ibv_context *ctx = NULL;
+    struct ibv_pd *pd;
+    struct ibv_mr *mr;
+    struct direct_end e[2];
+    struct ibv_port_attr pa;
+    union ibv_gid gid;
+    static uint8_t buf[16384];
+    double t0;
+    int i, k;
+
+    for (i = 0; list && list[i]; i++) {
+        if (!device_name()[0] ||
+            !strcmp(device_name(), ibv_get_device_name(list[i]))) {
+            ctx = ibv_open_device(list[i]);
+            break;
+        }
+    }
+    if (list) {
+        ibv_free_device_list(list);
+    }
+    if (!ctx || ibv_query_port(ctx, 1, &pa) ||
+        ibv_query_gid(ctx, 1, gid_index(), &gid)) {
+        return -1;
+    }
+    pd = ibv_alloc_pd(ctx);
+    mr = ibv_reg_mr(pd, buf, sizeof(buf), IBV_ACCESS_LOCAL_WRITE);
+    for (k = 0; k < 2; k++) {
+        struct ibv_qp_init_attr init = {
+            .cap = { .max_send_wr = 16, .max_recv_wr = 16,
+                     .max_send_sge = 1, .max_recv_sge = 1 },
+            .qp_type = IBV_QPT_RC,
+        };
+
+        e[k].cq = ibv_create_cq(ctx, 32, NULL, NULL, 0);
+        init.send_cq = init.recv_cq = e[k].cq;
+        e[k].qp = ibv_create_qp(pd, &init);
+    }
+    if (!direct_connect(&e[0], &e[1], &gid, pa.active_mtu) ||
+        !direct_connect(&e[1], &e[0], &gid, pa.active_mtu)) {
+        return -1;
+    }
+    t0 = now_us();
+    for (i = 0; i < iters; i++) {
+        for (k = 0; k < 2; k++) {
+            struct ibv_sge rs = {
+                .addr = (uintptr_t)buf + 4096 * (k + 1), .length = 64,
+                .lkey = mr->lkey,
+            };
+            struct ibv_recv_wr rw = { .sg_list = &rs, .num_sge = 1 }, *bad;
+
+            ibv_post_recv(e[k].qp, &rw, &bad);
+        }
+        for (k = 0; k < 2; k++) {
+            struct ibv_sge ss = {
+                .addr = (uintptr_t)buf, .length = 64, .lkey = mr->lkey,
+            };
+            struct ibv_send_wr sw = {
+                .sg_list = &ss, .num_sge = 1, .opcode = IBV_WR_SEND,
+                .send_flags = IBV_SEND_SIGNALED,
+            }, *bad;
+
+            ibv_post_send(e[k].qp, &sw, &bad);
+            /* The peer's receive, then our send completion. */
+            if (!direct_wait(e[!k].cq) || !direct_wait(e[k].cq)) {
+                return -1;
+            }
+        }
+    }
+    t0 = (now_us() - t0) / iters;
+    for (k = 0; k < 2; k++) {
+        ibv_destroy_qp(e[k].qp);
+        ibv_destroy_cq(e[k].cq);
+    }
+    ibv_dereg_mr(mr);
+    ibv_dealloc_pd(pd);
+    ibv_close_device(ctx);
+    return t0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && !strcmp(argv[1], "--bench")) {
+        int iters = atoi(argv[2]);
+        double direct = bench_direct(iters);
+        double relay = bench_relay(iters);
+
+        printf("verbs-relay: %d round trips of a 64-byte SEND each way\n",
+               iters);
+        printf("direct (libibverbs on %s): %.1f us per round trip\n",
+               device_name()[0] ? device_name() : "the first device",
+               direct);
+        printf("relayed (two synthetic guests, backend=verbs): %.1f us per "
+               "round trip\n", relay);
+        if (direct > 0 && relay > 0) {
+            printf("added by the relay: %.1f us per round trip (%.2fx)\n",
+                   relay - direct, relay / direct);
+        }
+        return direct > 0 && relay > 0 ? 0 : 1;
+    }
+    test_config_errors();
+    if (host_devices()) {
+        run_tests();
+    } else {
+        printf("# no RDMA device on this host: only the configuration "
+               "checks ran (tests/guest/verbs-backend.sh runs the rest in "
+               "a VM with rdma_rxe)\n");
+    }
+    return tap_done();
+}

@@ -1,0 +1,649 @@
+/*
+ * The verbs backend's device and control path (docs/design-verbs.md): the
+ * host device, one host object per guest PD, MR, CQ and QP, and the
+ * completion thread that turns host completions and async events into
+ * guest CQEs and events.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"
+
+static void *completion_thread(void *opaque);
+
+static struct ibv_context *open_named(const char *name, char *err,
+                                      size_t err_len)
+{
+    struct ibv_device **list;
+    struct ibv_context *ctx = NULL;
+    char names[256] = "";
+    int n, i;
+
+    list = ibv_get_device_list(&n);
+    if (!list) {
+        /* ENOSYS: no RDMA support in this kernel at all. */
+        snprintf(err, err_len, "backend=verbs: this host has no RDMA device "
+                 "(%s); add one (rdma link add rxe0 type rxe netdev eth0) or "
+                 "use backend=soft", strerror(errno));
+        return NULL;
+    }
+    for (i = 0; i < n; i++) {
+        const char *dn = ibv_get_device_name(list[i]);
+
+        if (!name[0] || !strcmp(name, dn)) {
+            ctx = ibv_open_device(list[i]);
+            if (!ctx) {
+                snprintf(err, err_len, "verbs-device=%s: cannot open it: %s",
+                         dn, strerror(errno));
+            }
+            break;
+        }
+        snprintf(names + strlen(names), sizeof(names) - strlen(names),
+                 "%s%s", i ? " " : "", dn);
+    }
+    if (i == n) {
+        if (n == 0) {
+            snprintf(err, err_len, "backend=verbs: this host has no RDMA "
+                     "device; add one (rdma link add rxe0 type rxe netdev "
+                     "eth0) or use backend=soft");
+        } else {
+            snprintf(err, err_len, "verbs-device=%s: no such RDMA device; "
+                     "ibv_devices lists: %s", name, names);
+        }
+    }
+    ibv_free_device_list(list);
+    return ctx;
+}
+
+static bool query_port(struct vmmbib_verbs *v, const char *name, char *err,
+                       size_t err_len)
+{
+    if (ibv_query_device(v->ctx, &v->dev_attr) ||
+        v->port < 1 || v->port > v->dev_attr.phys_port_cnt ||
+        ibv_query_port(v->ctx, v->port, &v->port_attr)) {
+        snprintf(err, err_len, "verbs-port=%u: %s has no such port (it has "
+                 "%u)", v->port, name, v->dev_attr.phys_port_cnt);
+        return false;
+    }
+    if (v->port_attr.state != IBV_PORT_ACTIVE) {
+        snprintf(err, err_len, "verbs-port=%u of %s is not active (%s): "
+                 "bring its link up first", v->port, name,
+                 ibv_port_state_str(v->port_attr.state));
+        return false;
+    }
+    if (v->gid_index >= (uint32_t)v->port_attr.gid_tbl_len ||
+        ibv_query_gid(v->ctx, v->port, v->gid_index, &v->gid) ||
+        (v->port_attr.link_layer == IBV_LINK_LAYER_ETHERNET &&
+         !v->gid.global.interface_id && !v->gid.global.subnet_prefix)) {
+        snprintf(err, err_len, "verbs-gid-index=%u: port %u of %s has no "
+                 "such GID; see /sys/class/infiniband/%s/ports/%u/gids",
+                 v->gid_index, v->port, name, name, v->port);
+        return false;
+    }
+    return true;
+}
+
+static bool alloc_tables(struct vmmbib_verbs *v, const struct vmmbib_limits *l)
+{
+    v->pds = calloc((size_t)l->max_pd + 1, sizeof(*v->pds));
+    v->mrs = calloc((size_t)l->max_mr + 1, sizeof(*v->mrs));
+    v->cqs = calloc((size_t)l->max_cq + 1, sizeof(*v->cqs));
+    v->qps = calloc((size_t)l->max_qp + 1, sizeof(*v->qps));
+    return v->pds && v->mrs && v->cqs && v->qps;
+}
+
+static void free_state(struct vmmbib_verbs *v)
+{
+    if (v->channel) {
+        ibv_destroy_comp_channel(v->channel);
+    }
+    if (v->ctx) {
+        ibv_close_device(v->ctx);
+    }
+    if (v->stop_pipe[0] >= 0) {
+        close(v->stop_pipe[0]);
+        close(v->stop_pipe[1]);
+    }
+    free(v->pds);
+    free(v->mrs);
+    free(v->cqs);
+    free(v->qps);
+    free(v);
+}
+
+static bool set_nonblock(int fd)
+{
+    int flags = fcntl(fd, F_GETFL);
+
+    return flags >= 0 && fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0;
+}
+
+bool vmmbib_verbs_open(struct vmmbib_dev *dev, char *err, size_t err_len)
+{
+    struct vmmbib_verbs *v = calloc(1, sizeof(*v));
+    const char *name;
+    int ret;
+
+    if (!v) {
+        snprintf(err, err_len, "out of memory");
+        return false;
+    }
+    v->stop_pipe[0] = v->stop_pipe[1] = -1;
+    v->port = dev->cfg.verbs_port ? dev->cfg.verbs_port : 1;
+    v->gid_index = dev->cfg.verbs_gid_index;
+    if (dev->cfg.verbs_port > 255) {
+        snprintf(err, err_len, "verbs-port=%u is out of range: use 1 to 255",
+                 dev->cfg.verbs_port);
+        free_state(v);
+        return false;
+    }
+    v->ctx = open_named(dev->cfg.verbs_device, err, err_len);
+    if (!v->ctx) {
+        free_state(v);
+        return false;
+    }
+    name = ibv_get_device_name(v->ctx->device);
+    if (!query_port(v, name, err, err_len)) {
+        free_state(v);
+        return false;
+    }
+    v->channel = ibv_create_comp_channel(v->ctx);
+    if (!v->channel || !alloc_tables(v, &dev->cfg.limits) ||
+        pipe(v->stop_pipe) || !set_nonblock(v->channel->fd) ||
+        !set_nonblock(v->ctx->async_fd)) {
+        snprintf(err, err_len, "verbs-device=%s: cannot set up completions: "
+                 "%s", name, strerror(errno));
+        free_state(v);
+        return false;
+    }
+    dev->verbs = v;
+    ret = pthread_create(&v->thread, NULL, completion_thread, dev);
+    if (ret) {
+        snprintf(err, err_len, "cannot start the verbs completion thread: %s",
+                 strerror(ret));
+        dev->verbs = NULL;
+        free_state(v);
+        return false;
+    }
+    v->thread_running = true;
+    return true;
+}
+
+void vmmbib_verbs_close(struct vmmbib_dev *dev)
+{
+    struct vmmbib_verbs *v = dev->verbs;
+    char stop = 1;
+
+    if (!v) {
+        return;
+    }
+    if (v->thread_running &&
+        write(v->stop_pipe[1], &stop, 1) == 1) {
+        pthread_join(v->thread, NULL);
+    }
+    dev->verbs = NULL;
+    free_state(v);
+}
+
+/* ---- protection domains and memory regions ---- */
+
+int vmmbib_verbs_pd_create(struct vmmbib_dev *dev, struct vmmbib_pd *pd)
+{
+    struct vmmbib_verbs *v = dev->verbs;
+    uint32_t i = VMMBIB_HANDLE_INDEX(pd->handle);
+
+    v->pds[i] = ibv_alloc_pd(v->ctx);
+    return v->pds[i] ? VMMBIB_STATUS_OK : VMMBIB_STATUS_DEVICE_ERROR;
+}
+
+void vmmbib_verbs_pd_destroy(struct vmmbib_dev *dev, struct vmmbib_pd *pd)
+{
+    struct vmmbib_verbs *v = dev->verbs;
+    uint32_t i = VMMBIB_HANDLE_INDEX(pd->handle);
+
+    if (v->pds[i]) {
+        ibv_dealloc_pd(v->pds[i]);
+        v->pds[i] = NULL;
+    }
+}
+
+/*
+ * The host HCA registers a range of host virtual memory; the MR's guest
+ * pages must lie back to back in it (the design's memfd alias is the
+ * general answer, not there yet).
+ */
+static bool host_contiguous(const struct vmmbib_mr *mr)
+{
+    uint32_t i;
+
+    for (i = 1; i < mr->pages.npages; i++) {
+        if (mr->pages.hva[i] !=
+            mr->pages.hva[0] + (uint64_t)i * VMMBIB_PAGE_SIZE) {
+            return false;
+        }
+    }
+    return true;
+}
+
+int vmmbib_verbs_mr_reg(struct vmmbib_cmd_ctx *c, struct vmmbib_mr *mr)
+{
+    struct vmmbib_verbs *v = c->dev->verbs;
+    struct vmmbib_resp_mr *r = c->resp;
+    uint32_t i = VMMBIB_HANDLE_INDEX(mr->handle);
+    struct ibv_pd *pd = v->pds[VMMBIB_HANDLE_INDEX(mr->pd->handle)];
+    struct ibv_mr *hmr;
+
+    if (mr->dma || !host_contiguous(mr)) {
+        return VMMBIB_STATUS_NOT_SUPPORTED;
+    }
+    /*
+     * At the guest's iova: remote and local addresses are the guest's, and
+     * the HCA translates them.  VMMBIB_ACCESS_* are IBV_ACCESS_* bits.
+     */
+    hmr = ibv_reg_mr_iova(pd, mr->pages.hva[0] + mr->first_page_offset,
+                          mr->length, mr->iova, mr->access);
+    if (!hmr) {
+        return errno == ENOMEM ? VMMBIB_STATUS_NO_RESOURCES :
+               VMMBIB_STATUS_DEVICE_ERROR;
+    }
+    v->mrs[i] = hmr;
+    r->rkey = htole32(hmr->rkey);
+    return VMMBIB_STATUS_OK;
+}
+
+void vmmbib_verbs_mr_dereg(struct vmmbib_dev *dev, struct vmmbib_mr *mr)
+{
+    struct vmmbib_verbs *v = dev->verbs;
+    uint32_t i = VMMBIB_HANDLE_INDEX(mr->handle);
+
+    if (v->mrs[i]) {
+        ibv_dereg_mr(v->mrs[i]);
+        v->mrs[i] = NULL;
+    }
+}
+
+/* ---- completion queues ---- */
+
+int vmmbib_verbs_cq_create(struct vmmbib_dev *dev, struct vmmbib_cq *cq)
+{
+    struct vmmbib_verbs *v = dev->verbs;
+    uint32_t i = VMMBIB_HANDLE_INDEX(cq->handle);
+    struct ibv_cq *hcq;
+
+    /* The context names the guest CQ by handle: a stale event finds none. */
+    hcq = ibv_create_cq(v->ctx, cq->cqe, (void *)(uintptr_t)cq->handle,
+                        v->channel, 0);
+    if (!hcq) {
+        return VMMBIB_STATUS_DEVICE_ERROR;
+    }
+    if (ibv_req_notify_cq(hcq, 0)) {
+        ibv_destroy_cq(hcq);
+        return VMMBIB_STATUS_DEVICE_ERROR;
+    }
+    v->cqs[i] = hcq;
+    return VMMBIB_STATUS_OK;
+}
+
+int vmmbib_verbs_cq_resize(struct vmmbib_dev *dev, struct vmmbib_cq *cq,
+                           uint32_t cqe)
+{
+    struct ibv_cq *hcq = dev->verbs->cqs[VMMBIB_HANDLE_INDEX(cq->handle)];
+
+    return ibv_resize_cq(hcq, cqe) ? VMMBIB_STATUS_DEVICE_ERROR :
+           VMMBIB_STATUS_OK;
+}
+
+void vmmbib_verbs_cq_destroy(struct vmmbib_dev *dev, struct vmmbib_cq *cq)
+{
+    struct vmmbib_verbs *v = dev->verbs;
+    uint32_t i = VMMBIB_HANDLE_INDEX(cq->handle);
+
+    if (v->cqs[i]) {
+        /* Waits for the completion thread to ack this CQ's events. */
+        ibv_destroy_cq(v->cqs[i]);
+        v->cqs[i] = NULL;
+    }
+}
+
+/* ---- queue pairs ---- */
+
+static void qp_state_free(struct vverbs_qp *vq)
+{
+    free(vq->sq);
+    free(vq->rq);
+    free(vq);
+}
+
+int vmmbib_verbs_qp_create(struct vmmbib_dev *dev, struct vmmbib_qp *qp)
+{
+    struct vmmbib_verbs *v = dev->verbs;
+    uint32_t i = VMMBIB_HANDLE_INDEX(qp->handle);
+    struct vverbs_qp *vq;
+    struct ibv_qp_init_attr init = {
+        .qp_context = (void *)(uintptr_t)qp->handle,
+        .send_cq = v->cqs[VMMBIB_HANDLE_INDEX(qp->send_cq->handle)],
+        .recv_cq = v->cqs[VMMBIB_HANDLE_INDEX(qp->recv_cq->handle)],
+        .cap = {
+            .max_send_wr = qp->sq.entries,
+            .max_recv_wr = qp->rq.entries,
+            .max_send_sge = vmmbib_le32(qp->caps.max_send_sge),
+            .max_recv_sge = vmmbib_le32(qp->caps.max_recv_sge),
+            .max_inline_data = vmmbib_le32(qp->caps.max_inline_data),
+        },
+        .qp_type = IBV_QPT_RC,
+    };
+
+    if (qp->type != VMMBIB_QPT_RC || qp->srq) {
+        return VMMBIB_STATUS_NOT_SUPPORTED;
+    }
+    if (!init.cap.max_send_sge) {
+        init.cap.max_send_sge = 1;
+    }
+    vq = calloc(1, sizeof(*vq));
+    if (!vq) {
+        return VMMBIB_STATUS_NO_RESOURCES;
+    }
+    vq->sq = calloc(qp->sq.entries, sizeof(*vq->sq));
+    vq->rq = calloc(qp->rq.entries, sizeof(*vq->rq));
+    if (!vq->sq || !vq->rq) {
+        qp_state_free(vq);
+        return VMMBIB_STATUS_NO_RESOURCES;
+    }
+    vq->qp = ibv_create_qp(v->pds[VMMBIB_HANDLE_INDEX(qp->pd->handle)],
+                           &init);
+    if (!vq->qp) {
+        qp_state_free(vq);
+        return errno == ENOMEM || errno == EINVAL ?
+               VMMBIB_STATUS_NO_RESOURCES : VMMBIB_STATUS_DEVICE_ERROR;
+    }
+    vq->host_state = IBV_QPS_RESET;
+    v->qps[i] = vq;
+    /* Peers on the fabric address the host QP: its number is the QPN. */
+    qp->qpn = vq->qp->qp_num;
+    return VMMBIB_STATUS_OK;
+}
+
+void vmmbib_verbs_qp_destroy(struct vmmbib_dev *dev, struct vmmbib_qp *qp)
+{
+    struct vmmbib_verbs *v = dev->verbs;
+    uint32_t i = VMMBIB_HANDLE_INDEX(qp->handle);
+    struct vverbs_qp *vq = v->qps[i];
+
+    if (!vq) {
+        return;
+    }
+    /* Its completions still in the host CQs name this index: drop them. */
+    v->qps[i] = NULL;
+    ibv_destroy_qp(vq->qp);
+    qp_state_free(vq);
+}
+
+/*
+ * The host address of the port a guest address vector names.  A dlid, or
+ * a dgid of a device of this engine, names that device: its host port's
+ * LID (InfiniBand) or GID (RoCE).  Any other dgid is a host GID on the
+ * fabric and passes through.
+ */
+static int resolve_av(struct vmmbib_dev *dev, const struct vmmbib_ah_attr *av,
+                      struct ibv_ah_attr *out)
+{
+    struct vmmbib_verbs *v = dev->verbs;
+    bool global = av->ah_flags & VMMBIB_AH_GRH;
+    struct vmmbib_dev *peer = global ?
+        vmmbib_engine_find_gid(dev->engine, av->dgid) :
+        vmmbib_engine_find_lid(dev->engine, vmmbib_le16(av->dlid));
+    bool ib = v->port_attr.link_layer != IBV_LINK_LAYER_ETHERNET;
+
+    memset(out, 0, sizeof(*out));
+    out->port_num = v->port;
+    out->sl = av->sl;
+    out->grh.sgid_index = v->gid_index;
+    out->grh.hop_limit = av->hop_limit ? av->hop_limit : 64;
+    out->grh.traffic_class = av->traffic_class;
+    out->grh.flow_label = vmmbib_le32(av->flow_label);
+    if (peer) {
+        if (!peer->verbs) {
+            return VMMBIB_STATUS_INVALID;   /* a soft device: no fabric */
+        }
+        if (ib && peer->verbs->port_attr.link_layer ==
+            IBV_LINK_LAYER_INFINIBAND) {
+            out->dlid = peer->verbs->port_attr.lid;
+            return VMMBIB_STATUS_OK;
+        }
+        out->is_global = 1;
+        out->grh.dgid = peer->verbs->gid;
+        return VMMBIB_STATUS_OK;
+    }
+    if (!global) {
+        if (!ib) {
+            return VMMBIB_STATUS_INVALID;   /* RoCE routes by GID only */
+        }
+        out->dlid = vmmbib_le16(av->dlid);
+        return VMMBIB_STATUS_OK;
+    }
+    out->is_global = 1;
+    memcpy(out->grh.dgid.raw, av->dgid, sizeof(out->grh.dgid.raw));
+    if (ib) {
+        out->dlid = vmmbib_le16(av->dlid);
+    }
+    return VMMBIB_STATUS_OK;
+}
+
+/* The modify attributes the host takes; mask bits are IB verbs' own. */
+static int host_attrs(struct vmmbib_dev *dev, uint32_t mask,
+                      const struct vmmbib_qp_attr *a, struct ibv_qp_attr *h,
+                      int *hmask)
+{
+    struct vmmbib_verbs *v = dev->verbs;
+    int status;
+
+    memset(h, 0, sizeof(*h));
+    /* Not relayed: the host QP's state is ours to know, SQD is guest-side. */
+    *hmask = mask & ~(VMMBIB_QP_CUR_STATE | VMMBIB_QP_EN_SQD_ASYNC_NOTIFY |
+                      VMMBIB_QP_ALT_PATH | VMMBIB_QP_PATH_MIG_STATE);
+    h->qp_state = a->qp_state;
+    h->qkey = vmmbib_le32(a->qkey);
+    h->rq_psn = vmmbib_le32(a->rq_psn);
+    h->sq_psn = vmmbib_le32(a->sq_psn);
+    h->dest_qp_num = vmmbib_le32(a->dest_qp_num);
+    h->qp_access_flags = vmmbib_le32(a->qp_access_flags);
+    h->pkey_index = vmmbib_le16(a->pkey_index);
+    h->port_num = v->port;
+    /* A path MTU the host port cannot carry is lowered to what it can. */
+    h->path_mtu = a->path_mtu > v->port_attr.active_mtu ?
+                  v->port_attr.active_mtu : a->path_mtu;
+    h->max_rd_atomic = a->max_rd_atomic;
+    h->max_dest_rd_atomic = a->max_dest_rd_atomic;
+    if (h->max_rd_atomic > v->dev_attr.max_qp_rd_atom) {
+        h->max_rd_atomic = v->dev_attr.max_qp_rd_atom;
+    }
+    if (h->max_dest_rd_atomic > v->dev_attr.max_qp_init_rd_atom) {
+        h->max_dest_rd_atomic = v->dev_attr.max_qp_init_rd_atom;
+    }
+    h->min_rnr_timer = a->min_rnr_timer;
+    h->timeout = a->timeout;
+    h->retry_cnt = a->retry_cnt;
+    h->rnr_retry = a->rnr_retry;
+    if (mask & VMMBIB_QP_AV) {
+        status = resolve_av(dev, &a->ah_attr, &h->ah_attr);
+        if (status != VMMBIB_STATUS_OK) {
+            return status;
+        }
+    }
+    return VMMBIB_STATUS_OK;
+}
+
+int vmmbib_verbs_qp_modify(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
+                           uint32_t mask, const struct vmmbib_qp_attr *a)
+{
+    struct vverbs_qp *vq = dev->verbs->qps[VMMBIB_HANDLE_INDEX(qp->handle)];
+    uint8_t next = mask & VMMBIB_QP_STATE ? a->qp_state : qp->state;
+    struct ibv_qp_attr h;
+    int hmask, status;
+
+    /* ERR goes through vmmbib_verbs_qp_to_error; SQD stays guest-side. */
+    if (next == VMMBIB_QPS_ERR || next == VMMBIB_QPS_SQD ||
+        qp->state == VMMBIB_QPS_SQD) {
+        return VMMBIB_STATUS_OK;
+    }
+    status = host_attrs(dev, mask, a, &h, &hmask);
+    if (status != VMMBIB_STATUS_OK) {
+        return status;
+    }
+    if (next == VMMBIB_QPS_RESET) {
+        /* What the host completed before the reset reaches the guest first. */
+        vverbs_qp_quiesce(dev, qp, true);
+        hmask = IBV_QP_STATE;
+    }
+    if (ibv_modify_qp(vq->qp, &h, hmask)) {
+        return VMMBIB_STATUS_DEVICE_ERROR;
+    }
+    if (mask & VMMBIB_QP_STATE) {
+        vq->host_state = h.qp_state;
+    }
+    if (next == VMMBIB_QPS_RESET) {
+        vq->sq_pending = vq->rq_pending = 0;
+        vq->erroring = false;
+    } else {
+        /* Receives the guest posted in RESET can go now. */
+        vmmbib_verbs_post_recvs(dev, qp);
+    }
+    return VMMBIB_STATUS_OK;
+}
+
+void vmmbib_verbs_qp_to_error(struct vmmbib_dev *dev, struct vmmbib_qp *qp)
+{
+    struct vverbs_qp *vq = dev->verbs->qps[VMMBIB_HANDLE_INDEX(qp->handle)];
+    struct ibv_qp_attr h = { .qp_state = IBV_QPS_ERR };
+
+    if (!vq || vq->erroring) {
+        return;
+    }
+    vq->erroring = true;
+    if (!ibv_modify_qp(vq->qp, &h, IBV_QP_STATE)) {
+        vq->host_state = IBV_QPS_ERR;
+    }
+    /* The host flushes what it holds; those completions come first. */
+    vverbs_qp_quiesce(dev, qp, true);
+}
+
+/* ---- the completion thread ---- */
+
+static void cq_event(struct vmmbib_dev *dev)
+{
+    struct vmmbib_verbs *v = dev->verbs;
+    struct ibv_cq *hcq;
+    void *cq_ctx;
+    uint32_t handle, i;
+
+    if (ibv_get_cq_event(v->channel, &hcq, &cq_ctx)) {
+        return;     /* nothing there after all (the fd is non-blocking) */
+    }
+    /* Acked before the lock: a CQ destroy waits for it, holding the lock. */
+    ibv_ack_cq_events(hcq, 1);
+    handle = (uint32_t)(uintptr_t)cq_ctx;
+    i = VMMBIB_HANDLE_INDEX(handle);
+    vmmbib_engine_enter(dev->engine);
+    if (vmmbib_table_lookup(&dev->cqs, handle) && v->cqs[i] == hcq) {
+        /* Re-arm, then poll: a completion between the two is not lost. */
+        ibv_req_notify_cq(hcq, 0);
+        vverbs_cq_poll(dev, i);
+    }
+    vmmbib_engine_leave(dev->engine);
+}
+
+static uint16_t guest_event(enum ibv_event_type type)
+{
+    switch (type) {
+    case IBV_EVENT_QP_FATAL:
+        return VMMBIB_EVENT_QP_FATAL;
+    case IBV_EVENT_QP_REQ_ERR:
+        return VMMBIB_EVENT_QP_REQ_ERR;
+    case IBV_EVENT_QP_ACCESS_ERR:
+        return VMMBIB_EVENT_QP_ACCESS_ERR;
+    case IBV_EVENT_COMM_EST:
+        return VMMBIB_EVENT_COMM_EST;
+    default:
+        return 0;
+    }
+}
+
+static void async_event(struct vmmbib_dev *dev)
+{
+    struct vmmbib_verbs *v = dev->verbs;
+    struct ibv_async_event ev;
+    struct ibv_qp *hqp = NULL;
+    uint32_t handle = 0;
+    uint16_t type;
+    struct vmmbib_qp *qp;
+
+    if (ibv_get_async_event(v->ctx, &ev)) {
+        return;
+    }
+    type = guest_event(ev.event_type);
+    if (type) {
+        hqp = ev.element.qp;
+        handle = (uint32_t)(uintptr_t)hqp->qp_context;
+    }
+    ibv_ack_async_event(&ev);
+    if (ev.event_type == IBV_EVENT_DEVICE_FATAL) {
+        vmmbib_engine_enter(dev->engine);
+        vmmbib_dev_event(dev, VMMBIB_EVENT_DEVICE_FATAL, 0, NULL);
+        vmmbib_engine_leave(dev->engine);
+        return;
+    }
+    if (!type) {
+        return;
+    }
+    vmmbib_engine_enter(dev->engine);
+    qp = vmmbib_table_lookup(&dev->qps, handle);
+    if (qp && v->qps[VMMBIB_HANDLE_INDEX(handle)] &&
+        v->qps[VMMBIB_HANDLE_INDEX(handle)]->qp == hqp) {
+        if (type == VMMBIB_EVENT_COMM_EST) {
+            if (!qp->comm_est) {
+                qp->comm_est = true;
+                vmmbib_dev_event(dev, type, qp->handle, qp->uctx);
+            }
+        } else {
+            vmmbib_qp_to_error(dev, qp, type);
+        }
+    }
+    vmmbib_engine_leave(dev->engine);
+}
+
+static void *completion_thread(void *opaque)
+{
+    struct vmmbib_dev *dev = opaque;
+    struct vmmbib_verbs *v = dev->verbs;
+    struct pollfd fds[3] = {
+        { .fd = v->stop_pipe[0], .events = POLLIN },
+        { .fd = v->channel->fd, .events = POLLIN },
+        { .fd = v->ctx->async_fd, .events = POLLIN },
+    };
+
+    for (;;) {
+        if (poll(fds, 3, -1) < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            break;
+        }
+        if (fds[0].revents) {
+            break;
+        }
+        if (fds[1].revents & POLLIN) {
+            cq_event(dev);
+        }
+        if (fds[2].revents & POLLIN) {
+            async_event(dev);
+        }
+    }
+    return NULL;
+}

@@ -1,0 +1,83 @@
+/*
+ * The verbs backend (docs/design-verbs.md): guest objects get host
+ * libibverbs objects, the engine relays WQEs to host QPs, and a
+ * completion thread turns host completions into guest CQEs.
+ *
+ * The soft engine's command handlers call these hooks only when
+ * dev->verbs is set, after their own checks passed; each returns a
+ * VMMBIB_STATUS_* and leaves the host side unchanged when it fails.
+ * Engine lock held in every hook but open and close.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#ifndef VMMBIB_VERBS_H
+#define VMMBIB_VERBS_H
+
+#include "internal.h"
+
+/*
+ * meson defines VMMBIB_HAVE_VERBS when it builds host-lib/verbs (libibverbs
+ * found).  Builds of the top-level host-lib sources alone (the sanitizer and fuzz scripts)
+ * leave it out: the hooks are then weak and never called, since no device
+ * gets dev->verbs.
+ */
+#ifdef VMMBIB_HAVE_VERBS
+#define VMMBIB_VERBS_HOOK
+#else
+#define VMMBIB_VERBS_HOOK __attribute__((weak))
+#endif
+
+static inline bool vmmbib_verbs_built(void)
+{
+#ifdef VMMBIB_HAVE_VERBS
+    return true;
+#else
+    return false;
+#endif
+}
+
+/* Open the host device @dev->cfg names; false with a sentence in @err. */
+VMMBIB_VERBS_HOOK
+bool vmmbib_verbs_open(struct vmmbib_dev *dev, char *err, size_t err_len);
+/* Stop the completion thread, close the device; host objects are gone. */
+VMMBIB_VERBS_HOOK
+void vmmbib_verbs_close(struct vmmbib_dev *dev);
+
+VMMBIB_VERBS_HOOK
+int vmmbib_verbs_pd_create(struct vmmbib_dev *dev, struct vmmbib_pd *pd);
+VMMBIB_VERBS_HOOK
+void vmmbib_verbs_pd_destroy(struct vmmbib_dev *dev, struct vmmbib_pd *pd);
+/* Register @mr with the host; writes the host rkey into the reply. */
+VMMBIB_VERBS_HOOK
+int vmmbib_verbs_mr_reg(struct vmmbib_cmd_ctx *c, struct vmmbib_mr *mr);
+VMMBIB_VERBS_HOOK
+void vmmbib_verbs_mr_dereg(struct vmmbib_dev *dev, struct vmmbib_mr *mr);
+VMMBIB_VERBS_HOOK
+int vmmbib_verbs_cq_create(struct vmmbib_dev *dev, struct vmmbib_cq *cq);
+VMMBIB_VERBS_HOOK
+int vmmbib_verbs_cq_resize(struct vmmbib_dev *dev, struct vmmbib_cq *cq,
+                           uint32_t cqe);
+VMMBIB_VERBS_HOOK
+void vmmbib_verbs_cq_destroy(struct vmmbib_dev *dev, struct vmmbib_cq *cq);
+/* Sets qp->qpn to the host QPN. */
+VMMBIB_VERBS_HOOK
+int vmmbib_verbs_qp_create(struct vmmbib_dev *dev, struct vmmbib_qp *qp);
+/* Before the guest QP changes: the same modify on the host QP. */
+VMMBIB_VERBS_HOOK
+int vmmbib_verbs_qp_modify(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
+                           uint32_t mask, const struct vmmbib_qp_attr *attr);
+VMMBIB_VERBS_HOOK
+void vmmbib_verbs_qp_destroy(struct vmmbib_dev *dev, struct vmmbib_qp *qp);
+
+/* Data path: relay up to @budget send WQEs of @qp (in RTS). */
+VMMBIB_VERBS_HOOK
+unsigned int vmmbib_verbs_run_sq(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
+                                 unsigned int budget);
+/* The guest's RQ producer moved: post the new receives. */
+VMMBIB_VERBS_HOOK
+void vmmbib_verbs_post_recvs(struct vmmbib_dev *dev, struct vmmbib_qp *qp);
+/* @qp goes to ERR: the host QP too, and what it holds completes first. */
+VMMBIB_VERBS_HOOK
+void vmmbib_verbs_qp_to_error(struct vmmbib_dev *dev, struct vmmbib_qp *qp);
+
+#endif /* VMMBIB_VERBS_H */
