@@ -490,7 +490,7 @@ int vmmbib_verbs_qp_modify(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
 
     /* ERR goes through vmmbib_verbs_qp_to_error; SQD stays guest-side. */
     if (next == VMMBIB_QPS_ERR || next == VMMBIB_QPS_SQD ||
-        qp->state == VMMBIB_QPS_SQD) {
+        (qp->state == VMMBIB_QPS_SQD && next != VMMBIB_QPS_RESET)) {
         return VMMBIB_STATUS_OK;
     }
     status = host_attrs(dev, mask, a, &h, &hmask);
