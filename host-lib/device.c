@@ -4,10 +4,13 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 #include <endian.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "verbs/verbs.h"
@@ -163,6 +166,14 @@ struct vmmbib_dev *vmmbib_dev_new(const struct vmmbib_dev_config *cfg,
         dev->ops = *ops;
     }
     dev->opaque = opaque;
+    dev->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (dev->kick_fd < 0) {
+        set_err(err, err_len, "cannot create the kick eventfd: %s",
+                strerror(errno));
+        free(dev);
+        return NULL;
+    }
+    dev->own_kick_fd = true;
     dev->uar_slot_busy = calloc(cfg->uar_slots, sizeof(bool));
     if (cfg->db_pages) {
         dev->db_pages = cfg->db_pages;
@@ -263,6 +274,9 @@ void vmmbib_dev_free(struct vmmbib_dev *dev)
             vmmbib_engine_free(dev->engine);
         }
     }
+    if (dev->own_kick_fd) {
+        close(dev->kick_fd);
+    }
     fini_tables(dev);
     free(dev->uar_slot_busy);
     if (dev->db_pages != dev->cfg.db_pages) {
@@ -290,6 +304,10 @@ void vmmbib_dev_get_stats(struct vmmbib_dev *dev,
                           struct vmmbib_dev_stats *stats)
 {
     vmmbib_engine_enter(dev->engine);
+    /* Kicks the engine has not read yet count too; it still wakes. */
+    if (vmmbib_engine_take_kicks(dev)) {
+        vmmbib_engine_wake(dev->engine);
+    }
     *stats = dev->stats;
     stats->ucontexts = dev->ucontexts.used;
     stats->pds = dev->pds.used;

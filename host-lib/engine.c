@@ -1,38 +1,59 @@
 /*
  * The engine: one thread that serves every device attached to it.  It
  * drains the doorbell rings of all contexts, runs the SQs of the QPs that
- * have work (a list, so idle QPs cost nothing), and when it has found no
+ * have work (lists, so idle QPs cost nothing), and when it has found no
  * work for idle_poll_us (its config, or the device config of a device
  * with an engine of its own) it marks itself asleep in every doorbell page
  * and blocks until a kick (docs/spec.md section 4).
  *
+ * Kicks are eventfds, one per device, which the engine thread itself
+ * waits on while it sleeps: a VMM registers it as an ioeventfd on the KICK
+ * register, so that waking the engine runs no VMM code (vmmbibd gets it
+ * from QEMU with HELLO).  The engine reads them, so it counts the kicks.
+ *
+ * Scheduling is fair across devices (VMs) first, then across the QPs of
+ * a device: every pass gives each device with work the same budget of
+ * send WQEs, which its QPs share round-robin.  A VM with many busy QPs
+ * therefore gets as much of the engine as a VM with one, not more.
+ *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 
-/* Send WQEs one QP runs before the next QP gets its turn. */
+/* Send WQEs one QP runs before the next QP of its device gets a turn. */
 #define QP_BUDGET 16
+/* Send WQEs one device runs, over its QPs, before the next device's turn. */
+#define DEV_BUDGET 32
 /* Doorbells taken from one context's ring per pass. */
 #define DB_BUDGET 64
 
 struct vmmbib_engine {
     pthread_mutex_t lock;
-    pthread_cond_t wake;
+    int wake_fd;            /* eventfd: vmmbib_engine_wake, a new device... */
     pthread_t thread;
     bool running;
     bool stop;
     bool kicked;
     uint32_t idle_poll_us;
     struct vmmbib_dev *devs;
-    struct vmmbib_qp *active_head;
-    struct vmmbib_qp *active_tail;
+    /* Devices with QPs that have work, in the order they get turns. */
+    struct vmmbib_dev *active_dev_head;
+    struct vmmbib_dev *active_dev_tail;
+    /* What the sleeping engine thread polls: wake_fd and the kick fds. */
+    struct pollfd *pfds;
+    unsigned int pfds_cap;
     uint16_t next_lid;
     uint32_t state;         /* VMMBIB_ENGINE_*, as the pages show it */
     unsigned int waiters;   /* threads other than the engine's, waiting */
@@ -53,7 +74,6 @@ struct vmmbib_engine *vmmbib_engine_new(const struct vmmbib_engine_config *cfg,
                                         char *err, size_t err_len)
 {
     struct vmmbib_engine *eng;
-    pthread_condattr_t attr;
     int ret;
 
     if (cfg->idle_poll_us > VMMBIB_IDLE_POLL_US_MAX) {
@@ -70,17 +90,20 @@ struct vmmbib_engine *vmmbib_engine_new(const struct vmmbib_engine_config *cfg,
     eng->idle_poll_us = cfg->idle_poll_us ? cfg->idle_poll_us :
                         VMMBIB_IDLE_POLL_US_DEFAULT;
     eng->next_lid = 1;
+    eng->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (eng->wake_fd < 0) {
+        snprintf(err, err_len, "cannot create the engine's eventfd: %s",
+                 strerror(errno));
+        free(eng);
+        return NULL;
+    }
     pthread_mutex_init(&eng->lock, NULL);
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&eng->wake, &attr);
-    pthread_condattr_destroy(&attr);
     ret = pthread_create(&eng->thread, NULL, engine_thread, eng);
     if (ret) {
         snprintf(err, err_len, "cannot start the engine thread: %s",
                  strerror(ret));
-        pthread_cond_destroy(&eng->wake);
         pthread_mutex_destroy(&eng->lock);
+        close(eng->wake_fd);
         free(eng);
         return NULL;
     }
@@ -95,13 +118,14 @@ void vmmbib_engine_free(struct vmmbib_engine *eng)
     }
     pthread_mutex_lock(&eng->lock);
     eng->stop = true;
-    pthread_cond_signal(&eng->wake);
+    vmmbib_engine_wake(eng);
     pthread_mutex_unlock(&eng->lock);
     if (eng->running) {
         pthread_join(eng->thread, NULL);
     }
-    pthread_cond_destroy(&eng->wake);
     pthread_mutex_destroy(&eng->lock);
+    close(eng->wake_fd);
+    free(eng->pfds);
     free(eng);
 }
 
@@ -154,18 +178,59 @@ void vmmbib_engine_attach(struct vmmbib_engine *eng, struct vmmbib_dev *dev)
 {
     dev->next_on_engine = eng->devs;
     eng->devs = dev;
+    /* A sleeping engine must poll the new device's kick eventfd too. */
+    vmmbib_engine_wake(eng);
+}
+
+static void active_dev_remove(struct vmmbib_engine *eng,
+                              struct vmmbib_dev *dev)
+{
+    struct vmmbib_dev **p, *prev = NULL;
+
+    if (!dev->on_active_list) {
+        return;
+    }
+    for (p = &eng->active_dev_head; *p; prev = *p, p = &(*p)->next_active_dev) {
+        if (*p == dev) {
+            *p = dev->next_active_dev;
+            if (eng->active_dev_tail == dev) {
+                eng->active_dev_tail = prev;
+            }
+            break;
+        }
+    }
+    dev->on_active_list = false;
+}
+
+static void active_dev_append(struct vmmbib_engine *eng,
+                              struct vmmbib_dev *dev)
+{
+    if (dev->on_active_list) {
+        return;
+    }
+    dev->on_active_list = true;
+    dev->next_active_dev = NULL;
+    if (eng->active_dev_tail) {
+        eng->active_dev_tail->next_active_dev = dev;
+    } else {
+        eng->active_dev_head = dev;
+    }
+    eng->active_dev_tail = dev;
 }
 
 void vmmbib_engine_detach(struct vmmbib_engine *eng, struct vmmbib_dev *dev)
 {
     struct vmmbib_dev **p;
 
+    active_dev_remove(eng, dev);
     for (p = &eng->devs; *p; p = &(*p)->next_on_engine) {
         if (*p == dev) {
             *p = dev->next_on_engine;
-            return;
+            break;
         }
     }
+    /* A sleeping engine polls its kick eventfd, which may close now. */
+    vmmbib_engine_wake(eng);
 }
 
 struct vmmbib_dev *vmmbib_engine_find_lid(struct vmmbib_engine *eng,
@@ -223,36 +288,45 @@ uint16_t vmmbib_engine_assign_lid(struct vmmbib_engine *eng)
 void vmmbib_engine_qp_activate(struct vmmbib_engine *eng,
                                struct vmmbib_qp *qp)
 {
+    struct vmmbib_dev *dev = qp->dev;
+
     if (qp->active) {
         return;
     }
     qp->active = true;
     qp->next_active = NULL;
-    if (eng->active_tail) {
-        eng->active_tail->next_active = qp;
+    if (dev->active_tail) {
+        dev->active_tail->next_active = qp;
     } else {
-        eng->active_head = qp;
+        dev->active_head = qp;
     }
-    eng->active_tail = qp;
+    dev->active_tail = qp;
+    dev->nactive++;
+    active_dev_append(eng, dev);
 }
 
 void vmmbib_engine_qp_forget(struct vmmbib_engine *eng, struct vmmbib_qp *qp)
 {
+    struct vmmbib_dev *dev = qp->dev;
     struct vmmbib_qp **p, *prev = NULL;
 
     if (!qp->active) {
         return;
     }
-    for (p = &eng->active_head; *p; prev = *p, p = &(*p)->next_active) {
+    for (p = &dev->active_head; *p; prev = *p, p = &(*p)->next_active) {
         if (*p == qp) {
             *p = qp->next_active;
-            if (eng->active_tail == qp) {
-                eng->active_tail = prev;
+            if (dev->active_tail == qp) {
+                dev->active_tail = prev;
             }
             break;
         }
     }
     qp->active = false;
+    dev->nactive--;
+    if (!dev->active_head) {
+        active_dev_remove(eng, dev);
+    }
 }
 
 static uint32_t *db_word(struct vmmbib_ucontext *uctx, unsigned int offset)
@@ -340,17 +414,29 @@ static unsigned int poll_doorbells(struct vmmbib_engine *eng)
     return each_context(eng, drain_context, 0);
 }
 
-/* One turn for each QP with work; a QP with nothing left leaves the list. */
-static unsigned int run_active(struct vmmbib_engine *eng, uint64_t now,
+/*
+ * One device's turn: up to DEV_BUDGET send WQEs, QP_BUDGET at a time from
+ * the QP at the head of its list, which then goes to the back if it has
+ * work left.  A device with one busy QP gets the same budget as a device
+ * with many.  The turn also ends once every QP on the list in a row ran
+ * nothing and stayed (all wait for an RNR timer).
+ */
+static unsigned int run_device(struct vmmbib_engine *eng,
+                               struct vmmbib_dev *dev, uint64_t now,
                                uint64_t *next_deadline)
 {
-    struct vmmbib_qp *qp = eng->active_head, *last = eng->active_tail;
-    unsigned int work = 0;
+    unsigned int budget = DEV_BUDGET, work = 0, idle_turns = 0;
+    struct vmmbib_qp *qp;
 
-    while (qp) {
-        struct vmmbib_qp *next = qp == last ? NULL : qp->next_active;
+    while (budget && (qp = dev->active_head) && idle_turns < dev->nactive) {
+        unsigned int n = vmmbib_qp_run_sq(dev, qp, budget < QP_BUDGET ?
+                                          budget : QP_BUDGET, now);
 
-        work += vmmbib_qp_run_sq(qp->dev, qp, QP_BUDGET, now);
+        work += n;
+        budget -= n < budget ? n : budget;
+        if (n) {
+            idle_turns = 0;
+        }
         if (qp->active) {
             vmmbib_engine_qp_forget(eng, qp);
             if (vmmbib_qp_has_sq_work(qp)) {
@@ -360,9 +446,36 @@ static unsigned int run_active(struct vmmbib_engine *eng, uint64_t now,
                     (!*next_deadline || qp->rnr_deadline_ns < *next_deadline)) {
                     *next_deadline = qp->rnr_deadline_ns;
                 }
+                /* Only a QP that stays counts as one that waits. */
+                idle_turns += !n;
             }
         }
-        qp = next;
+    }
+    return work;
+}
+
+/*
+ * One turn for each device with work, in the order they have waited.  A
+ * device whose QPs are done leaves the list (vmmbib_engine_qp_forget);
+ * one with work left goes to the back.  Turns may make other devices'
+ * QPs active or not (a send to a QP in error): the list is re-read for
+ * every turn, never held across one.
+ */
+static unsigned int run_active(struct vmmbib_engine *eng, uint64_t now,
+                               uint64_t *next_deadline)
+{
+    unsigned int turns = 0, work = 0;
+    struct vmmbib_dev *dev;
+
+    for (dev = eng->active_dev_head; dev; dev = dev->next_active_dev) {
+        turns++;
+    }
+    while (turns-- && (dev = eng->active_dev_head)) {
+        active_dev_remove(eng, dev);
+        work += run_device(eng, dev, now, next_deadline);
+        if (dev->active_head) {
+            active_dev_append(eng, dev);
+        }
     }
     return work;
 }
@@ -370,7 +483,95 @@ static unsigned int run_active(struct vmmbib_engine *eng, uint64_t now,
 void vmmbib_engine_wake(struct vmmbib_engine *eng)
 {
     eng->kicked = true;
-    pthread_cond_signal(&eng->wake);
+    /* EAGAIN: the counter is full, the engine has a wake pending anyway. */
+    eventfd_write(eng->wake_fd, 1);
+}
+
+/*
+ * Read an eventfd's counter without ever blocking, whatever its flags: a
+ * kick eventfd may be the client's, which could clear O_NONBLOCK on it
+ * (a flag of the open file both share).  Returns 0 if nothing was there.
+ */
+static uint64_t eventfd_take(int fd)
+{
+    uint64_t count = 0;
+    struct iovec iov = { .iov_base = &count, .iov_len = sizeof(count) };
+    ssize_t n;
+
+    do {
+        n = preadv2(fd, &iov, 1, -1, RWF_NOWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0 && errno == EOPNOTSUPP) {
+        /* Kernels before 5.10: the flag is all there is. */
+        fcntl(fd, F_SETFL, O_NONBLOCK);
+        n = read(fd, &count, sizeof(count));
+    }
+    return n == sizeof(count) ? count : 0;
+}
+
+uint64_t vmmbib_engine_take_kicks(struct vmmbib_dev *dev)
+{
+    uint64_t kicks = dev->kick_fd >= 0 ? eventfd_take(dev->kick_fd) : 0;
+
+    dev->stats.kicks += kicks;
+    return kicks;
+}
+
+static void take_all_kicks(struct vmmbib_engine *eng)
+{
+    struct vmmbib_dev *dev;
+
+    for (dev = eng->devs; dev; dev = dev->next_on_engine) {
+        vmmbib_engine_take_kicks(dev);
+    }
+}
+
+/*
+ * Lock held, released while blocked: sleep until the wake eventfd or a
+ * device's kick eventfd is written, or until @deadline (ns, 0: none).
+ */
+static void engine_sleep(struct vmmbib_engine *eng, uint64_t deadline)
+{
+    unsigned int n = 0, count = 1;
+    struct vmmbib_dev *dev;
+    struct timespec ts, *timeout = NULL;
+
+    for (dev = eng->devs; dev; dev = dev->next_on_engine) {
+        count++;
+    }
+    if (count > eng->pfds_cap) {
+        struct pollfd *p = realloc(eng->pfds, count * sizeof(*p));
+
+        if (!p) {
+            /* Poll again after a millisecond instead of sleeping. */
+            deadline = now_ns() + 1000000;
+            count = 0;
+        } else {
+            eng->pfds = p;
+            eng->pfds_cap = count;
+        }
+    }
+    if (count) {
+        eng->pfds[n++] = (struct pollfd) { .fd = eng->wake_fd,
+                                           .events = POLLIN };
+        for (dev = eng->devs; dev; dev = dev->next_on_engine) {
+            if (dev->kick_fd >= 0) {
+                eng->pfds[n++] = (struct pollfd) { .fd = dev->kick_fd,
+                                                   .events = POLLIN };
+            }
+        }
+    }
+    if (deadline) {
+        uint64_t now = now_ns(), left = deadline > now ? deadline - now : 0;
+
+        ts.tv_sec = left / 1000000000ull;
+        ts.tv_nsec = left % 1000000000ull;
+        timeout = &ts;
+    }
+    pthread_mutex_unlock(&eng->lock);
+    /* Level-triggered: a write since the checks under the lock shows. */
+    ppoll(n ? eng->pfds : NULL, n, timeout, NULL);
+    pthread_mutex_lock(&eng->lock);
 }
 
 uint32_t vmmbib_engine_state(struct vmmbib_engine *eng)
@@ -416,18 +617,18 @@ static void *engine_thread(void *opaque)
             sched_yield();
         } else {
             set_engine_state(eng, VMMBIB_ENGINE_ASLEEP);
+            /*
+             * Count the kicks so far and clear the wake eventfd: every
+             * wake comes with eng->kicked, set under the lock.  A kick
+             * read here came after its doorbell, which the check below
+             * finds; a later one makes the sleep return at once.
+             */
+            take_all_kicks(eng);
+            eventfd_take(eng->wake_fd);
             /* A doorbell stored before the mark was seen is found here. */
             if (!poll_doorbells(eng) && !eng->kicked && !eng->stop) {
-                if (deadline) {
-                    struct timespec ts = {
-                        .tv_sec = deadline / 1000000000ull,
-                        .tv_nsec = deadline % 1000000000ull,
-                    };
-
-                    pthread_cond_timedwait(&eng->wake, &eng->lock, &ts);
-                } else {
-                    pthread_cond_wait(&eng->wake, &eng->lock);
-                }
+                engine_sleep(eng, deadline);
+                take_all_kicks(eng);
             }
             eng->kicked = false;
             set_engine_state(eng, VMMBIB_ENGINE_AWAKE);
@@ -440,9 +641,30 @@ static void *engine_thread(void *opaque)
 
 void vmmbib_dev_kick(struct vmmbib_dev *dev)
 {
+    /* As an ioeventfd would: the engine reads and counts it. */
+    if (eventfd_write(dev->kick_fd, 1) < 0 && errno != EAGAIN) {
+        fprintf(stderr, "libvmmbib: cannot kick the engine: %s\n",
+                strerror(errno));
+    }
+}
+
+int vmmbib_dev_kick_fd(struct vmmbib_dev *dev)
+{
+    return dev->kick_fd;
+}
+
+void vmmbib_dev_set_kick_fd(struct vmmbib_dev *dev, int fd)
+{
     struct vmmbib_engine *eng = dev->engine;
 
     vmmbib_engine_enter(eng);
+    /* Kicks on the old eventfd still count, and still wake the engine. */
+    vmmbib_engine_take_kicks(dev);
+    if (dev->own_kick_fd) {
+        close(dev->kick_fd);
+    }
+    dev->kick_fd = fd;
+    dev->own_kick_fd = false;
     vmmbib_engine_wake(eng);
     vmmbib_engine_leave(eng);
 }
@@ -460,12 +682,12 @@ void vmmbib_dev_doorbell(struct vmmbib_dev *dev, uint32_t slot,
         if (uctx && uctx->uar_slot == slot) {
             vmmbib_doorbell_execute(dev, uctx, doorbell);
             /* Trapped doorbells run at once, in the trapping thread. */
-            if (eng->active_head) {
+            if (eng->active_dev_head) {
                 uint64_t deadline = 0;
 
                 run_active(eng, now_ns(), &deadline);
             }
-            if (eng->active_head) {
+            if (eng->active_dev_head) {
                 vmmbib_engine_wake(eng);
             }
             vmmbib_engine_leave(eng);

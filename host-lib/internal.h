@@ -160,7 +160,7 @@ struct vmmbib_qp {
     struct vmmbib_qp_attr attr; /* as last modified, host byte order */
     struct vmmbib_ring sq;
     struct vmmbib_ring rq;
-    bool active;            /* on the engine's list of QPs with work */
+    bool active;            /* on its device's list of QPs with work */
     bool sq_draining;       /* in SQD, the WQE begun before still runs */
     bool comm_est;          /* COMM_EST was raised since RESET */
     struct vmmbib_qp *next_active;
@@ -181,6 +181,19 @@ struct vmmbib_dev {
     struct vmmbib_engine *engine;
     bool own_engine;
     struct vmmbib_dev *next_on_engine;
+    /*
+     * The engine schedules devices first, then QPs: the QPs of this
+     * device with work, and whether it is on the engine's list of devices
+     * with such QPs.
+     */
+    struct vmmbib_qp *active_head;
+    struct vmmbib_qp *active_tail;
+    unsigned int nactive;
+    bool on_active_list;
+    struct vmmbib_dev *next_active_dev;
+    /* The eventfd the guest's KICK writes (the engine reads it). */
+    int kick_fd;
+    bool own_kick_fd;
     struct vmmbib_table ucontexts;
     struct vmmbib_table pds;
     struct vmmbib_table mrs;
@@ -278,6 +291,8 @@ struct vmmbib_dev *vmmbib_engine_find_guid(struct vmmbib_engine *eng,
                                            uint64_t guid);
 /* Wake a sleeping engine thread; engine lock held. */
 void vmmbib_engine_wake(struct vmmbib_engine *eng);
+/* Count the kicks @dev's eventfd holds; engine lock held. */
+uint64_t vmmbib_engine_take_kicks(struct vmmbib_dev *dev);
 uint16_t vmmbib_engine_assign_lid(struct vmmbib_engine *eng);
 pthread_mutex_t *vmmbib_engine_lock(struct vmmbib_engine *eng);
 /* Take and release the engine lock from outside the engine thread. */

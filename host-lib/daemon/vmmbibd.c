@@ -6,8 +6,9 @@
  * vmmbib_dev for it on its single shared engine, so all VMs form one
  * InfiniBand subnet and the engine moves data straight between their
  * memories, which the VMMs share as memfds.  One thread runs this loop:
- * it accepts clients, executes their requests, forwards their kicks; the
- * engine thread does the data path and writes events into each VM's ring.
+ * it accepts clients and executes their requests; the engine thread does
+ * the data path, waits on the VMs' KICK eventfds itself while it sleeps,
+ * and writes events into each VM's ring.
  *
  * A client that breaks the protocol is disconnected with a log line; a
  * client that goes away loses every object, and the engine completes its
@@ -64,7 +65,7 @@ struct region {
 struct vm {
     struct vm *next;
     int sock;
-    int kick_fd;                /* -1 until HELLO */
+    int kick_fd;                /* -1 until HELLO; the engine polls it */
     int call_fd;
     char id[VMMBIBD_VM_ID_SIZE];    /* "" until HELLO */
     char name[VMMBIBD_VM_ID_SIZE + 32]; /* for log lines */
@@ -116,6 +117,8 @@ struct daemon {
     struct vmmbib_engine *engine;
     struct known_id *known;
     unsigned int nknown;
+    /* backend, verbs_*: the options, for every VM's device */
+    struct vmmbib_dev_config backend;
 };
 
 static void log_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -197,6 +200,30 @@ static bool is_eventfd(int fd)
     }
     target[n] = '\0';
     return !strcmp(target, "anon_inode:[eventfd]");
+}
+
+/*
+ * A semaphore eventfd gives up its counter one by one: the engine, which
+ * reads a KICK eventfd once per wake, would never find it empty and never
+ * sleep.  Kernels that do not say (before 6.3) are trusted.
+ */
+static bool is_semaphore_eventfd(int fd)
+{
+    char path[64], line[128];
+    bool semaphore = false;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+    f = fopen(path, "re");
+    if (!f) {
+        return false;
+    }
+    while (fgets(line, sizeof(line), f)) {
+        semaphore |= !strncmp(line, "eventfd-semaphore:", 18) &&
+                     strtoul(line + 18, NULL, 10) != 0;
+    }
+    fclose(f);
+    return semaphore;
 }
 
 /*
@@ -568,9 +595,11 @@ static enum outcome handle_hello(struct daemon *d, struct vm *vm,
                            "1 to 63 of A-Z a-z 0-9 . _ : -, NUL-padded");
     }
     snprintf(vm->name, sizeof(vm->name), "VM %s", h.vm_id);
-    if (!is_eventfd(vm->in_fds[0]) || !is_eventfd(vm->in_fds[1])) {
+    if (!is_eventfd(vm->in_fds[0]) || !is_eventfd(vm->in_fds[1]) ||
+        is_semaphore_eventfd(vm->in_fds[0])) {
         return refuse(vm, hdr, VMMBIBD_ERR_INVALID, "the KICK and CALL "
-                           "fds of HELLO must be eventfds");
+                           "fds of HELLO must be eventfds (KICK not in "
+                           "semaphore mode)");
     }
     if (!h.event_ring_entries) {
         h.event_ring_entries = VMMBIBD_EVENT_RING_DEFAULT;
@@ -629,10 +658,17 @@ static enum outcome handle_hello(struct daemon *d, struct vm *vm,
     cfg.doorbell_mode = h.doorbell_mode;
     cfg.lid = k->lid;
     cfg.db_pages = vm->db_pages;
+    cfg.backend = d->backend.backend;
+    memcpy(cfg.verbs_device, d->backend.verbs_device,
+           sizeof(cfg.verbs_device));
+    cfg.verbs_port = d->backend.verbs_port;
+    cfg.verbs_gid_index = d->backend.verbs_gid_index;
     vm->dev = vmmbib_dev_new(&cfg, d->engine, &ops, vm, err, sizeof(err));
     if (!vm->dev) {
         return refuse(vm, hdr, VMMBIBD_ERR_INVALID, err);
     }
+    /* The engine thread waits on it, and counts the kicks. */
+    vmmbib_dev_set_kick_fd(vm->dev, vm->kick_fd);
     strcpy(vm->id, h.vm_id);
     k->connected = true;
 
@@ -922,11 +958,14 @@ static void accept_clients(struct daemon *d)
     }
 }
 
-/* The poll set: listener, signals, then each VM's socket and kick fd. */
+/*
+ * The poll set: listener, signals, then each VM's socket.  (Not the kick
+ * eventfds: the engine thread waits on those itself.)
+ */
 static void run(struct daemon *d)
 {
     for (;;) {
-        unsigned int cap = 2 + 2 * d->nvms, n = 2;
+        unsigned int cap = 2 + d->nvms, n = 2;
         struct pollfd *pfds = calloc(cap, sizeof(*pfds));
         struct vm **owner = calloc(cap, sizeof(*owner));
         struct vm *vm;
@@ -942,11 +981,6 @@ static void run(struct daemon *d)
         for (vm = d->vms; vm; vm = vm->next) {
             owner[n] = vm;
             pfds[n++] = (struct pollfd) { .fd = vm->sock, .events = POLLIN };
-            if (vm->kick_fd >= 0) {
-                owner[n] = vm;
-                pfds[n++] = (struct pollfd) { .fd = vm->kick_fd,
-                                              .events = POLLIN };
-            }
         }
         if (poll(pfds, n, -1) < 0 && errno != EINTR) {
             log_line("poll failed: %s; stopping", strerror(errno));
@@ -964,30 +998,10 @@ static void run(struct daemon *d)
                 return;
             }
         }
-        /* Kicks first: they are what the guests wait on. */
         for (unsigned int i = 2; i < n; i++) {
-            if (pfds[i].revents && pfds[i].fd == owner[i]->kick_fd) {
-                eventfd_t v;
-
-                if (eventfd_read(owner[i]->kick_fd, &v) == 0 ||
-                    errno == EAGAIN) {
-                    vmmbib_dev_kick(owner[i]->dev);
-                }
-            }
-        }
-        for (unsigned int i = 2; i < n; i++) {
-            if (!owner[i] || !pfds[i].revents ||
-                pfds[i].fd != owner[i]->sock) {
-                continue;
-            }
-            /* owner[i] is still connected: only its own turn drops it. */
-            vm_receive(d, owner[i]);
-            /* Its kick fd entry, if any, must not be used now. */
-            for (unsigned int j = i + 1; j < n; j++) {
-                if (owner[j] == owner[i]) {
-                    owner[j] = NULL;
-                    pfds[j].revents = 0;
-                }
+            if (pfds[i].revents) {
+                /* owner[i] is still connected: only its turn drops it. */
+                vm_receive(d, owner[i]);
             }
         }
         if (pfds[0].revents) {
@@ -1092,6 +1106,12 @@ static void usage(FILE *f)
 "  -m, --max-vms=N        VMs served at once (default %u)\n"
 "  -p, --idle-poll-us=US  the engine polls this long without work, then\n"
 "                         sleeps (default %u, at most %u)\n"
+"      --backend=soft|verbs  the software engine (default), or a host RDMA\n"
+"                         device that moves the data (docs/design-verbs.md)\n"
+"      --verbs-device=NAME  that device, as ibv_devices lists it (default:\n"
+"                         the first one)\n"
+"      --verbs-port=N     its port (default 1)\n"
+"      --verbs-gid-index=N  its GID for RoCE addressing (default 0)\n"
 "  -h, --help             show this and exit\n"
 "\n"
 "Logs go to stderr.  SIGTERM, SIGINT or SIGHUP stop the daemon; its VMs'\n"
@@ -1114,6 +1134,14 @@ static bool parse_uint(const char *s, unsigned long max, unsigned int *out)
     return true;
 }
 
+/* Long options without a short one. */
+enum {
+    OPT_BACKEND = 0x100,
+    OPT_VERBS_DEVICE,
+    OPT_VERBS_PORT,
+    OPT_VERBS_GID_INDEX,
+};
+
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
@@ -1121,6 +1149,10 @@ int main(int argc, char **argv)
         { "max-vms", required_argument, NULL, 'm' },
         { "idle-poll-us", required_argument, NULL, 'p' },
         { "help", no_argument, NULL, 'h' },
+        { "backend", required_argument, NULL, OPT_BACKEND },
+        { "verbs-device", required_argument, NULL, OPT_VERBS_DEVICE },
+        { "verbs-port", required_argument, NULL, OPT_VERBS_PORT },
+        { "verbs-gid-index", required_argument, NULL, OPT_VERBS_GID_INDEX },
         { NULL, 0, NULL, 0 },
     };
     struct daemon d = { .max_vms = DEFAULT_MAX_VMS, .signal_fd = -1 };
@@ -1147,6 +1179,38 @@ int main(int argc, char **argv)
                             &ecfg.idle_poll_us)) {
                 log_line("--idle-poll-us=%s is not a number from 0 to %u",
                          optarg, VMMBIB_IDLE_POLL_US_MAX);
+                return 2;
+            }
+            break;
+        case OPT_BACKEND:
+            if (strcmp(optarg, "soft") && strcmp(optarg, "verbs")) {
+                log_line("--backend=%s is unknown: use soft or verbs", optarg);
+                return 2;
+            }
+            d.backend.backend = strcmp(optarg, "verbs") ?
+                                VMMBIB_BACKEND_SOFT : VMMBIB_BACKEND_VERBS;
+            break;
+        case OPT_VERBS_DEVICE:
+            if (strlen(optarg) >= sizeof(d.backend.verbs_device)) {
+                log_line("--verbs-device=%s is too long: at most %zu "
+                         "characters", optarg,
+                         sizeof(d.backend.verbs_device) - 1);
+                return 2;
+            }
+            strcpy(d.backend.verbs_device, optarg);
+            break;
+        case OPT_VERBS_PORT:
+            if (!parse_uint(optarg, 255, &d.backend.verbs_port) ||
+                !d.backend.verbs_port) {
+                log_line("--verbs-port=%s is not a number from 1 to 255",
+                         optarg);
+                return 2;
+            }
+            break;
+        case OPT_VERBS_GID_INDEX:
+            if (!parse_uint(optarg, 65535, &d.backend.verbs_gid_index)) {
+                log_line("--verbs-gid-index=%s is not a number from 0 to "
+                         "65535", optarg);
                 return 2;
             }
             break;

@@ -108,6 +108,7 @@ struct vmmbib_dev_stats {
     uint64_t error_completions;
     uint64_t sa_requests;       /* SubnAdm MADs to the engine's SA */
     uint64_t sa_dropped;        /* of those, dropped unanswered */
+    uint64_t kicks;             /* KICK writes, read from the kick eventfd */
     uint32_t ucontexts;
     uint32_t pds;
     uint32_t mrs;
@@ -172,8 +173,21 @@ size_t vmmbib_dev_execute(struct vmmbib_dev *dev,
                           const void *req, size_t req_len,
                           void *reply, size_t reply_cap);
 
-/* The guest wrote KICK of a slot: wake the engine. */
+/*
+ * The guest wrote KICK of a slot: wake the engine.  The same as writing 1
+ * to vmmbib_dev_kick_fd, which a VMM may instead have written by the
+ * hypervisor itself (an ioeventfd on the KICK register): the engine
+ * thread waits on that eventfd while it sleeps, and counts the kicks it
+ * reads from it (stats.kicks).
+ */
 void vmmbib_dev_kick(struct vmmbib_dev *dev);
+int vmmbib_dev_kick_fd(struct vmmbib_dev *dev);
+/*
+ * Use @fd, an eventfd the caller keeps open until vmmbib_dev_free, as the
+ * kick eventfd instead of the device's own (vmmbibd: the one QEMU passed).
+ * The engine never blocks on it, whatever its flags.
+ */
+void vmmbib_dev_set_kick_fd(struct vmmbib_dev *dev, int fd);
 
 /* The guest wrote DOORBELL of @slot (doorbell=mmio): execute it now. */
 void vmmbib_dev_doorbell(struct vmmbib_dev *dev, uint32_t slot,

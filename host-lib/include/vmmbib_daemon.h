@@ -18,7 +18,7 @@
 
 #include "vmmbib.h"
 
-#define VMMBIBD_PROTOCOL_VERSION    1
+#define VMMBIBD_PROTOCOL_VERSION    2
 
 /* The largest payload either side sends or accepts. */
 #define VMMBIBD_MAX_PAYLOAD         8192
@@ -61,9 +61,12 @@ struct vmmbibd_hdr {
 };
 
 /*
- * HELLO: the device's configuration.  Fds: the KICK eventfd (the daemon
- * reads it: a write wakes the engine) and the CALL eventfd (the daemon
- * writes it when it put events into the event ring).
+ * HELLO: the device's configuration.  Fds: the KICK eventfd (not in
+ * semaphore mode; the daemon's engine thread waits on it while it sleeps,
+ * so a write, e.g. by an ioeventfd on the guest's KICK register, wakes
+ * the engine with no message, and it reads it to count kicks) and the
+ * CALL eventfd (the daemon writes it when it put events into the event
+ * ring).  Version 2: the engine reads KICK itself and STATS carries kicks.
  * Reply: struct vmmbibd_hello_reply; fds: the doorbell pages memfd
  * (uar_slots pages, slot i at i * 4 KiB) and the event ring memfd.
  * An error reply carries a sentence and the daemon then disconnects.

@@ -1,12 +1,15 @@
 /*
  * Engine behaviour with synthetic guests: RNR retries, CQ arming and
  * overflow, hostile doorbells, sleeping and kicks, MMIO doorbells, stale
- * doorbells after a trapped one, and the configured idle time.
+ * doorbells after a trapped one, the configured idle time, and fairness
+ * between devices.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 #include <endian.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -334,6 +337,7 @@ static void test_engine_sleep(void)
     struct rc_pair p;
     struct vmmbib_cqe c;
     struct vmmbib_sge s;
+    struct vmmbib_dev_stats st0, st1;
     uint64_t cpu0, cpu;
 
     TAP_CHECK(vm_init(&v) &&
@@ -353,6 +357,7 @@ static void test_engine_sleep(void)
     cpu = cpu_ms() - cpu0;
     printf("# %llu ms of CPU in 100 ms asleep\n", (unsigned long long)cpu);
     TAP_CHECK(cpu < 20, "an asleep engine does not spin");
+    vmmbib_dev_get_stats(v.dev, &st0);
     pattern_fill(v.buf.p + 256, 200, 70);
     s = buf_sge(&v, 8192, 256);
     qp_post_recv(&p.b, 2, &s, 1);
@@ -364,6 +369,12 @@ static void test_engine_sleep(void)
               cqe_is(&c, 2, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
               pattern_check(v.buf.p + 8192, 200, 70),
               "a post with the kick the protocol requires wakes it");
+    /* The receive's doorbell kicked; the send's too if it slept again. */
+    vmmbib_dev_get_stats(v.dev, &st1);
+    printf("# %llu kicks counted\n",
+           (unsigned long long)(st1.kicks - st0.kicks));
+    TAP_CHECK(st1.kicks - st0.kicks >= 1 && st1.kicks - st0.kicks <= 2,
+              "the engine counted the kicks it read from the eventfd");
     vm_fini(&v);
 }
 
@@ -731,6 +742,172 @@ static void test_context_while_asleep(void)
     vm_fini(&v);
 }
 
+/*
+ * Fairness across devices: device A has 8 busy QPs, device B one, both
+ * on one engine, each with the same number of RDMA WRITEs queued.  While
+ * both have work, each must get about half of the WQEs the engine runs
+ * (Jain's index of the two counts >= 0.95); a scheduler that is fair only
+ * across QPs gives A 8 times B's share (index 0.62).
+ */
+#define FAIR_A_QPS      8
+#define FAIR_WQES       4096    /* per device */
+#define FAIR_WRITE      4096    /* bytes: long enough to sample the run */
+
+struct fair_dev {
+    struct vm v;
+    struct gcq scq, rcq;
+    struct gqp snd[FAIR_A_QPS], rcv[FAIR_A_QPS];
+    unsigned int nqps;
+};
+
+static bool fair_dev_init(struct fair_dev *f, struct vmmbib_engine *eng,
+                          unsigned int nqps)
+{
+    struct qp_opts o;
+
+    memset(f, 0, sizeof(*f));
+    f->nqps = nqps;
+    if (!vm_init_on(&f->v, eng, NULL) ||
+        cq_create(&f->v.c, 16, &f->scq) != OK ||
+        cq_create(&f->v.c, 16, &f->rcq) != OK) {
+        return false;
+    }
+    qp_opts_default(&o, VMMBIB_QPT_RC);
+    o.sq_wr = FAIR_WQES / nqps;
+    for (unsigned int i = 0; i < nqps; i++) {
+        if (qp_create(&f->v.c, f->v.pd, &f->scq, &f->rcq, NULL, &o,
+                      &f->snd[i]) != OK ||
+            qp_create(&f->v.c, f->v.pd, &f->scq, &f->rcq, NULL, NULL,
+                      &f->rcv[i]) != OK ||
+            rc_connect(&f->snd[i], &f->rcv[i], NULL) != OK) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Fill every SQ with unsignaled WRITEs, the last one signaled. */
+static void fair_dev_fill(struct fair_dev *f)
+{
+    struct vmmbib_sge s = buf_sge(&f->v, 0, FAIR_WRITE);
+    uint32_t per_qp = FAIR_WQES / f->nqps;
+
+    for (unsigned int i = 0; i < f->nqps; i++) {
+        for (uint32_t k = 0; k < per_qp; k++) {
+            struct vmmbib_send_wqe w = {
+                .wr_id = htole64(k),
+                .opcode = VMMBIB_WR_RDMA_WRITE,
+                .flags = k == per_qp - 1 ? VMMBIB_WQE_SIGNALED : 0,
+            };
+
+            w.rdma.remote_addr = htole64(f->v.buf.gpa + 2 * FAIR_WRITE);
+            w.rdma.rkey = htole32(f->v.mr.rkey);
+            qp_post_send(&f->snd[i], &w, &s, 1, NULL, 0, false);
+        }
+    }
+}
+
+static uint64_t dev_wqes(struct fair_dev *f)
+{
+    struct vmmbib_dev_stats st;
+
+    vmmbib_dev_get_stats(f->v.dev, &st);
+    return st.wqes;
+}
+
+/*
+ * Queue FAIR_WQES WRITEs on each device, ring, and sample both devices'
+ * counts until one is done: *da and *db are what each ran in the window
+ * from the first sample where both had begun to the last where neither
+ * had finished.  Returns whether all of them completed afterwards.
+ */
+static bool fair_run(struct fair_dev *a, struct fair_dev *b, uint64_t *da,
+                     uint64_t *db)
+{
+    uint64_t a0 = 0, b0 = 0, a1 = 0, b1 = 0;
+    uint64_t a_base = dev_wqes(a), b_base = dev_wqes(b);
+    uint64_t deadline = mono_ms() + 10 * GUEST_TIMEOUT_MS;
+    struct vmmbib_cqe c[FAIR_A_QPS];
+    bool started = false, ended = false;
+    int got_a = 0, got_b;
+
+    fair_dev_fill(a);
+    fair_dev_fill(b);
+    /* Interleaved, so neither device starts long before the other. */
+    qp_sq_doorbell(&b->snd[0]);
+    for (unsigned int i = 0; i < FAIR_A_QPS; i++) {
+        qp_sq_doorbell(&a->snd[i]);
+    }
+    while (!ended && mono_ms() < deadline) {
+        uint64_t wa = dev_wqes(a) - a_base, wb = dev_wqes(b) - b_base;
+
+        if (wa >= FAIR_WQES || wb >= FAIR_WQES) {
+            ended = true;
+        } else if (!started && wa && wb) {
+            started = true;
+            a0 = a1 = wa;
+            b0 = b1 = wb;
+        } else if (started) {
+            a1 = wa;
+            b1 = wb;
+        }
+        sched_yield();
+    }
+    *da = a1 - a0;
+    *db = b1 - b0;
+    /* Both finish: every SQ's last, signaled WRITE completes. */
+    for (int i = 0; i < FAIR_A_QPS && got_a < FAIR_A_QPS; i++) {
+        got_a += cq_wait(&a->scq, c + got_a, FAIR_A_QPS - got_a);
+    }
+    got_b = cq_wait(&b->scq, c, 1);
+    return got_a == FAIR_A_QPS && got_b == 1 &&
+           dev_wqes(a) - a_base == FAIR_WQES &&
+           dev_wqes(b) - b_base == FAIR_WQES;
+}
+
+static void test_fairness(void)
+{
+    struct vmmbib_engine *eng = engine_new();
+    struct fair_dev *a = calloc(1, sizeof(*a)), *b = calloc(1, sizeof(*b));
+    uint64_t da = 0, db = 0;
+    bool all_ran = true;
+    double jain = 0;
+    int run;
+
+    TAP_CHECK(eng && a && b && fair_dev_init(a, eng, FAIR_A_QPS) &&
+              fair_dev_init(b, eng, 1),
+              "fairness: device A with 8 RC QPs, device B with 1, one engine");
+    /*
+     * A window needs samples while both run; a test thread descheduled
+     * for the whole run (a loaded machine) gets none, so try again.
+     */
+    for (run = 0; run < 5; run++) {
+        all_ran &= fair_run(a, b, &da, &db);
+        printf("# run %d: A ran %llu WQEs in the window, B %llu\n", run,
+               (unsigned long long)da, (unsigned long long)db);
+        if (da + db >= FAIR_WQES / 2) {
+            break;
+        }
+    }
+    if (da + db) {
+        jain = (double)(da + db) * (da + db) /
+               (2.0 * ((double)da * da + (double)db * db));
+    }
+    printf("# Jain's index %.3f\n", jain);
+    TAP_CHECK(all_ran, "fairness: all WRITEs of each device ran and "
+              "completed, every run");
+    TAP_CHECK(da + db >= FAIR_WQES / 2, "fairness: a window of at least "
+              "half a device's WQEs with both devices running");
+    TAP_CHECK(jain >= 0.95,
+              "fairness: the device with 1 QP gets as many WQEs as the one "
+              "with 8 (Jain's index >= 0.95)");
+    vm_fini(&a->v);
+    vm_fini(&b->v);
+    free(a);
+    free(b);
+    vmmbib_engine_free(eng);
+}
+
 int main(void)
 {
     test_rnr();
@@ -743,6 +920,7 @@ int main(void)
     test_stale_doorbell();
     test_doorbell_before_destroy();
     test_idle_config();
+    test_fairness();
     test_context_while_asleep();
     return tap_done();
 }

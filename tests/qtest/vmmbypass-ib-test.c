@@ -682,6 +682,74 @@ static void test_rdma_write_loopback(void *obj, void *data,
     qpci_iounmap(l.pdev, l.uar);
 }
 
+/*
+ * KICK is an ioeventfd on the engine's kick eventfd: a doorbell stored
+ * while the engine sleeps waits, untouched, until the KICK write wakes
+ * it; the engine, which reads the eventfd, counts the kick.
+ */
+static void test_kick_wakes_engine(void *obj, void *data,
+                                   QGuestAllocator *alloc)
+{
+    QVmmbibPCI *dev = obj;
+    VmmbibLoop l;
+    struct vmmbib_send_wqe wqe = {
+        .wr_id = cpu_to_le64(0x4b),
+        .opcode = VMMBIB_WR_RDMA_WRITE,
+        .flags = VMMBIB_WQE_SIGNALED,
+        .num_sge = 1,
+    };
+    struct vmmbib_sge sge = { .length = cpu_to_le32(4) };
+    struct vmmbib_cqe cqe;
+    uint64_t kicks, wqes;
+    uint32_t producer;
+    unsigned int tries;
+
+    vmmbib_loop_init(&l, dev, alloc);
+    sge.addr = cpu_to_le64(l.buf);
+    for (tries = 0; tries < 2000 &&
+         qpci_io_readl(l.pdev, l.uar, l.db_page + VMMBIB_DB_ENGINE_STATE) !=
+         VMMBIB_ENGINE_ASLEEP; tries++) {
+        g_usleep(1000);
+    }
+    g_assert_cmpuint(qpci_io_readl(l.pdev, l.uar, l.db_page +
+                                   VMMBIB_DB_ENGINE_STATE), ==,
+                     VMMBIB_ENGINE_ASLEEP);
+    /* Past its last look at the rings: blocked on the eventfds. */
+    g_usleep(100 * 1000);
+    kicks = vmmbib_stat("stats-kicks");
+    wqes = vmmbib_stat("stats-wqes");
+
+    /* A WRITE and its doorbell in the ring, without the kick. */
+    wqe.rdma.remote_addr = cpu_to_le64(l.buf + 64);
+    wqe.rdma.rkey = cpu_to_le32(l.key);
+    sge.lkey = cpu_to_le32(l.key);
+    qtest_memwrite(global_qtest, l.sq, &wqe, sizeof(wqe));
+    qtest_memwrite(global_qtest, l.sq + sizeof(wqe), &sge, sizeof(sge));
+    producer = qpci_io_readl(l.pdev, l.uar, l.db_page + VMMBIB_DB_PRODUCER);
+    g_assert_cmpuint(producer, ==, 0);
+    qpci_io_writeq(l.pdev, l.uar, l.db_page + VMMBIB_DB_RING,
+                   VMMBIB_DB(VMMBIB_DB_KIND_SQ, VMMBIB_HANDLE_INDEX(l.qp),
+                             1));
+    qpci_io_writel(l.pdev, l.uar, l.db_page + VMMBIB_DB_PRODUCER, 1);
+    g_usleep(100 * 1000);
+    qtest_memread(global_qtest, l.cq_ring + sizeof(struct vmmbib_cq_header),
+                  &cqe, sizeof(cqe));
+    g_assert_cmpuint(cqe.owner, !=, VMMBIB_CQE_OWNER);
+    g_assert_cmpuint(vmmbib_stat("stats-wqes"), ==, wqes);
+    g_assert_cmpuint(qpci_io_readl(l.pdev, l.uar, l.db_page +
+                                   VMMBIB_DB_CONSUMER), ==, 0);
+
+    qpci_io_writel(l.pdev, l.uar, l.db_page + VMMBIB_UAR_KICK_PAGE_OFFSET +
+                   VMMBIB_KICK, 1);
+    cqe = vmmbib_wait_cqe(&l, 0);
+    g_assert_cmpuint(cqe.status, ==, VMMBIB_WC_SUCCESS);
+    g_assert_cmphex(le64_to_cpu(cqe.wr_id), ==, 0x4b);
+    g_assert_cmpuint(vmmbib_stat("stats-wqes"), ==, wqes + 1);
+    g_assert_cmpuint(vmmbib_stat("stats-kicks"), ==, kicks + 1);
+    g_assert_cmpuint(vmmbib_stat("stats-doorbell-writes"), ==, 0);
+    qpci_iounmap(l.pdev, l.uar);
+}
+
 /* Event buffers posted on the eventq, consumed in order. */
 typedef struct VmmbibEvents {
     uint64_t addr[4];
@@ -1389,6 +1457,8 @@ static void register_vmmbib_tests(void)
     qos_add_test("bad-ring-pages", "vmmbypass-ib", test_bad_ring_pages, NULL);
     qos_add_test("quotas", "vmmbypass-ib-dev", test_quotas, &quota_opts);
     qos_add_test("eventq", "vmmbypass-ib", test_eventq, NULL);
+    qos_add_test("kick-wakes-engine", "vmmbypass-ib", test_kick_wakes_engine,
+                 NULL);
 }
 
 libqos_init(register_vmmbib_tests);

@@ -75,6 +75,53 @@ static void vmmbib_be_kick(VMMBypassIB *vib)
     }
 }
 
+/* The eventfd the backend's engine thread waits on while it sleeps. */
+static int vmmbib_be_kick_fd(VMMBypassIB *vib)
+{
+    return vib->client ? vmmbib_client_kick_fd(vib->client) :
+                         vmmbib_dev_kick_fd(vib->backend);
+}
+
+/*
+ * KICK of every slot becomes an ioeventfd on the backend's kick eventfd:
+ * a kick wakes the engine (embedded, or vmmbibd's, which got the same
+ * eventfd with HELLO) without running device code or the main loop.
+ * Under KVM it does not even leave the kernel; under TCG the vCPU thread
+ * writes the eventfd in its MMIO dispatch.  The engine reads the eventfd,
+ * so it counts the kicks (stats-kicks).  BQL held.
+ */
+static void vmmbib_kick_eventfd_add(VMMBypassIB *vib)
+{
+    uint32_t i;
+
+    assert(!vib->kick_eventfd_added);
+    event_notifier_init_fd(&vib->kick_notifier, vmmbib_be_kick_fd(vib));
+    memory_region_transaction_begin();
+    for (i = 0; i < vib->conf.uar_slots; i++) {
+        memory_region_add_eventfd(&vib->kick_mmio[i], VMMBIB_KICK, 4, false,
+                                  0, &vib->kick_notifier);
+    }
+    memory_region_transaction_commit();
+    vib->kick_eventfd_added = true;
+}
+
+/* Before the backend's eventfd goes away; not event_notifier_cleanup. */
+static void vmmbib_kick_eventfd_del(VMMBypassIB *vib)
+{
+    uint32_t i;
+
+    if (!vib->kick_eventfd_added) {
+        return;
+    }
+    memory_region_transaction_begin();
+    for (i = 0; i < vib->conf.uar_slots; i++) {
+        memory_region_del_eventfd(&vib->kick_mmio[i], VMMBIB_KICK, 4, false,
+                                  0, &vib->kick_notifier);
+    }
+    memory_region_transaction_commit();
+    vib->kick_eventfd_added = false;
+}
+
 static void vmmbib_be_doorbell(VMMBypassIB *vib, uint32_t slot, uint64_t db)
 {
     if (vib->client) {
@@ -216,53 +263,6 @@ static void *vmmbib_cmd_thread(void *opaque)
     return NULL;
 }
 
-/* Main loop: finish executed commands. */
-static void vmmbib_cmd_done_bh(void *opaque)
-{
-    VMMBypassIB *vib = opaque;
-    VirtIODevice *vdev = VIRTIO_DEVICE(vib);
-    VMMBypassIBCmd *cmd;
-    bool pushed = false;
-
-    /* The UAR page must be in place before the guest learns its slot. */
-    vmmbib_uar_apply_pending(vib);
-    for (;;) {
-        const struct vmmbib_resp_hdr *hdr;
-
-        qemu_mutex_lock(&vib->cmd_lock);
-        cmd = QSIMPLEQ_FIRST(&vib->cmd_done);
-        if (cmd) {
-            QSIMPLEQ_REMOVE_HEAD(&vib->cmd_done, next);
-        }
-        qemu_mutex_unlock(&vib->cmd_lock);
-        if (!cmd) {
-            break;
-        }
-        hdr = (const struct vmmbib_resp_hdr *)cmd->reply;
-        assert(cmd->reply_len >= sizeof(*hdr));
-        trace_vmmbib_cmd(vib, cmd->req_len >= 2 ?
-                         vmmbib_cmd_name(lduw_le_p(cmd->req)) : "SHORT",
-                         vmmbib_status_name(le16_to_cpu(hdr->status)),
-                         cmd->req_len,
-                         (qemu_clock_get_ns(QEMU_CLOCK_REALTIME) -
-                          cmd->start_ns) / 1000);
-        iov_from_buf(cmd->elem->in_sg, cmd->elem->in_num, 0, cmd->reply,
-                     cmd->reply_len);
-        virtqueue_push(vib->ctrl_vq, cmd->elem, cmd->reply_len);
-        g_free(cmd->elem);
-        g_free(cmd);
-        pushed = true;
-    }
-    if (pushed) {
-        virtio_notify(vdev, vib->ctrl_vq);
-    }
-}
-
-/*
- * Take one request off the controlq.  Returns false if the guest broke
- * the virtio protocol (virtio_error then marks the device broken).
- */
-static bool vmmbib_ctrl_queue(VMMBypassIB *vib, VirtQueueElement *elem)
 /*
  * x-inject-faults, for tests of the guest driver only (tests/guest/
  * faults.sh): the device misbehaves the way a broken one would.  Reply
@@ -393,6 +393,56 @@ static void vmmbib_set_inject_faults(Object *obj, int value, Error **errp)
     }
 }
 
+/* Main loop: finish executed commands. */
+static void vmmbib_cmd_done_bh(void *opaque)
+{
+    VMMBypassIB *vib = opaque;
+    VirtIODevice *vdev = VIRTIO_DEVICE(vib);
+    VMMBypassIBCmd *cmd;
+    bool pushed = false;
+
+    /* The UAR page must be in place before the guest learns its slot. */
+    vmmbib_uar_apply_pending(vib);
+    for (;;) {
+        const struct vmmbib_resp_hdr *hdr;
+
+        qemu_mutex_lock(&vib->cmd_lock);
+        cmd = QSIMPLEQ_FIRST(&vib->cmd_done);
+        if (cmd) {
+            QSIMPLEQ_REMOVE_HEAD(&vib->cmd_done, next);
+        }
+        qemu_mutex_unlock(&vib->cmd_lock);
+        if (!cmd) {
+            break;
+        }
+        hdr = (const struct vmmbib_resp_hdr *)cmd->reply;
+        assert(cmd->reply_len >= sizeof(*hdr));
+        if (vib->inject_faults) {
+            vmmbib_fault_reply(vib, cmd);
+        }
+        trace_vmmbib_cmd(vib, cmd->req_len >= 2 ?
+                         vmmbib_cmd_name(lduw_le_p(cmd->req)) : "SHORT",
+                         vmmbib_status_name(le16_to_cpu(hdr->status)),
+                         cmd->req_len,
+                         (qemu_clock_get_ns(QEMU_CLOCK_REALTIME) -
+                          cmd->start_ns) / 1000);
+        iov_from_buf(cmd->elem->in_sg, cmd->elem->in_num, 0, cmd->reply,
+                     cmd->reply_len);
+        virtqueue_push(vib->ctrl_vq, cmd->elem, cmd->reply_len);
+        g_free(cmd->elem);
+        g_free(cmd);
+        pushed = true;
+    }
+    if (pushed) {
+        virtio_notify(vdev, vib->ctrl_vq);
+    }
+}
+
+/*
+ * Take one request off the controlq.  Returns false if the guest broke
+ * the virtio protocol (virtio_error then marks the device broken).
+ */
+static bool vmmbib_ctrl_queue(VMMBypassIB *vib, VirtQueueElement *elem)
 {
     VirtIODevice *vdev = VIRTIO_DEVICE(vib);
     size_t out_len = iov_size(elem->out_sg, elem->out_num);
@@ -417,27 +467,38 @@ static void vmmbib_set_inject_faults(Object *obj, int value, Error **errp)
                               MIN(out_len, sizeof(cmd->req)));
     cmd->reply_cap = MIN(in_len, sizeof(cmd->reply));
     qemu_mutex_lock(&vib->cmd_lock);
-        if (vib->inject_faults) {
-            vmmbib_fault_reply(vib, cmd);
-        }
     QSIMPLEQ_INSERT_TAIL(&vib->cmd_todo, cmd, next);
     qemu_cond_signal(&vib->cmd_cond);
     qemu_mutex_unlock(&vib->cmd_lock);
     return true;
 }
 
+/*
+ * Take every request, then look again with notifications re-enabled.
+ * virtqueue_pop publishes avail_event (VIRTIO_RING_F_EVENT_IDX) with no
+ * barrier before its next read of avail->idx, so without the second look
+ * the guest can add a request and read the old avail_event (no kick due)
+ * while this loop reads the old avail->idx (empty): that request then
+ * waits, unanswered, for the guest's next kick.  Enabling notification
+ * publishes avail_event with a full barrier before the re-check.
+ */
 static void vmmbib_ctrl_pop(VMMBypassIB *vib, VirtQueue *vq)
 {
     VirtQueueElement *elem;
 
-    /* Bounded: the guest has at most a queue's worth outstanding. */
-    while ((elem = virtqueue_pop(vq, sizeof(VirtQueueElement)))) {
-        if (!vmmbib_ctrl_queue(vib, elem)) {
-            virtqueue_detach_element(vq, elem, 0);
-            g_free(elem);
-            return;
+    do {
+        virtio_queue_set_notification(vq, 0);
+        /* Bounded: the guest has at most a queue's worth outstanding. */
+        while ((elem = virtqueue_pop(vq, sizeof(VirtQueueElement)))) {
+            if (!vmmbib_ctrl_queue(vib, elem)) {
+                virtqueue_detach_element(vq, elem, 0);
+                g_free(elem);
+                virtio_queue_set_notification(vq, 1);
+                return;
+            }
         }
-    }
+        virtio_queue_set_notification(vq, 1);
+    } while (!virtio_queue_empty(vq));
 }
 
 static void vmmbib_handle_ctrl(VirtIODevice *vdev, VirtQueue *vq)
@@ -505,6 +566,15 @@ static void vmmbib_event_bh(void *opaque)
                                                sizeof(VirtQueueElement));
         struct vmmbib_event *ev = &vib->pending[vib->pending_head];
 
+        if (!elem) {
+            /*
+             * As in vmmbib_ctrl_pop: publish avail_event with a barrier
+             * and look once more, or a buffer the guest adds now brings
+             * no kick and the events wait for the next one.
+             */
+            virtio_queue_set_notification(vib->event_vq, 1);
+            elem = virtqueue_pop(vib->event_vq, sizeof(VirtQueueElement));
+        }
         if (!elem) {
             break;
         }
@@ -735,7 +805,7 @@ static void vmmbib_kick_write(void *opaque, hwaddr addr, uint64_t val,
     unsigned int slot = mr - vib->kick_mmio;
 
     if (addr == VMMBIB_KICK && size == 4) {
-        vib->stats.kicks++;
+        /* Only if the ioeventfd is not there; the engine counts it. */
         trace_vmmbib_kick(vib, slot);
         vmmbib_be_kick(vib);
         return;
@@ -1021,8 +1091,10 @@ static void vmmbib_client_reconnect(VMMBypassIB *vib)
         return;
     }
     vmmbib_client_unwatch(vib);
+    vmmbib_kick_eventfd_del(vib);
     vmmbib_client_free(vib->client);
     vib->client = c;
+    vmmbib_kick_eventfd_add(vib);
     /* The doorbell pages are the new daemon's memfd. */
     for (i = 0; i < vib->conf.uar_slots; i++) {
         assert(!vib->slot_mapped[i]);
@@ -1212,6 +1284,7 @@ static bool vmmbib_uar_window_init(VMMBypassIB *vib, Error **errp)
                                     VMMBIB_UAR_KICK_PAGE_OFFSET,
                                     &vib->kick_mmio[i]);
     }
+    vmmbib_kick_eventfd_add(vib);
     return true;
 }
 
@@ -1219,6 +1292,7 @@ static void vmmbib_uar_window_fini(VMMBypassIB *vib)
 {
     uint32_t i;
 
+    vmmbib_kick_eventfd_del(vib);
     for (i = 0; i < vib->conf.uar_slots; i++) {
         memory_region_del_subregion(&vib->uar_window, &vib->kick_mmio[i]);
         object_unparent(OBJECT(&vib->kick_mmio[i]));
@@ -1305,6 +1379,8 @@ static void vmmbib_unrealize(DeviceState *dev)
     qemu_mutex_destroy(&vib->cmd_lock);
     qemu_bh_delete(vib->cmd_done_bh);
 
+    /* The eventfd is the backend's: no ioeventfd may outlive it. */
+    vmmbib_kick_eventfd_del(vib);
     vmmbib_backend_destroy(vib);
     memory_listener_unregister(&vib->ram_listener);
     qemu_bh_delete(vib->event_bh);
@@ -1358,7 +1434,7 @@ static void vmmbib_get_stat(Object *obj, Visitor *v, const char *name,
         const char *name;
         uint64_t value;
     } stats[] = {
-        { "stats-kicks", vib->stats.kicks },
+        { "stats-kicks", bs.kicks },
         { "stats-doorbell-writes", vib->stats.doorbell_writes },
         { "stats-bad-register-accesses", vib->stats.bad_register_accesses },
         { "stats-events-dropped", vib->stats.events_dropped },
@@ -1502,6 +1578,13 @@ static const struct {
                  "own inside QEMU)" },
     { "vm-id", "this VM's name to vmmbibd, which keeps its LID and GUID "
                "(default: -name, else the UUID)" },
+    { "x-inject-faults", "tests only, settable at run time (qom-set): "
+      "none, or a fault of every controlq reply (reply-short: half a "
+      "header; reply-long: a length past the body; bad-status: an "
+      "undefined status; wrong-id: a used id naming no request, which "
+      "breaks the controlq until reset), or events pushed once when set "
+      "(event-garbage: unknown types and a short event; event-bad-handle: "
+      "CQ, QP, SRQ and port events naming nothing)" },
 };
 
 static void vmmbib_class_init(ObjectClass *klass, void *data)
@@ -1511,6 +1594,14 @@ static void vmmbib_class_init(ObjectClass *klass, void *data)
     size_t i;
 
     device_class_set_props(dc, vmmbib_properties);
+    /*
+     * Not a qdev property: tests switch it while the guest runs.  The PCI
+     * device gets it as it gets the others, by qdev_alias_all_properties.
+     */
+    object_class_property_add_enum(klass, "x-inject-faults",
+                                   "VMMBypassIBFault", &vmmbib_fault_lookup,
+                                   vmmbib_get_inject_faults,
+                                   vmmbib_set_inject_faults);
     for (i = 0; i < ARRAY_SIZE(vmmbib_property_help); i++) {
         object_class_property_set_description(
             klass, vmmbib_property_help[i].name,
@@ -1540,18 +1631,3 @@ static void vmmbib_register_types(void)
 }
 
 type_init(vmmbib_register_types)
-    { "x-inject-faults", "tests only, settable at run time (qom-set): "
-      "none, or a fault of every controlq reply (reply-short: half a "
-      "header; reply-long: a length past the body; bad-status: an "
-      "undefined status; wrong-id: a used id naming no request, which "
-      "breaks the controlq until reset), or events pushed once when set "
-      "(event-garbage: unknown types and a short event; event-bad-handle: "
-      "CQ, QP, SRQ and port events naming nothing)" },
-    /*
-     * Not a qdev property: tests switch it while the guest runs.  The PCI
-     * device gets it as it gets the others, by qdev_alias_all_properties.
-     */
-    object_class_property_add_enum(klass, "x-inject-faults",
-                                   "VMMBypassIBFault", &vmmbib_fault_lookup,
-                                   vmmbib_get_inject_faults,
-                                   vmmbib_set_inject_faults);

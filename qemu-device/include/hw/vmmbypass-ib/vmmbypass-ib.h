@@ -13,6 +13,7 @@
 #include "hw/virtio/virtio.h"
 #include "chardev/char-fe.h"
 #include "exec/memory.h"
+#include "qemu/event_notifier.h"
 #include "qemu/queue.h"
 #include "qemu/thread.h"
 #include "qom/object.h"
@@ -65,7 +66,6 @@ typedef struct VMMBypassIBRamSection {
 
 /* Guest-visible counters, read through QOM properties. */
 typedef struct VMMBypassIBStats {
-    uint64_t kicks;             /* trapped KICK writes */
     uint64_t doorbell_writes;   /* trapped DOORBELL writes */
     uint64_t bad_register_accesses;
     uint64_t events_dropped;    /* pending queue full */
@@ -100,6 +100,13 @@ struct VMMBypassIB {
     MemoryRegion *db_alias;     /* [uar_slots] */
     MemoryRegion *kick_mmio;    /* [uar_slots] */
     bool *slot_mapped;          /* [uar_slots] */
+    /*
+     * KICK of every slot is an ioeventfd on the backend's kick eventfd
+     * (libvmmbib's or vmmbibd's, which its engine thread waits on); the
+     * fd belongs to the backend.
+     */
+    EventNotifier kick_notifier;
+    bool kick_eventfd_added;
 
     /*
      * Guest RAM as the engine thread sees it: maintained by a memory
@@ -135,6 +142,7 @@ struct VMMBypassIB {
     bool client_watched;        /* fd handlers on its event and socket fds */
     bool ram_error_reported;    /* vmmbibd refused the RAM table */
     VMMBypassIBStats stats;
+    int inject_faults;          /* x-inject-faults (tests only); BQL */
 };
 
 /* Size of the UAR window BAR for the configured number of slots. */
@@ -142,6 +150,5 @@ uint64_t vmmbypass_ib_uar_window_size(VMMBypassIB *vib);
 
 /* Show the device's counters on @proxy too (the PCI device users name). */
 void vmmbypass_ib_alias_stats(VMMBypassIB *vib, Object *proxy);
-    int inject_faults;          /* x-inject-faults (tests only); BQL */
 
 #endif
