@@ -8,7 +8,6 @@
  */
 #include <endian.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -744,14 +743,20 @@ static void test_context_while_asleep(void)
 
 /*
  * Fairness across devices: device A has 8 busy QPs, device B one, both
- * on one engine, each with the same number of RDMA WRITEs queued.  While
- * both have work, each must get about half of the WQEs the engine runs
- * (Jain's index of the two counts >= 0.95); a scheduler that is fair only
- * across QPs gives A 8 times B's share (index 0.62).
+ * on one engine, each with the same number of WQEs queued.  While both
+ * have work, each must get about half of what the engine runs (Jain's
+ * index of the two counts >= 0.95); a scheduler fair only across QPs
+ * gives A 8 times B's share (index 0.62).
+ *
+ * The engine itself numbers the WQEs, so no sampling is involved: every
+ * WQE of both devices is a FETCH_AND_ADD of 1 to one counter in B's
+ * memory, and the value it fetched is its place in the engine's order.
+ * The window runs from the first WQE after which both devices had begun
+ * to the last before either had finished.
  */
 #define FAIR_A_QPS      8
 #define FAIR_WQES       4096    /* per device */
-#define FAIR_WRITE      4096    /* bytes: long enough to sample the run */
+#define FAIR_COUNTER    (60u << 10)     /* offset in B's buffer */
 
 struct fair_dev {
     struct vm v;
@@ -760,12 +765,12 @@ struct fair_dev {
     unsigned int nqps;
 };
 
-static bool fair_dev_init(struct fair_dev *f, struct vmmbib_engine *eng,
-                          unsigned int nqps)
+/* @nqps senders on @f, each connected to a QP on @peer (may be @f). */
+static bool fair_dev_init(struct fair_dev *f, struct fair_dev *peer,
+                          struct vmmbib_engine *eng, unsigned int nqps)
 {
     struct qp_opts o;
 
-    memset(f, 0, sizeof(*f));
     f->nqps = nqps;
     if (!vm_init_on(&f->v, eng, NULL) ||
         cq_create(&f->v.c, 16, &f->scq) != OK ||
@@ -777,8 +782,8 @@ static bool fair_dev_init(struct fair_dev *f, struct vmmbib_engine *eng,
     for (unsigned int i = 0; i < nqps; i++) {
         if (qp_create(&f->v.c, f->v.pd, &f->scq, &f->rcq, NULL, &o,
                       &f->snd[i]) != OK ||
-            qp_create(&f->v.c, f->v.pd, &f->scq, &f->rcq, NULL, NULL,
-                      &f->rcv[i]) != OK ||
+            qp_create(&peer->v.c, peer->v.pd, &peer->scq, &peer->rcq, NULL,
+                      NULL, &f->rcv[i]) != OK ||
             rc_connect(&f->snd[i], &f->rcv[i], NULL) != OK) {
             return false;
         }
@@ -786,118 +791,115 @@ static bool fair_dev_init(struct fair_dev *f, struct vmmbib_engine *eng,
     return true;
 }
 
-/* Fill every SQ with unsignaled WRITEs, the last one signaled. */
-static void fair_dev_fill(struct fair_dev *f)
+/*
+ * Fill every SQ with unsignaled FETCH_AND_ADDs to the counter in @t's
+ * buffer (the last one signaled); WQE k of QP i fetches into 8 bytes at
+ * (i * per_qp + k) * 8 of @f's buffer.
+ */
+static void fair_dev_fill(struct fair_dev *f, struct fair_dev *t)
 {
-    struct vmmbib_sge s = buf_sge(&f->v, 0, FAIR_WRITE);
     uint32_t per_qp = FAIR_WQES / f->nqps;
 
     for (unsigned int i = 0; i < f->nqps; i++) {
         for (uint32_t k = 0; k < per_qp; k++) {
+            struct vmmbib_sge s = buf_sge(&f->v, (i * per_qp + k) * 8, 8);
             struct vmmbib_send_wqe w = {
                 .wr_id = htole64(k),
-                .opcode = VMMBIB_WR_RDMA_WRITE,
+                .opcode = VMMBIB_WR_ATOMIC_FETCH_AND_ADD,
                 .flags = k == per_qp - 1 ? VMMBIB_WQE_SIGNALED : 0,
             };
 
-            w.rdma.remote_addr = htole64(f->v.buf.gpa + 2 * FAIR_WRITE);
-            w.rdma.rkey = htole32(f->v.mr.rkey);
+            w.atomic.remote_addr = htole64(t->v.buf.gpa + FAIR_COUNTER);
+            w.atomic.rkey = htole32(t->v.mr.rkey);
+            w.atomic.compare_add = htole64(1);
             qp_post_send(&f->snd[i], &w, &s, 1, NULL, 0, false);
         }
     }
 }
 
-static uint64_t dev_wqes(struct fair_dev *f)
+/* The places in the engine's order of @f's WQEs: lowest and highest. */
+static void fair_span(struct fair_dev *f, uint64_t *first, uint64_t *last,
+                      uint8_t *seen)
 {
-    struct vmmbib_dev_stats st;
+    *first = UINT64_MAX;
+    *last = 0;
+    for (uint32_t n = 0; n < FAIR_WQES; n++) {
+        uint64_t v;
 
-    vmmbib_dev_get_stats(f->v.dev, &st);
-    return st.wqes;
+        memcpy(&v, f->v.buf.p + n * 8, 8);
+        v = le64toh(v);
+        *first = v < *first ? v : *first;
+        *last = v > *last ? v : *last;
+        if (v < 2 * FAIR_WQES) {
+            seen[v]++;
+        }
+    }
 }
 
-/*
- * Queue FAIR_WQES WRITEs on each device, ring, and sample both devices'
- * counts until one is done: *da and *db are what each ran in the window
- * from the first sample where both had begun to the last where neither
- * had finished.  Returns whether all of them completed afterwards.
- */
-static bool fair_run(struct fair_dev *a, struct fair_dev *b, uint64_t *da,
-                     uint64_t *db)
+static uint64_t fair_count(struct fair_dev *f, uint64_t from, uint64_t to)
 {
-    uint64_t a0 = 0, b0 = 0, a1 = 0, b1 = 0;
-    uint64_t a_base = dev_wqes(a), b_base = dev_wqes(b);
-    uint64_t deadline = mono_ms() + 10 * GUEST_TIMEOUT_MS;
-    struct vmmbib_cqe c[FAIR_A_QPS];
-    bool started = false, ended = false;
-    int got_a = 0, got_b;
+    uint64_t count = 0;
 
-    fair_dev_fill(a);
-    fair_dev_fill(b);
-    /* Interleaved, so neither device starts long before the other. */
-    qp_sq_doorbell(&b->snd[0]);
-    for (unsigned int i = 0; i < FAIR_A_QPS; i++) {
-        qp_sq_doorbell(&a->snd[i]);
-    }
-    while (!ended && mono_ms() < deadline) {
-        uint64_t wa = dev_wqes(a) - a_base, wb = dev_wqes(b) - b_base;
+    for (uint32_t n = 0; n < FAIR_WQES; n++) {
+        uint64_t v;
 
-        if (wa >= FAIR_WQES || wb >= FAIR_WQES) {
-            ended = true;
-        } else if (!started && wa && wb) {
-            started = true;
-            a0 = a1 = wa;
-            b0 = b1 = wb;
-        } else if (started) {
-            a1 = wa;
-            b1 = wb;
-        }
-        sched_yield();
+        memcpy(&v, f->v.buf.p + n * 8, 8);
+        v = le64toh(v);
+        count += v >= from && v <= to;
     }
-    *da = a1 - a0;
-    *db = b1 - b0;
-    /* Both finish: every SQ's last, signaled WRITE completes. */
-    for (int i = 0; i < FAIR_A_QPS && got_a < FAIR_A_QPS; i++) {
-        got_a += cq_wait(&a->scq, c + got_a, FAIR_A_QPS - got_a);
-    }
-    got_b = cq_wait(&b->scq, c, 1);
-    return got_a == FAIR_A_QPS && got_b == 1 &&
-           dev_wqes(a) - a_base == FAIR_WQES &&
-           dev_wqes(b) - b_base == FAIR_WQES;
+    return count;
 }
 
 static void test_fairness(void)
 {
     struct vmmbib_engine *eng = engine_new();
     struct fair_dev *a = calloc(1, sizeof(*a)), *b = calloc(1, sizeof(*b));
-    uint64_t da = 0, db = 0;
-    bool all_ran = true;
+    uint8_t *seen = calloc(2 * FAIR_WQES, 1);
+    struct vmmbib_cqe c[FAIR_A_QPS];
+    uint64_t a_first, a_last, b_first, b_last, from, to, na = 0, nb = 0;
+    bool each_once = true;
+    int got_a = 0, got_b;
     double jain = 0;
-    int run;
 
-    TAP_CHECK(eng && a && b && fair_dev_init(a, eng, FAIR_A_QPS) &&
-              fair_dev_init(b, eng, 1),
+    TAP_CHECK(eng && a && b && seen && fair_dev_init(b, b, eng, 1) &&
+              fair_dev_init(a, b, eng, FAIR_A_QPS),
               "fairness: device A with 8 RC QPs, device B with 1, one engine");
-    /*
-     * A window needs samples while both run; a test thread descheduled
-     * for the whole run (a loaded machine) gets none, so try again.
-     */
-    for (run = 0; run < 5; run++) {
-        all_ran &= fair_run(a, b, &da, &db);
-        printf("# run %d: A ran %llu WQEs in the window, B %llu\n", run,
-               (unsigned long long)da, (unsigned long long)db);
-        if (da + db >= FAIR_WQES / 2) {
-            break;
-        }
+    fair_dev_fill(a, b);
+    fair_dev_fill(b, b);
+    /* Interleaved, so neither device starts long before the other. */
+    qp_sq_doorbell(&b->snd[0]);
+    for (unsigned int i = 0; i < FAIR_A_QPS; i++) {
+        qp_sq_doorbell(&a->snd[i]);
     }
-    if (da + db) {
-        jain = (double)(da + db) * (da + db) /
-               (2.0 * ((double)da * da + (double)db * db));
+    for (int i = 0; i < FAIR_A_QPS && got_a < FAIR_A_QPS; i++) {
+        got_a += cq_wait(&a->scq, c + got_a, FAIR_A_QPS - got_a);
     }
-    printf("# Jain's index %.3f\n", jain);
-    TAP_CHECK(all_ran, "fairness: all WRITEs of each device ran and "
-              "completed, every run");
-    TAP_CHECK(da + db >= FAIR_WQES / 2, "fairness: a window of at least "
-              "half a device's WQEs with both devices running");
+    got_b = cq_wait(&b->scq, c, 1);
+    TAP_CHECK(got_a == FAIR_A_QPS && got_b == 1,
+              "fairness: every SQ's last FETCH_AND_ADD completed");
+
+    fair_span(a, &a_first, &a_last, seen);
+    fair_span(b, &b_first, &b_last, seen);
+    for (uint32_t v = 0; v < 2 * FAIR_WQES; v++) {
+        each_once &= seen[v] == 1;
+    }
+    TAP_CHECK(each_once, "fairness: the WQEs fetched 0 to %u, each once",
+              2 * FAIR_WQES - 1);
+    from = a_first > b_first ? a_first : b_first;
+    to = a_last < b_last ? a_last : b_last;
+    if (from <= to) {
+        na = fair_count(a, from, to);
+        nb = fair_count(b, from, to);
+    }
+    if (na + nb) {
+        jain = (double)(na + nb) * (na + nb) /
+               (2.0 * ((double)na * na + (double)nb * nb));
+    }
+    printf("# both ran from WQE %llu to %llu: A ran %llu, B %llu; Jain's "
+           "index %.3f\n", (unsigned long long)from, (unsigned long long)to,
+           (unsigned long long)na, (unsigned long long)nb, jain);
+    TAP_CHECK(na + nb >= FAIR_WQES, "fairness: both devices ran together "
+              "for at least half of all WQEs");
     TAP_CHECK(jain >= 0.95,
               "fairness: the device with 1 QP gets as many WQEs as the one "
               "with 8 (Jain's index >= 0.95)");
@@ -905,6 +907,7 @@ static void test_fairness(void)
     vm_fini(&b->v);
     free(a);
     free(b);
+    free(seen);
     vmmbib_engine_free(eng);
 }
 
