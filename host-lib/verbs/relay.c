@@ -355,6 +355,10 @@ static void complete(struct vmmbib_dev *dev, const struct ibv_wc *wc)
         /* The guest's view of the sender: its path's LID (RoCE has none). */
         cqe.slid = qp->attr.ah_attr.dlid;
         cq = qp->recv_cq;
+        /* A host RQ that was full has room again. */
+        if (qp->rq.consumer != qp->rq.producer) {
+            vmmbib_verbs_post_recvs(dev, qp);
+        }
     } else {
         const struct vverbs_send_slot *s =
             &vq->sq[ring_index & (qp->sq.entries - 1)];

@@ -18,6 +18,24 @@
 
 static void *completion_thread(void *opaque);
 
+/*
+ * A host verb failed: the guest gets a status, which cannot say why.
+ * With VMMBIB_VERBS_DEBUG set, stderr gets the host's reason.
+ */
+static int host_failed(const char *verb, int status)
+{
+    static int debug = -1;
+
+    if (debug < 0) {
+        debug = getenv("VMMBIB_VERBS_DEBUG") != NULL;
+    }
+    if (debug) {
+        fprintf(stderr, "vmmbib verbs: %s failed: %s\n", verb,
+                strerror(errno));
+    }
+    return status;
+}
+
 static struct ibv_context *open_named(const char *name, char *err,
                                       size_t err_len)
 {
@@ -200,7 +218,8 @@ int vmmbib_verbs_pd_create(struct vmmbib_dev *dev, struct vmmbib_pd *pd)
     uint32_t i = VMMBIB_HANDLE_INDEX(pd->handle);
 
     v->pds[i] = ibv_alloc_pd(v->ctx);
-    return v->pds[i] ? VMMBIB_STATUS_OK : VMMBIB_STATUS_DEVICE_ERROR;
+    return v->pds[i] ? VMMBIB_STATUS_OK :
+           host_failed("ibv_alloc_pd", VMMBIB_STATUS_DEVICE_ERROR);
 }
 
 void vmmbib_verbs_pd_destroy(struct vmmbib_dev *dev, struct vmmbib_pd *pd)
@@ -250,8 +269,9 @@ int vmmbib_verbs_mr_reg(struct vmmbib_cmd_ctx *c, struct vmmbib_mr *mr)
     hmr = ibv_reg_mr_iova(pd, mr->pages.hva[0] + mr->first_page_offset,
                           mr->length, mr->iova, mr->access);
     if (!hmr) {
-        return errno == ENOMEM ? VMMBIB_STATUS_NO_RESOURCES :
-               VMMBIB_STATUS_DEVICE_ERROR;
+        return host_failed("ibv_reg_mr_iova", errno == ENOMEM ?
+                           VMMBIB_STATUS_NO_RESOURCES :
+                           VMMBIB_STATUS_DEVICE_ERROR);
     }
     v->mrs[i] = hmr;
     r->rkey = htole32(hmr->rkey);
@@ -281,11 +301,11 @@ int vmmbib_verbs_cq_create(struct vmmbib_dev *dev, struct vmmbib_cq *cq)
     hcq = ibv_create_cq(v->ctx, cq->cqe, (void *)(uintptr_t)cq->handle,
                         v->channel, 0);
     if (!hcq) {
-        return VMMBIB_STATUS_DEVICE_ERROR;
+        return host_failed("ibv_create_cq", VMMBIB_STATUS_DEVICE_ERROR);
     }
     if (ibv_req_notify_cq(hcq, 0)) {
         ibv_destroy_cq(hcq);
-        return VMMBIB_STATUS_DEVICE_ERROR;
+        return host_failed("ibv_req_notify_cq", VMMBIB_STATUS_DEVICE_ERROR);
     }
     v->cqs[i] = hcq;
     return VMMBIB_STATUS_OK;
@@ -296,7 +316,8 @@ int vmmbib_verbs_cq_resize(struct vmmbib_dev *dev, struct vmmbib_cq *cq,
 {
     struct ibv_cq *hcq = dev->verbs->cqs[VMMBIB_HANDLE_INDEX(cq->handle)];
 
-    return ibv_resize_cq(hcq, cqe) ? VMMBIB_STATUS_DEVICE_ERROR :
+    return ibv_resize_cq(hcq, cqe) ?
+           host_failed("ibv_resize_cq", VMMBIB_STATUS_DEVICE_ERROR) :
            VMMBIB_STATUS_OK;
 }
 
@@ -360,8 +381,9 @@ int vmmbib_verbs_qp_create(struct vmmbib_dev *dev, struct vmmbib_qp *qp)
                            &init);
     if (!vq->qp) {
         qp_state_free(vq);
-        return errno == ENOMEM || errno == EINVAL ?
-               VMMBIB_STATUS_NO_RESOURCES : VMMBIB_STATUS_DEVICE_ERROR;
+        return host_failed("ibv_create_qp", errno == ENOMEM ||
+                           errno == EINVAL ? VMMBIB_STATUS_NO_RESOURCES :
+                           VMMBIB_STATUS_DEVICE_ERROR);
     }
     vq->host_state = IBV_QPS_RESET;
     v->qps[i] = vq;
@@ -503,7 +525,7 @@ int vmmbib_verbs_qp_modify(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
         hmask = IBV_QP_STATE;
     }
     if (ibv_modify_qp(vq->qp, &h, hmask)) {
-        return VMMBIB_STATUS_DEVICE_ERROR;
+        return host_failed("ibv_modify_qp", VMMBIB_STATUS_DEVICE_ERROR);
     }
     if (mask & VMMBIB_QP_STATE) {
         vq->host_state = h.qp_state;

@@ -36,7 +36,7 @@ elif [ -n "${VMMBIB_VERBS_BENCH:-}" ]; then
         tap_diag "$line"
     done </tmp/bench.log
 else
-    VMMBIB_VERBS_DEVICE=rxe0 timeout 300 "$prog" >/tmp/verbs.log 2>&1
+    VMMBIB_VERBS_DEVICE=rxe0 VMMBIB_VERBS_DEBUG=1 timeout 300 "$prog" >/tmp/verbs.log 2>&1
     rc=$?
     while IFS= read -r line; do
         case $line in

@@ -14,6 +14,7 @@
  */
 
 #include "qemu/osdep.h"
+#include "qemu/cutils.h"
 #include "qemu/error-report.h"
 #include "qemu/iov.h"
 #include "qemu/log.h"
@@ -863,10 +864,17 @@ static void vmmbib_get_config(VirtIODevice *vdev, uint8_t *config)
 static uint64_t vmmbib_get_features(VirtIODevice *vdev, uint64_t features,
                                     Error **errp)
 {
-    /* The backend implements all of them (docs/spec.md, feature bits). */
-    virtio_add_feature(&features, VMMBIB_F_SRQ);
+    VMMBypassIB *vib = VMMBYPASS_IB(vdev);
+
+    /*
+     * The soft engine implements all of them (docs/spec.md, feature bits);
+     * the verbs backend relays no SRQs and no UD yet (docs/design-verbs.md).
+     */
+    if (vib->conf.backend == VMMBIB_BACKEND_SOFT) {
+        virtio_add_feature(&features, VMMBIB_F_SRQ);
+        virtio_add_feature(&features, VMMBIB_F_UD);
+    }
     virtio_add_feature(&features, VMMBIB_F_ATOMIC);
-    virtio_add_feature(&features, VMMBIB_F_UD);
     return features;
 }
 
@@ -1140,8 +1148,21 @@ static bool vmmbib_backend_create(VMMBypassIB *vib, Error **errp)
         .uar_slots = c->uar_slots,
         .doorbell_mode = c->doorbell,
         .idle_poll_us = c->idle_poll_us,
+        .backend = c->backend,
+        .verbs_port = c->verbs_port,
+        .verbs_gid_index = c->verbs_gid_index,
     };
     char err[256];
+
+    if (c->verbs_device &&
+        strlen(c->verbs_device) >= sizeof(cfg.verbs_device)) {
+        error_setg(errp, "vmmbypass-ib: verbs-device=%s is too long: at most "
+                   "%zu characters", c->verbs_device,
+                   sizeof(cfg.verbs_device) - 1);
+        return false;
+    }
+    pstrcpy(cfg.verbs_device, sizeof(cfg.verbs_device),
+            c->verbs_device ? c->verbs_device : "");
 
     if (c->uar_slots < 1 || c->uar_slots > VMMBYPASS_IB_MAX_UAR_SLOTS) {
         error_setg(errp, "vmmbypass-ib: uar-slots=%u is out of range: use 1 "
@@ -1168,6 +1189,12 @@ static bool vmmbib_backend_create(VMMBypassIB *vib, Error **errp)
     cfg.limits.max_inline_data = c->max_inline_data;
 
     if (qemu_chr_fe_backend_connected(&vib->chr)) {
+        if (c->backend != VMMBIB_BACKEND_SOFT) {
+            error_setg(errp, "vmmbypass-ib: with chardev= the daemon's "
+                       "backend serves this VM: start vmmbibd "
+                       "--backend=verbs instead of setting backend=");
+            return false;
+        }
         return vmmbib_client_create(vib, &cfg, errp);
     }
     if (vib->vm_id) {
@@ -1512,6 +1539,21 @@ static const PropertyInfo vmmbib_prop_doorbell = {
     .set_default_value = qdev_propinfo_set_default_value_enum,
 };
 
+static const QEnumLookup vmmbib_backend_lookup = {
+    .array = (const char *const[]) { "soft", "verbs" },
+    .size = 2,
+};
+
+static const PropertyInfo vmmbib_prop_backend = {
+    .type = "VMMBypassIBBackend",
+    .description = "soft (the software HCA engine) or verbs (a host RDMA "
+                   "device, verbs-device=, moves the data)",
+    .enum_table = &vmmbib_backend_lookup,
+    .get = qdev_propinfo_get_enum,
+    .set = qdev_propinfo_set_enum,
+    .set_default_value = qdev_propinfo_set_default_value_enum,
+};
+
 static const Property vmmbib_properties[] = {
     DEFINE_PROP_UINT32("max-pd", VMMBypassIB, conf.max_pd, 1024),
     DEFINE_PROP_UINT32("max-mr", VMMBypassIB, conf.max_mr, 8192),
@@ -1536,6 +1578,12 @@ static const Property vmmbib_properties[] = {
     DEFINE_PROP_UINT16("lid", VMMBypassIB, conf.lid, 0),
     DEFINE_PROP_SIGNED("doorbell", VMMBypassIB, conf.doorbell,
                        VMMBIB_DB_MODE_RING, vmmbib_prop_doorbell, int),
+    DEFINE_PROP_SIGNED("backend", VMMBypassIB, conf.backend,
+                       VMMBIB_BACKEND_SOFT, vmmbib_prop_backend, int),
+    DEFINE_PROP_STRING("verbs-device", VMMBypassIB, conf.verbs_device),
+    DEFINE_PROP_UINT32("verbs-port", VMMBypassIB, conf.verbs_port, 1),
+    DEFINE_PROP_UINT32("verbs-gid-index", VMMBypassIB, conf.verbs_gid_index,
+                       0),
     DEFINE_PROP_CHR("chardev", VMMBypassIB, chr),
     DEFINE_PROP_STRING("vm-id", VMMBypassIB, vm_id),
 };

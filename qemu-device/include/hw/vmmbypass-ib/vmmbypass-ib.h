@@ -50,6 +50,10 @@ typedef struct VMMBypassIBConf {
     uint64_t node_guid;
     uint16_t lid;
     int doorbell;               /* VMMBIB_DB_MODE_* */
+    int backend;                /* VMMBIB_BACKEND_* */
+    char *verbs_device;
+    uint32_t verbs_port;
+    uint32_t verbs_gid_index;
 } VMMBypassIBConf;
 
 /* A RAM section of guest memory, as the engine may touch it. */
