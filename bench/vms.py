@@ -323,11 +323,24 @@ def perf_top(path, n=400):
         if m:
             rows.append((float(m.group(1)), m.group(2).strip(), m.group(3),
                          m.group(4).strip()))
+    # By process and object: TCG's translated guest code is spread over
+    # countless addresses of no object ([unknown], perf-PID.map).
+    objs = []
+    try:
+        p = subprocess.run(["perf", "report", "-i", path, "--stdio", "--no-children",
+                            "--sort", "comm,dso"], capture_output=True, text=True,
+                           timeout=300)
+        for line in p.stdout.splitlines():
+            m = re.match(r"^\s+([\d.]+)%\s+(\S.*?)\s{2,}(\S+)\s*$", line)
+            if m:
+                objs.append((float(m.group(1)), m.group(2).strip(), m.group(3)))
+    except (OSError, subprocess.TimeoutExpired):
+        pass
     try:
         os.unlink(path)
     except OSError:
         pass
-    return rows[:n]
+    return {"sym": rows[:n], "dso": objs[:12]}
 
 
 # ---- one boot ----
@@ -673,11 +686,13 @@ def figure_cost(d, key):
     return None
 
 
-def profile_lines(rows, what):
-    if not rows:
+def profile_lines(prof, what):
+    if not prof:
         return []
+    rows = prof["sym"] if isinstance(prof, dict) else prof
+    objs = prof.get("dso", []) if isinstance(prof, dict) else []
     by_comm = {}
-    for pct, comm, dso, sym in rows:
+    for pct, comm, *_ in objs or rows:
         who = "vmmbibd" if comm.startswith("vmmbib") else \
             "QEMU" if comm.startswith("qemu") else comm
         by_comm[who] = by_comm.get(who, 0) + pct
@@ -685,6 +700,12 @@ def profile_lines(rows, what):
            "software clock; share of all samples, own cost). By process: %s."
            % (what, ", ".join("%s %.0f %%" % kv for kv in
                               sorted(by_comm.items(), key=lambda kv: -kv[1]))), ""]
+    if objs:
+        out.append("By process and object: " + ", ".join(
+            "%s %s %.1f %%" % (c, "translated guest code" if o in ("[unknown]", "[JIT]")
+                               or o.startswith("perf-") else os.path.basename(o), pct)
+            for pct, c, o in objs[:8]) + ".")
+        out.append("")
     out.append("| % | process | object | symbol |")
     out.append("|---|---|---|---|")
     shown = rows[:8] + [r for r in rows[8:] if r[1].startswith("vmmbib")][:4]
