@@ -556,7 +556,8 @@ static void keyed_fill(uint8_t *p, size_t len, uint64_t key, uint64_t off)
 	}
 }
 
-static long keyed_check(const uint8_t *p, size_t len, uint64_t key, uint64_t off)
+static long keyed_check(const uint8_t *p, size_t len, uint64_t key,
+			uint64_t off)
 {
 	uint64_t v = mix(key, off >> 3);
 	size_t i;
