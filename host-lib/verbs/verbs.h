@@ -16,25 +16,12 @@
 #include "internal.h"
 
 /*
- * meson defines VMMBIB_HAVE_VERBS when it builds host-lib/verbs (libibverbs
- * found).  Builds of the top-level host-lib sources alone (the sanitizer and fuzz scripts)
- * leave it out: the hooks are then weak and never called, since no device
+ * Weak: the backend is in libvmmbib-verbs (host-lib/meson.build), which a
+ * program links whole or not at all, so libvmmbib itself never needs
+ * libibverbs.  Without it the hooks are NULL and never called: no device
  * gets dev->verbs.
  */
-#ifdef VMMBIB_HAVE_VERBS
-#define VMMBIB_VERBS_HOOK
-#else
 #define VMMBIB_VERBS_HOOK __attribute__((weak))
-#endif
-
-static inline bool vmmbib_verbs_built(void)
-{
-#ifdef VMMBIB_HAVE_VERBS
-    return true;
-#else
-    return false;
-#endif
-}
 
 /* Open the host device @dev->cfg names; false with a sentence in @err. */
 VMMBIB_VERBS_HOOK
@@ -79,5 +66,11 @@ void vmmbib_verbs_post_recvs(struct vmmbib_dev *dev, struct vmmbib_qp *qp);
 /* @qp goes to ERR: the host QP too, and what it holds completes first. */
 VMMBIB_VERBS_HOOK
 void vmmbib_verbs_qp_to_error(struct vmmbib_dev *dev, struct vmmbib_qp *qp);
+
+/* Whether this program has the verbs backend. */
+static inline bool vmmbib_verbs_built(void)
+{
+    return vmmbib_verbs_open != NULL;
+}
 
 #endif /* VMMBIB_VERBS_H */
