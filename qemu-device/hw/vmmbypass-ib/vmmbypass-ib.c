@@ -158,7 +158,8 @@ struct VMMBypassIBCmd {
     int64_t start_ns;
     QSIMPLEQ_ENTRY(VMMBypassIBCmd) next;
     uint8_t req[VMMBIB_MAX_CMD_SIZE + 1];
-    uint8_t reply[VMMBIB_MAX_REPLY_SIZE];
+    /* libvmmbib writes reply bodies as structs: keep them aligned. */
+    uint8_t reply[VMMBIB_MAX_REPLY_SIZE] QEMU_ALIGNED(8);
 };
 
 /* A UAR change a command made, applied by the completion BH. */
