@@ -1,7 +1,7 @@
 #!/bin/bash
 # Builds our QEMU: Debian's QEMU 10.0 source + our device and qtests overlaid.
 #
-#   scripts/build-qemu.sh BUILD_DIR [STAMP]
+#   scripts/build-qemu.sh [--sanitizers] BUILD_DIR [STAMP]
 #
 # BUILD_DIR is the top-level meson build dir (it must already contain
 # meson-uninstalled/vmmbib-uninstalled.pc, i.e. `meson setup` has run).
@@ -12,6 +12,11 @@
 #   BUILD_DIR/qemu/tests/qtest/qos-test   the qos test driver with our test in it
 # STAMP (optional) is touched on success (meson custom_target output).
 #
+# --sanitizers builds the same tree a second time, with clang, ASan, UBSan
+# and QEMU's libFuzzer support, into BUILD_DIR/qemu-sanitizers/ (the same
+# two programs plus qemu-fuzz-x86_64), linking a libvmmbib compiled here
+# with the same sanitizers into BUILD_DIR/qemu-sanitizers/vmmbib/.
+#
 # Incremental: the tree is re-copied only when glue.patch or the pinned QEMU
 # version changed, configure re-runs only when its options changed, and ccache
 # (in $VMMBIB_CACHE/ccache) makes even a fresh build dir cheap.
@@ -19,18 +24,24 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-[[ $# -ge 1 ]] || die "usage: $0 BUILD_DIR [STAMP]"
+SANITIZERS=
+if [[ ${1:-} == --sanitizers ]]; then
+    SANITIZERS=1
+    shift
+fi
+[[ $# -ge 1 ]] || die "usage: $0 [--sanitizers] BUILD_DIR [STAMP]"
 mkdir -p "$1"
 B="$(cd "$1" && pwd)"
 STAMP="${2:-}"
 TREE="$B/qemu-src"
-QBUILD="$B/qemu"
+QBUILD="$B/qemu${SANITIZERS:+-sanitizers}"
 GLUE="$VMMBIB_ROOT/qemu-device/glue.patch"
 PY=/usr/bin/python3     # Debian's python (has meson >= 1.5); never a pyenv shim
 
 need_cmd ccache
 need_cmd ninja
 need_cmd patch
+[[ -z $SANITIZERS ]] || need_cmd clang
 [[ -x $PY ]] || die "$PY missing; run scripts/setup-host.sh"
 
 # Our host library, seen by QEMU's dependency('vmmbib') through pkg-config;
@@ -39,6 +50,10 @@ export PKG_CONFIG_PATH="$B/meson-uninstalled${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH
 [[ -e "$B/meson-uninstalled/vmmbib-uninstalled.pc" ]] ||
     die "$B/meson-uninstalled/vmmbib-uninstalled.pc not found.
   Run 'meson setup $B' first (host-lib/meson.build must pkg.generate() the 'vmmbib' library)."
+
+# Both builds share the tree: let only one of them copy or overlay at a time.
+exec 8>>"$B/.qemu-src.lock"
+flock 8
 
 # --- 1. pristine source -> private, patched tree -------------------------
 
@@ -83,6 +98,7 @@ overlay "$VMMBIB_ROOT/tests/qtest" "$TREE/tests/qtest"
 overlay "$VMMBIB_ROOT/include" "$TREE/include" -name '*.h'
 # Drop links to files that were removed or renamed in the repo.
 find "$TREE" -type l -lname "$VMMBIB_ROOT/*" ! -exec test -e {} \; -delete
+exec 8>&-
 
 # --- 3. configure (only when not yet done or the options changed) --------
 
@@ -108,6 +124,55 @@ CONFIGURE_ARGS=(
     --enable-werror
     --firmwarepath="$(IFS=:; echo "${FIRMWARE_DIRS[*]}")"
 )
+TARGETS=(qemu-system-x86_64 tests/qtest/qos-test)
+
+if [[ -n $SANITIZERS ]]; then
+    # clang: QEMU's fuzzing support needs its libFuzzer. No -Werror here:
+    # the gcc build is the warning gate, and Debian 12's clang 14 is older
+    # than what QEMU's own CI builds with.
+    CONFIGURE_ARGS=("${CONFIGURE_ARGS[@]/--enable-werror/--disable-werror}")
+    CONFIGURE_ARGS=("${CONFIGURE_ARGS[@]/#--cc=*/--cc=ccache clang}")
+    CONFIGURE_ARGS=("${CONFIGURE_ARGS[@]/#--cxx=*/--cxx=ccache clang++}")
+    CONFIGURE_ARGS=("${CONFIGURE_ARGS[@]/#--host-cc=*/--host-cc=clang}")
+    CONFIGURE_ARGS+=(--enable-asan --enable-ubsan --enable-fuzzing)
+    TARGETS+=(qemu-fuzz-x86_64)
+
+    # libvmmbib with the same sanitizers, plus libFuzzer's coverage
+    # instrumentation (fuzzer-no-link) so that generic-fuzz also sees which
+    # engine paths a controlq request reached.  Its pkg-config file replaces
+    # the uninstalled one of the gcc build.
+    VMMBIB_SAN="$QBUILD/vmmbib"
+    build_sanitized_vmmbib() {
+        local src=$VMMBIB_ROOT/host-lib f objs=()
+        mkdir -p "$VMMBIB_SAN/obj"
+        for f in "$src"/*.c; do
+            objs+=("$VMMBIB_SAN/obj/$(basename "$f" .c).o")
+            ccache clang -c -g -O1 -std=gnu11 -D_GNU_SOURCE -pthread \
+                -fsanitize=address,undefined,fuzzer-no-link \
+                -fno-omit-frame-pointer \
+                -I"$VMMBIB_ROOT/include" -I"$src/include" -I"$src" \
+                "$f" -o "${objs[-1]}" || return 1
+        done
+        rm -f "$VMMBIB_SAN/libvmmbib.a.tmp"
+        ar rcs "$VMMBIB_SAN/libvmmbib.a.tmp" "${objs[@]}" &&
+            mv -f "$VMMBIB_SAN/libvmmbib.a.tmp" "$VMMBIB_SAN/libvmmbib.a"
+    }
+    if [[ ! -e $VMMBIB_SAN/libvmmbib.a ]] ||
+        [[ -n $(find "$VMMBIB_ROOT/host-lib" "$VMMBIB_ROOT/include" -maxdepth 2 \
+                -name '*.[ch]' -newer "$VMMBIB_SAN/libvmmbib.a" | head -1) ]]; then
+        log "qemu-sanitizers: building libvmmbib with clang, ASan and UBSan"
+        heavy build_sanitized_vmmbib || die "building the sanitized libvmmbib failed (see above)"
+    fi
+    cat >"$VMMBIB_SAN/vmmbib.pc" <<EOF
+Name: vmmbib
+Description: vmmbypass-ib host backend, ASan + UBSan build
+Version: 0.1
+Libs: -L$VMMBIB_SAN -lvmmbib -pthread
+Cflags: -I$VMMBIB_ROOT/include -I$VMMBIB_ROOT/host-lib/include -I$VMMBIB_ROOT/host-lib -pthread
+EOF
+    # Not the gcc build's vmmbib-uninstalled.pc: pkg-config would prefer it.
+    export PKG_CONFIG_PATH="$VMMBIB_SAN"
+fi
 config_id="$tree_id ${CONFIGURE_ARGS[*]}"
 
 # ccache: keep hits across build dirs (e.g. a fresh CI clone elsewhere) by
@@ -117,12 +182,14 @@ export CCACHE_BASEDIR="$B" CCACHE_NOHASHDIR=1
 mkdir -p "$CCACHE_DIR"
 
 if [[ ! -f "$QBUILD/build.ninja" || "$(cat "$QBUILD/.vmmbib-config" 2>/dev/null || true)" != "$config_id" ]]; then
-    log "qemu: configure (output: $B/qemu-configure.log)"
-    rm -rf "$QBUILD"
+    conf_log="$QBUILD-configure.log"
+    log "qemu: configure (output: $conf_log)"
+    # Keep the sanitized libvmmbib (built above) across a reconfigure.
+    find "$QBUILD" -mindepth 1 -maxdepth 1 ! -name vmmbib -exec rm -rf {} + 2>/dev/null || true
     mkdir -p "$QBUILD"
-    (cd "$QBUILD" && heavy "$TREE/configure" "${CONFIGURE_ARGS[@]}") >"$B/qemu-configure.log" 2>&1 || {
-        tail -n 40 "$B/qemu-configure.log" >&2
-        die "QEMU configure failed; full output in $B/qemu-configure.log"
+    (cd "$QBUILD" && heavy "$TREE/configure" "${CONFIGURE_ARGS[@]}") >"$conf_log" 2>&1 || {
+        tail -n 40 "$conf_log" >&2
+        die "QEMU configure failed; full output in $conf_log"
     }
     printf '%s\n' "$config_id" >"$QBUILD/.vmmbib-config"
 fi
@@ -140,9 +207,9 @@ done
 
 # --- 4. build -------------------------------------------------------------
 
-log "qemu: building qemu-system-x86_64 and qos-test (ninja, $(nproc) jobs)"
+log "qemu: building ${TARGETS[*]} in $QBUILD (ninja, $(nproc) jobs)"
 # -k 0: a broken qtest must not keep the emulator from being (re)built.
-heavy ninja -C "$QBUILD" -j"$(nproc)" -k 0 qemu-system-x86_64 tests/qtest/qos-test ||
+heavy ninja -C "$QBUILD" -j"$(nproc)" -k 0 "${TARGETS[@]}" ||
     die "QEMU build failed (see the compiler output above)"
 
 log "qemu: ready: $QBUILD/qemu-system-x86_64"

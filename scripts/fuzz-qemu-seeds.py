@@ -1,0 +1,138 @@
+#!/usr/bin/python3
+"""Writes seed inputs for QEMU's generic-fuzz on vmmbypass-ib.
+
+    scripts/fuzz-qemu-seeds.py CORPUS_DIR
+
+From an empty corpus, libFuzzer needs a long time to find a whole virtio
+setup (status bits, features, queue addresses, DRIVER_OK, a notify) and a
+descriptor chain that holds a controlq request.  Each seed here does that
+and sends one request, so the fuzzer starts at the commands and mutates
+from there.  The seeds are written in generic-fuzz's input language
+(tests/qtest/fuzz/generic_fuzz.c in the QEMU tree): operations separated by
+"FUZZ", MMIO addresses named by (index of a fuzzable region, offset), and
+DMA patterns that fill guest RAM, one pattern per device read in turn.
+
+The region indexes depend on the device's BAR layout and on QEMU_FUZZ_ARGS
+in scripts/fuzz.sh; docs/security.md says how to check them (trace
+memory_region_ops_write) when either changes.
+"""
+
+import os
+import struct
+import sys
+
+SEPARATOR = b"FUZZ"
+OP_WRITE = 3
+OP_ADD_DMA_PATTERN = 7
+OP_CLEAR_DMA_PATTERNS = 8
+SIZE_BYTE, SIZE_WORD, SIZE_LONG, SIZE_QUAD = range(4)
+
+# Index of each fuzzable region in generic-fuzz's walk of the address space
+# (ascending addresses) with the device as scripts/fuzz.sh configures it.
+REGION_COMMON = 4       # virtio-pci-common-vmmbypass-ib (BAR 4)
+REGION_NOTIFY = 7       # virtio-pci-notify-vmmbypass-ib (BAR 4)
+
+# Guest-physical layout of the controlq in the seed.
+DESC, AVAIL, USED = 0x100000, 0x101000, 0x102000
+REQUEST, REPLY, CQ_PAGE = 0x103000, 0x104000, 0x105000
+
+# virtio 1.2, 4.1.4.3: struct virtio_pci_common_cfg
+DRIVER_FEATURE_SELECT, DRIVER_FEATURE = 8, 12
+DEVICE_STATUS, QUEUE_SELECT, QUEUE_ENABLE = 20, 22, 28
+QUEUE_DESC, QUEUE_DRIVER, QUEUE_DEVICE = 32, 40, 48
+ACKNOWLEDGE, DRIVER, DRIVER_OK, FEATURES_OK = 1, 2, 4, 8
+VRING_DESC_F_NEXT, VRING_DESC_F_WRITE = 1, 2
+
+
+def write(region, offset, size, value):
+    # struct { uint8_t size, base; uint32_t offset; uint64_t value; },
+    # with the two padding bytes of its natural alignment.
+    return bytes([OP_WRITE]) + struct.pack("<BBxxIQ", size, region, offset,
+                                           value)
+
+
+def common(offset, size, value):
+    return write(REGION_COMMON, offset, size, value)
+
+
+def dma_pattern(data):
+    # index 0, stride 0: the same bytes on every repeat.
+    return bytes([OP_ADD_DMA_PATTERN, 0, 0]) + data
+
+
+def controlq_up():
+    ops = [
+        common(DEVICE_STATUS, SIZE_BYTE, ACKNOWLEDGE),
+        common(DEVICE_STATUS, SIZE_BYTE, ACKNOWLEDGE | DRIVER),
+        common(DRIVER_FEATURE_SELECT, SIZE_LONG, 1),
+        common(DRIVER_FEATURE, SIZE_LONG, 1),       # VIRTIO_F_VERSION_1
+        common(DEVICE_STATUS, SIZE_BYTE, ACKNOWLEDGE | DRIVER | FEATURES_OK),
+        common(QUEUE_SELECT, SIZE_WORD, 0),
+        common(QUEUE_DESC, SIZE_QUAD, DESC),
+        common(QUEUE_DRIVER, SIZE_QUAD, AVAIL),
+        common(QUEUE_DEVICE, SIZE_QUAD, USED),
+        common(QUEUE_ENABLE, SIZE_WORD, 1),
+        common(DEVICE_STATUS, SIZE_BYTE,
+               ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK),
+    ]
+    return ops
+
+
+def request_ops(request, nth):
+    """DMA patterns for the reads a notify of queue 0 makes, in order:
+    the nth request (from 1) makes avail->idx nth.  The device first turns
+    notifications off (virtio_queue_set_notification), which reads
+    used->flags.  After the request the patterns start over: the 16-bit
+    ones are all nth, so that the next reads of avail->idx find no more
+    requests."""
+    return [
+        bytes([OP_CLEAR_DMA_PATTERNS]),
+        dma_pattern(struct.pack("<H", nth)),            # used->flags
+        dma_pattern(struct.pack("<H", nth)),            # avail->idx
+        dma_pattern(struct.pack("<H", nth)),            # avail->ring[]
+        # virtqueue_pop maps each buffer (a read the fuzzer fills too)
+        # before it reads the next descriptor.
+        dma_pattern(struct.pack("<QIHH", REQUEST, len(request),
+                                VRING_DESC_F_NEXT, 1)),
+        dma_pattern(request),
+        dma_pattern(struct.pack("<QIHH", REPLY, 512, VRING_DESC_F_WRITE, 0)),
+        dma_pattern(b"\0"),                             # the reply buffer
+        write(REGION_NOTIFY, 0, SIZE_WORD, 0),
+    ]
+
+
+def cmd(opcode, ctx=0, body=b""):
+    return struct.pack("<HHI", opcode, 0, ctx) + body
+
+
+# Opcodes and request bodies of include/vmmbypass_ib_abi.h.  The first
+# context's handle is assumed to be 1; the fuzzer mutates it anyway.
+QUERY_DEVICE, QUERY_PORT, CREATE_UCONTEXT, CREATE_PD, CREATE_CQ = 1, 2, 5, 7, 12
+SEEDS = {
+    "query-device": [cmd(QUERY_DEVICE)],
+    "query-port": [cmd(QUERY_PORT, body=struct.pack("<B7x", 1))],
+    "objects": [
+        cmd(CREATE_UCONTEXT),
+        cmd(CREATE_PD, ctx=1),
+        # 64 CQEs in one level-0 page (struct vmmbib_page_list)
+        cmd(CREATE_CQ, ctx=1,
+            body=struct.pack("<IIQIBBH", 64, 0, CQ_PAGE, 1, 0, 12, 0)),
+    ],
+}
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    for name, requests in SEEDS.items():
+        ops = controlq_up()
+        for nth, request in enumerate(requests, 1):
+            ops += request_ops(request, nth)
+        with open(os.path.join(out, "seed-" + name), "wb") as f:
+            f.write(SEPARATOR.join(ops))
+
+
+if __name__ == "__main__":
+    main()
