@@ -109,6 +109,22 @@ static bool two_vms_init(struct two_vms *t)
     return vm_init_on(&t->x, t->eng, &cfg) && vm_init_on(&t->y, t->eng, &cfg);
 }
 
+/*
+ * RC pairs with generous timers: the HCA (rxe in a TCG guest) retries a
+ * lost or unacknowledged packet itself, and a receive may reach the host
+ * after the SEND that wants it (the engine serves contexts in turn).
+ */
+static int pair(struct rc_pair *p, struct vm *a, struct vm *b)
+{
+    struct rc_opts o;
+
+    rc_opts_default(&o);
+    o.timeout = 14;         /* 67 ms */
+    o.retry_cnt = 7;
+    o.rnr_retry = 7;        /* forever */
+    return rc_pair_create(p, &a->c, a->pd, &b->c, b->pd, &o);
+}
+
 static void two_vms_fini(struct two_vms *t)
 {
     vm_fini(&t->x);
@@ -308,8 +324,7 @@ static void test_bad_lkey(struct two_vms *t)
     struct vmmbib_sge s;
     struct vmmbib_dev_stats st0, st1;
 
-    TAP_CHECK(rc_pair_create(&p, &t->x.c, t->x.pd, &t->y.c, t->y.pd,
-                             NULL) == OK, "bad lkey: a fresh RC pair");
+    TAP_CHECK(pair(&p, &t->x, &t->y) == OK, "bad lkey: a fresh RC pair");
     vmmbib_dev_get_stats(t->x.dev, &st0);
     s = buf_sge(&t->x, 0, 100);
     s.lkey = htole32(le32toh(s.lkey) ^ 0x5500);
@@ -334,8 +349,7 @@ static void test_bad_rkey(struct two_vms *t)
     struct vmmbib_sge s;
     struct gmr ro;
 
-    TAP_CHECK(rc_pair_create(&p, &t->x.c, t->x.pd, &t->y.c, t->y.pd,
-                             NULL) == OK, "bad rkey: a fresh RC pair");
+    TAP_CHECK(pair(&p, &t->x, &t->y) == OK, "bad rkey: a fresh RC pair");
     /* An MR of y that allows remote reads only. */
     TAP_CHECK(mr_reg(&t->y.c, t->y.pd, t->y.buf.gpa, 4096,
                      VMMBIB_ACCESS_REMOTE_READ, &ro) == OK,
@@ -366,8 +380,7 @@ static void test_loopback(struct two_vms *t)
     struct vmmbib_cqe c;
     struct vmmbib_sge s;
 
-    TAP_CHECK(rc_pair_create(&p, &t->x.c, t->x.pd, &t->x.c, t->x.pd,
-                             NULL) == OK, "loopback: two QPs of one VM");
+    TAP_CHECK(pair(&p, &t->x, &t->x) == OK, "loopback: two QPs of one VM");
     pattern_fill(t->x.buf.p + 1000, 777, 11);
     s = buf_sge(&t->x, 40000, 1000);
     qp_post_recv(&p.b, 0x51, &s, 1);
@@ -387,8 +400,8 @@ static void run_tests(void)
     struct vmmbib_dev_stats st;
 
     TAP_CHECK(two_vms_init(&t), "two VMs relay to the host device");
-    TAP_CHECK(rc_pair_create(&p, &t.x.c, t.x.pd, &t.y.c, t.y.pd, NULL) ==
-              OK, "an RC pair across the two VMs reaches RTS");
+    TAP_CHECK(pair(&p, &t.x, &t.y) == OK,
+              "an RC pair across the two VMs reaches RTS");
     test_send(&t, &p);
     test_rdma(&t, &p);
     vmmbib_dev_get_stats(t.x.dev, &st);
@@ -421,7 +434,7 @@ static double bench_relay(int iters)
     int i;
 
     if (!two_vms_init(&t) ||
-        rc_pair_create(&p, &t.x.c, t.x.pd, &t.y.c, t.y.pd, NULL) != OK) {
+        pair(&p, &t.x, &t.y) != OK) {
         return -1;
     }
     t0 = now_us();
