@@ -99,8 +99,10 @@ void *vmmbib_client_db_pages(struct vmmbib_client *c);
 int vmmbib_client_db_fd(struct vmmbib_client *c);
 
 /*
- * Wake the engine.  The eventfd behind it may instead be written by KVM
- * directly (an ioeventfd on the KICK register).
+ * Wake the engine: a write to the KICK eventfd, which the daemon's engine
+ * thread waits on while it sleeps and reads to count kicks.  A VMM should
+ * rather make the eventfd an ioeventfd on the KICK register (QEMU does),
+ * so that the hypervisor writes it and no VMM code runs for a kick.
  */
 void vmmbib_client_kick(struct vmmbib_client *c);
 int vmmbib_client_kick_fd(struct vmmbib_client *c);
