@@ -122,8 +122,8 @@ def parse_args(argv):
     p.add_argument("--engine-json", help="bench/report.py's JSON: (d)")
     p.add_argument("--quick", action="store_true",
                    help="few sizes, a tenth of the iterations, scaling 1 and 2 VMs")
-    p.add_argument("--rounds", type=int, default=1,
-                   help="boots of (a)+(c) and of (b); figures are the median (default 1)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="boots of (a)+(c) and of (b); figures are the median (default 2)")
     p.add_argument("--scale", default=None,
                    help="VM counts of the scaling figures (default 1,2,4,8; quick 1,2)")
     p.add_argument("--no-compare", action="store_true", help="scaling only")
@@ -318,11 +318,12 @@ def perf_top(path, n=400):
     except (OSError, subprocess.TimeoutExpired):
         return []
     rows = []
+    # Columns are separated by two spaces or more; a thread's name ("CPU
+    # 0/TCG") or an object ("[JIT] tid 7") may hold single spaces.
     for line in p.stdout.splitlines():
-        m = re.match(r"^\s+([\d.]+)%\s+(\S.*?)\s{2,}(\S+)\s+\[.\]\s+(.*)$", line)
-        if m:
-            rows.append((float(m.group(1)), m.group(2).strip(), m.group(3),
-                         m.group(4).strip()))
+        f = re.split(r"\s{2,}", line.strip())
+        if len(f) >= 4 and f[0].endswith("%") and f[3][:4] in ("[.] ", "[k] "):
+            rows.append((float(f[0][:-1]), f[1], f[2], f[3][4:].strip()))
     # By process and object: TCG's translated guest code is spread over
     # countless addresses of no object ([unknown], perf-PID.map).
     objs = []
@@ -331,9 +332,9 @@ def perf_top(path, n=400):
                             "--sort", "comm,dso"], capture_output=True, text=True,
                            timeout=300)
         for line in p.stdout.splitlines():
-            m = re.match(r"^\s+([\d.]+)%\s+(\S.*?)\s{2,}(\S+)\s*$", line)
-            if m:
-                objs.append((float(m.group(1)), m.group(2).strip(), m.group(3)))
+            f = re.split(r"\s{2,}", line.strip())
+            if len(f) == 3 and f[0].endswith("%") and not line.startswith("#"):
+                objs.append((float(f[0][:-1]), f[1], f[2]))
     except (OSError, subprocess.TimeoutExpired):
         pass
     try:
@@ -694,7 +695,8 @@ def profile_lines(prof, what):
     by_comm = {}
     for pct, comm, *_ in objs or rows:
         who = "vmmbibd" if comm.startswith("vmmbib") else \
-            "QEMU" if comm.startswith("qemu") else comm
+            "QEMU's vCPU threads" if comm.startswith("CPU ") else \
+            "QEMU's other threads" if comm.startswith("qemu") else comm
         by_comm[who] = by_comm.get(who, 0) + pct
     out = ["Profile of %s (perf record -F 499 of every QEMU and vmmbibd, "
            "software clock; share of all samples, own cost). By process: %s."
@@ -702,8 +704,8 @@ def profile_lines(prof, what):
                               sorted(by_comm.items(), key=lambda kv: -kv[1]))), ""]
     if objs:
         out.append("By process and object: " + ", ".join(
-            "%s %s %.1f %%" % (c, "translated guest code" if o in ("[unknown]", "[JIT]")
-                               or o.startswith("perf-") else os.path.basename(o), pct)
+            "%s %s %.1f %%" % (c, "translated guest code" if o.startswith(("[unknown]", "[JIT]", "perf-"))
+                               else os.path.basename(o), pct)
             for pct, c, o in objs[:8]) + ".")
         out.append("")
     out.append("| % | process | object | symbol |")
