@@ -694,14 +694,17 @@ def profile_lines(prof, what):
     objs = prof.get("dso", []) if isinstance(prof, dict) else []
     by_comm = {}
     for pct, comm, *_ in objs or rows:
+        # QEMU's threads all keep its name (no -name debug-threads=on).
         who = "vmmbibd" if comm.startswith("vmmbib") else \
-            "QEMU's vCPU threads" if comm.startswith("CPU ") else \
-            "QEMU's other threads" if comm.startswith("qemu") else comm
+            "QEMU" if comm.startswith(("qemu", "CPU ")) else comm
         by_comm[who] = by_comm.get(who, 0) + pct
     out = ["Profile of %s (perf record -F 499 of every QEMU and vmmbibd, "
-           "software clock; share of all samples, own cost). By process: %s."
+           "software clock; share of all samples, own cost). By process: %s%s."
            % (what, ", ".join("%s %.0f %%" % kv for kv in
-                              sorted(by_comm.items(), key=lambda kv: -kv[1]))), ""]
+                              sorted(by_comm.items(), key=lambda kv: -kv[1])),
+              "; the other %.0f %%: TCG's translated guest code, not parsed "
+              "by the version of vms.py that recorded this profile"
+              % (100 - sum(by_comm.values())) if sum(by_comm.values()) < 90 else ""), ""]
     if objs:
         out.append("By process and object: " + ", ".join(
             "%s %s %.1f %%" % (c, "translated guest code" if o.startswith(("[unknown]", "[JIT]", "perf-"))
