@@ -60,8 +60,10 @@ const struct vmmbib_host_ops guest_host_ops = {
 void guest_init(struct guest *g, uint64_t size)
 {
     memset(g, 0, sizeof(*g));
-    g->ram = calloc(1, size);
+    /* Page aligned, as a VMM's RAM is: a host HCA registers its pages. */
+    g->ram = aligned_alloc(VMMBIB_PAGE_SIZE, size);
     HARNESS_ASSERT(g->ram);
+    memset(g->ram, 0, size);
     g->base = GUEST_RAM_BASE;
     g->size = size;
     pthread_mutex_init(&g->lock, NULL);
