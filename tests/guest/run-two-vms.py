@@ -276,10 +276,11 @@ def main(argv):
 
     daemon = {"start": (args.vmmbibd, sock, daemon_log), "events": []}
     daemon["proc"] = start_daemon(*daemon["start"])
-    check_refusals(args, sock, result, out.append)
     vms, threads = [], []
     stop = threading.Event()
     try:
+        # Inside: a QEMU that cannot run must not leave the daemon behind.
+        check_refusals(args, sock, result, out.append)
         mcast = free_mcast_group()
         chosen = ALL_VMS[:args.vms]
         ips = [ip for _, _, ip in chosen]
