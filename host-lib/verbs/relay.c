@@ -351,7 +351,8 @@ static void complete(struct vmmbib_dev *dev, const struct ibv_wc *wc)
             cqe.wc_flags = VMMBIB_WC_F_WITH_IMM;
             cqe.imm_data = wc->imm_data;
         }
-        cqe.src_qp = htole32(wc->src_qp);
+        /* RC: the HCA need not say (src_qp is UD's); it is the path's. */
+        cqe.src_qp = qp->attr.dest_qp_num;
         /* The guest's view of the sender: its path's LID (RoCE has none). */
         cqe.slid = qp->attr.ah_attr.dlid;
         cq = qp->recv_cq;
