@@ -46,8 +46,9 @@ log "1/2: booting one guest (TCG, no KVM: about 10-20 s) with -device vmmbypass-
 log "guest powered off"
 
 iters="${DEMO_ITERS:-1000}"
-log "2/2: starting vmmbibd and booting two guests (vm1 server, vm2 client) on it; " \
-    "ibv_rc_pingpong, ib_send_lat, ib_write_lat, ib_write_bw between them, $iters iterations each (2-4 minutes)"
+log "2/2: starting vmmbibd and booting two guests (vm1 server, vm2 client) on it;" \
+    "ibv_rc_pingpong, ib_send_lat, ib_write_lat, ib_write_bw between them," \
+    "$iters iterations each (about a minute)"
 tap="$(mktemp)"
 trap 'rm -f "$tap"' EXIT
 rc=0
