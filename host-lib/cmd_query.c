@@ -29,7 +29,10 @@ int vmmbib_cmd_query_device(struct vmmbib_cmd_ctx *c)
     r->fw_ver = htole64(FW_VERSION);
     r->node_guid = htobe64(c->dev->node_guid);
     r->sys_image_guid = htobe64(c->dev->node_guid);
-    r->max_mr_size = htole64((uint64_t)l->max_mr_pages << VMMBIB_PAGE_SHIFT);
+    /* An MR larger than the pinning quota could never be registered. */
+    r->max_mr_size = htole64((uint64_t)(l->max_mr_pages < l->max_pinned_pages ?
+                                        l->max_mr_pages : l->max_pinned_pages)
+                             << VMMBIB_PAGE_SHIFT);
     r->page_size_cap = htole64(VMMBIB_PAGE_SIZE);
     r->vendor_id = htole32(VMMBIB_PCI_VENDOR_ID);
     r->vendor_part_id = htole32(VMMBIB_PCI_DEVICE_ID);

@@ -34,7 +34,8 @@ void vmmbib_limits_default(struct vmmbib_limits *l)
         .max_inline_data = 256,
         .max_qp_rd_atom = 16,
         .max_mr_pages = 262144,
-        .max_pinned_pages = 262144,
+        /* Room for the largest MR and the rings beside it. */
+        .max_pinned_pages = 524288,
     };
 }
 

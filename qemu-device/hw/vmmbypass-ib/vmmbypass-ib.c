@@ -1561,7 +1561,7 @@ static const Property vmmbib_properties[] = {
     DEFINE_PROP_UINT32("max-mr-pages", VMMBypassIB, conf.max_mr_pages,
                        262144),
     DEFINE_PROP_UINT32("max-pinned-mb", VMMBypassIB, conf.max_pinned_mb,
-                       1024),
+                       2048),
     DEFINE_PROP_UINT32("max-cq", VMMBypassIB, conf.max_cq, 4096),
     DEFINE_PROP_UINT32("max-cqe", VMMBypassIB, conf.max_cqe, 65536),
     DEFINE_PROP_UINT32("max-qp", VMMBypassIB, conf.max_qp, 4096),
