@@ -528,7 +528,9 @@ static void vmmbib_set_status(VirtIODevice *vdev, uint8_t status)
 
 /*
  * Forget every queued and finished command and wait for the one running:
- * a reset discards the guest's requests.  BQL held.
+ * a reset discards the guest's requests.  Detaching unmaps the buffers:
+ * g_free alone would leak their mappings (and the bounce buffer of one
+ * outside RAM) on every reset with a request in flight.  BQL held.
  */
 static void vmmbib_cmd_flush(VMMBypassIB *vib)
 {
@@ -540,11 +542,13 @@ static void vmmbib_cmd_flush(VMMBypassIB *vib)
     }
     while ((cmd = QSIMPLEQ_FIRST(&vib->cmd_todo))) {
         QSIMPLEQ_REMOVE_HEAD(&vib->cmd_todo, next);
+        virtqueue_detach_element(vib->ctrl_vq, cmd->elem, 0);
         g_free(cmd->elem);
         g_free(cmd);
     }
     while ((cmd = QSIMPLEQ_FIRST(&vib->cmd_done))) {
         QSIMPLEQ_REMOVE_HEAD(&vib->cmd_done, next);
+        virtqueue_detach_element(vib->ctrl_vq, cmd->elem, 0);
         g_free(cmd->elem);
         g_free(cmd);
     }
