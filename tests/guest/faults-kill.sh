@@ -18,17 +18,6 @@ IBDEV=vmmbib0
 INTEGRITY=/run/vmmbib/files/vmmbib-integrity
 kills=${VMMBIB_KILLS:-10}
 
-# Waits up to $2 seconds for path $1 to exist (or, with "!", to be gone).
-wait_path() {
-    _n=0
-    while [ "$_n" -lt "$2" ]; do
-        if [ "${3:-}" = "!" ]; then [ ! -e "$1" ] && return 0; else [ -e "$1" ] && return 0; fi
-        sleep 1
-        _n=$((_n + 1))
-    done
-    return 1
-}
-
 # Waits up to 60 s until process $1 has printed its first check, i.e.
 # set up its QPs and started posting; false if it exits first.
 posting() {

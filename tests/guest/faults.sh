@@ -12,17 +12,6 @@
 
 IBDEV=vmmbib0
 
-# Waits up to $2 seconds for path $1 to exist (or, with "!", to be gone).
-wait_path() {
-    _n=0
-    while [ "$_n" -lt "$2" ]; do
-        if [ "${3:-}" = "!" ]; then [ ! -e "$1" ] && return 0; else [ -e "$1" ] && return 0; fi
-        sleep 1
-        _n=$((_n + 1))
-    done
-    return 1
-}
-
 # The runner polls the results port every 0.1 s; 2 s leave it time.
 set_fault() {
     echo "VMMBIB-QOM-SET x-inject-faults=$1"

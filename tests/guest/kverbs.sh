@@ -11,17 +11,6 @@
 IBDEV=vmmbib0
 KTEST=/run/vmmbib/files/vmmbib_ktest.ko
 
-# Waits up to $2 seconds for path $1 to exist (or, with "!", to be gone).
-wait_path() {
-    _n=0
-    while [ "$_n" -lt "$2" ]; do
-        if [ "${3:-}" = "!" ]; then [ ! -e "$1" ] && return 0; else [ -e "$1" ] && return 0; fi
-        sleep 1
-        _n=$((_n + 1))
-    done
-    return 1
-}
-
 if ! wait_path /sys/class/infiniband/$IBDEV 20; then
     tap_fail "$IBDEV registered" "$(dmesg | tail -n 40)"
     exit 1

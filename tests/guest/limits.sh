@@ -20,17 +20,6 @@ LIMITS=/run/vmmbib/files/vmmbib-limits
 # against the quotas too: a kind may get this many fewer.
 KERNEL_SLACK=8
 
-# Waits up to $2 seconds for path $1 to exist.
-wait_path() {
-    _n=0
-    while [ "$_n" -lt "$2" ]; do
-        [ -e "$1" ] && return 0
-        sleep 1
-        _n=$((_n + 1))
-    done
-    return 1
-}
-
 # hold NAME ARGS...: runs vmmbib-limits ARGS until it holds its objects,
 # has the runner read QEMU's VmRSS as qemu_rss_NAME, then kills it.  Its
 # output is in /tmp/NAME.out.

@@ -27,17 +27,6 @@ NVRAM=/sys/bus/nvmem/devices/cmos_nvram0/nvmem
 MARK_OFFSET=111
 iters=${VMMBIB_REBOOT_ITERS:-1000000}
 
-# Waits up to $2 seconds for path $1 to exist.
-wait_path() {
-    _n=0
-    while [ "$_n" -lt "$2" ]; do
-        [ -e "$1" ] && return 0
-        sleep 1
-        _n=$((_n + 1))
-    done
-    return 1
-}
-
 read_mark() {
     od -An -tu1 -j "$MARK_OFFSET" -N 1 "$NVRAM" 2>/dev/null | tr -d ' \n'
 }

@@ -7,6 +7,8 @@
 #   tap_check NAME CMD [ARG...] run CMD; pass if it exits 0, else fail and show
 #                               its output (always shown with VMMBIB_VERBOSE=1)
 #   tap_diag TEXT...            a diagnostic line ("# ...")
+#   wait_path PATH SECS [!]     wait up to SECS seconds for PATH to exist (with
+#                               "!": to be gone); false if it never happened
 # Each result is one line "VMMBIB-TAP: ok N - NAME" on stdout; /init forwards
 # the script's stdout to the console and to the host's results port, where
 # tests/guest/run-guest-test.py turns these lines into TAP for meson. Call the
@@ -57,6 +59,20 @@ tap_check() {
         tap_fail "$_tap_name" "command: $*" "exit status: $_tap_rc" "$_tap_out"
     fi
     return "$_tap_rc"
+}
+
+wait_path() {
+    _wp_n=0
+    while [ "$_wp_n" -lt "$2" ]; do
+        if [ "${3:-}" = "!" ]; then
+            [ ! -e "$1" ] && return 0
+        else
+            [ -e "$1" ] && return 0
+        fi
+        sleep 1
+        _wp_n=$((_wp_n + 1))
+    done
+    return 1
 }
 
 # True when any result so far was "not ok"; /init uses it for the exit status.
