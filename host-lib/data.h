@@ -12,6 +12,15 @@
 /* Most SGEs a WQE can carry: the max-*-sge limit of device.c. */
 #define VMMBIB_MAX_WQE_SGE  64
 
+/* A send WQE copied out of the ring once, before any check. */
+struct vmmbib_send_wqe_copy {
+    struct vmmbib_send_wqe hdr;
+    uint8_t data[VMMBIB_PAGE_SIZE - sizeof(struct vmmbib_send_wqe)];
+};
+
+/* The completion opcode of send WQE opcode @wr_opcode (SEND if unknown). */
+uint8_t vmmbib_wc_opcode_of(unsigned int wr_opcode);
+
 /* A checked range of guest memory, or inline data. */
 struct vmmbib_seg {
     struct vmmbib_dev *dev;

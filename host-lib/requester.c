@@ -16,12 +16,6 @@
 
 #define UD_MTU VMMBIB_PAGE_SIZE
 
-/* A send WQE copied out of the ring once, before any check. */
-struct send_wqe {
-    struct vmmbib_send_wqe hdr;
-    uint8_t data[VMMBIB_PAGE_SIZE - sizeof(struct vmmbib_send_wqe)];
-};
-
 static const uint8_t wc_opcode_of[] = {
     [VMMBIB_WR_RDMA_WRITE] = VMMBIB_WC_RDMA_WRITE,
     [VMMBIB_WR_RDMA_WRITE_WITH_IMM] = VMMBIB_WC_RDMA_WRITE,
@@ -31,6 +25,12 @@ static const uint8_t wc_opcode_of[] = {
     [VMMBIB_WR_ATOMIC_CMP_AND_SWP] = VMMBIB_WC_COMP_SWAP,
     [VMMBIB_WR_ATOMIC_FETCH_AND_ADD] = VMMBIB_WC_FETCH_ADD,
 };
+
+uint8_t vmmbib_wc_opcode_of(unsigned int wr_opcode)
+{
+    return wr_opcode < sizeof(wc_opcode_of) ? wc_opcode_of[wr_opcode] :
+                                              VMMBIB_WC_SEND;
+}
 
 /* Time the IBA RNR NAK timer code @t stands for (IBA table 45), in ns. */
 static uint64_t rnr_timer_ns(uint8_t t)
@@ -53,8 +53,7 @@ static void send_cqe(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
         .qpn = htole32(qp->qpn),
         .byte_len = htole32(byte_len),
         .wqe_index = htole32(qp->sq.consumer - 1),
-        .opcode = opcode < sizeof(wc_opcode_of) ? wc_opcode_of[opcode] :
-                  VMMBIB_WC_SEND,
+        .opcode = vmmbib_wc_opcode_of(opcode),
         .status = status,
     };
 
@@ -66,7 +65,7 @@ static void send_cqe(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
  * Returns the WC status: LOC_LEN_ERR or LOC_PROT_ERR on a bad SGE.
  */
 static int local_segs(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
-                      const struct send_wqe *w, uint32_t stride,
+                      const struct vmmbib_send_wqe_copy *w, uint32_t stride,
                       uint32_t access, struct vmmbib_seg *segs,
                       unsigned int *nsegs)
 {
@@ -203,7 +202,7 @@ static enum vmmbib_deliver deliver(struct vmmbib_dev *pdev,
 
 static enum vmmbib_deliver exec_rc(struct vmmbib_dev *dev,
                                    struct vmmbib_qp *qp,
-                                   const struct send_wqe *w, uint32_t stride,
+                                   const struct vmmbib_send_wqe_copy *w, uint32_t stride,
                                    uint32_t *byte_len, int *status)
 {
     static __thread struct vmmbib_seg segs[VMMBIB_MAX_WQE_SGE];
@@ -443,7 +442,7 @@ static bool sa_exchange(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
 
 static enum vmmbib_deliver exec_ud(struct vmmbib_dev *dev,
                                    struct vmmbib_qp *qp,
-                                   const struct send_wqe *w, uint32_t stride,
+                                   const struct vmmbib_send_wqe_copy *w, uint32_t stride,
                                    uint32_t *byte_len, int *status)
 {
     static __thread struct vmmbib_seg segs[VMMBIB_MAX_WQE_SGE];
@@ -526,7 +525,7 @@ static enum vmmbib_deliver exec_ud(struct vmmbib_dev *dev,
 static bool run_one(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
                     uint64_t now_ns)
 {
-    static __thread struct send_wqe w;
+    static __thread struct vmmbib_send_wqe_copy w;
     uint32_t stride = 1u << qp->sq.stride_shift;
     enum vmmbib_deliver result;
     uint32_t byte_len = 0;
@@ -705,8 +704,7 @@ static void flush_ring(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
         if (send) {
             uint8_t op = wqe[offsetof(struct vmmbib_send_wqe, opcode)];
 
-            cqe.opcode = op < sizeof(wc_opcode_of) ? wc_opcode_of[op] :
-                         VMMBIB_WC_SEND;
+            cqe.opcode = vmmbib_wc_opcode_of(op);
         }
         ring->consumer++;
         vmmbib_cq_post(dev, send ? qp->send_cq : qp->recv_cq, &cqe, false);

@@ -13,6 +13,10 @@
 # $VMMBIB_CACHE/fuzz-corpus/TARGET, so later runs start where earlier ones
 # ended; crashes are written to BUILD_DIR/fuzz/ and fail the run.
 # Extra arguments after SECONDS go to libFuzzer (e.g. -jobs=2).
+# VMMBIB_FUZZ_QEMU_CHECK=N (make check's run of the qemu target): N inputs
+# from a fixed random seed, starting from the generated seeds alone in a
+# scratch corpus, so the run does not depend on what earlier runs found (the
+# long runs reached inputs that take minutes; docs/security.md).
 # docs/security.md says how to run them for hours.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -51,14 +55,20 @@ if [[ $target == qemu ]]; then
     # Every sanitizer report ends the run (libFuzzer keeps its input).
     export ASAN_OPTIONS=halt_on_error=1:detect_leaks=1
     export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+    cd "$out"
+    if [[ -n ${VMMBIB_FUZZ_QEMU_CHECK:-} ]]; then
+        corpus=$(mktemp -d "$out/qemu-check-corpus.XXXXXX")
+        trap 'rm -rf "$corpus"' EXIT
+        set -- -runs="$VMMBIB_FUZZ_QEMU_CHECK" -seed=1 "$@"
+    fi
     # Seeds that set the controlq up and send requests (rewritten each run,
     # so a change of the script reaches an old corpus).
     /usr/bin/python3 "$VMMBIB_ROOT/scripts/fuzz-qemu-seeds.py" "$corpus"
     log "fuzz: QEMU generic-fuzz on vmmbypass-ib for ${what}s (corpus $corpus)"
-    cd "$out"
-    exec "$bin" --fuzz-target=generic-fuzz -max_total_time="$what" \
+    "$bin" --fuzz-target=generic-fuzz -max_total_time="$what" \
         -rss_limit_mb=4096 -artifact_prefix="$out/qemu-" \
         -print_final_stats=1 "$@" "$corpus"
+    exit
 fi
 
 # Rebuild when any source is newer than the binary (a few seconds).

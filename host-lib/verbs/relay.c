@@ -16,22 +16,6 @@
 #define WRID_RECV       (1ull << 63)
 #define WRID_QP_SHIFT   32
 
-/* A WQE copied out of the ring once, before any check. */
-struct wqe_copy {
-    struct vmmbib_send_wqe hdr;
-    uint8_t data[VMMBIB_PAGE_SIZE - sizeof(struct vmmbib_send_wqe)];
-};
-
-static const uint8_t wc_opcode_of[] = {
-    [VMMBIB_WR_RDMA_WRITE] = VMMBIB_WC_RDMA_WRITE,
-    [VMMBIB_WR_RDMA_WRITE_WITH_IMM] = VMMBIB_WC_RDMA_WRITE,
-    [VMMBIB_WR_SEND] = VMMBIB_WC_SEND,
-    [VMMBIB_WR_SEND_WITH_IMM] = VMMBIB_WC_SEND,
-    [VMMBIB_WR_RDMA_READ] = VMMBIB_WC_RDMA_READ,
-    [VMMBIB_WR_ATOMIC_CMP_AND_SWP] = VMMBIB_WC_COMP_SWAP,
-    [VMMBIB_WR_ATOMIC_FETCH_AND_ADD] = VMMBIB_WC_FETCH_ADD,
-};
-
 static uint64_t host_wr_id(bool recv, const struct vmmbib_qp *qp,
                            uint32_t slot)
 {
@@ -113,14 +97,13 @@ static void post_cqe(struct vmmbib_dev *dev, struct vmmbib_cq *cq,
  * before it, which the host still runs, and the QP goes to ERR.
  */
 static void send_failed(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
-                        const struct wqe_copy *w, uint8_t status)
+                        const struct vmmbib_send_wqe_copy *w, uint8_t status)
 {
     uint8_t op = w->hdr.opcode;
 
     vverbs_qp_quiesce(dev, qp, false);
     post_cqe(dev, qp->send_cq, qp, vmmbib_le64(w->hdr.wr_id),
-             qp->sq.consumer, op < sizeof(wc_opcode_of) ?
-             wc_opcode_of[op] : VMMBIB_WC_SEND, status);
+             qp->sq.consumer, vmmbib_wc_opcode_of(op), status);
     qp->sq.consumer++;
     dev->stats.wqes++;
     vmmbib_qp_to_error(dev, qp, 0);
@@ -128,7 +111,7 @@ static void send_failed(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
 
 /* Build the host WR of @w; returns a WC status. */
 static int build_send(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
-                      struct wqe_copy *w, struct ibv_send_wr *wr,
+                      struct vmmbib_send_wqe_copy *w, struct ibv_send_wr *wr,
                       struct ibv_sge *sg, uint64_t *total)
 {
     const struct vmmbib_send_wqe *h = &w->hdr;
@@ -203,7 +186,7 @@ static int build_send(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
 static int relay_send(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
                       struct vverbs_qp *vq)
 {
-    static __thread struct wqe_copy w;
+    static __thread struct vmmbib_send_wqe_copy w;
     struct ibv_sge sg[VMMBIB_MAX_WQE_SGE];
     struct ibv_send_wr wr = { 0 }, *bad;
     uint32_t slot = qp->sq.consumer & (qp->sq.entries - 1);
@@ -366,8 +349,7 @@ static void complete(struct vmmbib_dev *dev, const struct ibv_wc *wc)
 
         vq->sq_pending -= vq->sq_pending > 0;
         cqe.wr_id = htole64(s->wr_id);
-        cqe.opcode = s->opcode < sizeof(wc_opcode_of) ?
-                     wc_opcode_of[s->opcode] : VMMBIB_WC_SEND;
+        cqe.opcode = vmmbib_wc_opcode_of(s->opcode);
         cqe.byte_len = htole32(cqe.status == VMMBIB_WC_SUCCESS ?
                                s->byte_len : 0);
         cq = qp->send_cq;
