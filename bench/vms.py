@@ -1006,11 +1006,12 @@ def section(d, eng, plots_dir, doc_path):
     # ---- control path ----
     a("### Control path: ibv_reg_mr / ibv_dereg_mr and QP set-up (bench/reg-mr.c)")
     a("")
-    a("The device's default cap on pinned guest memory, `max-pinned-mb=1024` "
-      "for all MRs and rings of a device, is exactly what the largest MR "
-      "(262,144 pages) needs on its own, so with the default that "
-      "registration fails with ENOMEM once any ring is pinned; the boots "
-      "here raise the cap (`%s`). rxe has no such cap." % PINNED)
+    a("Before f586d37 the device's default cap on pinned guest memory "
+      "(`max-pinned-mb=1024`, all MRs and rings of a device) was exactly what "
+      "the largest MR (262,144 pages) needs on its own, so that registration "
+      "failed with ENOMEM once any ring was pinned; the default is 2048 now, "
+      "and the boots here set it explicitly (`%s`). rxe has no such cap."
+      % PINNED)
     a("")
     a("A buffer of N pages (a 16 MiB memfd mapped over and over, so that "
       "1 GiB fits the guests' RAM: real pinned pages, the same 4096 recurring) "
