@@ -38,16 +38,23 @@ and libvirt-clients (scripts/setup-host.sh).
 
 import argparse
 import glob
+import importlib.util
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+# The guest runners' helpers (their free UDP ports), not copied.
+_spec = importlib.util.spec_from_file_location(
+    "run_two_vms", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "guest", "run-two-vms.py"))
+two_vms = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(two_vms)
 
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 URI = "qemu:///session"
@@ -313,18 +320,6 @@ class Vmmbibd:
             return None
 
 
-def free_udp_ports(n):
-    socks = []
-    for _ in range(n):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def instantiate(lv, example, args, replace, edit=None):
     """The example with its placeholders replaced and the files it names
     staged, as a domain: {name, xml (path), files, console, results, vm_id};
@@ -537,7 +532,7 @@ def env_value(dom, key, default):
 def run_daemon_pair(tap, lv, args):
     """Two domains on one vmmbibd: ibv_rc_pingpong between them."""
     daemon = lv.vmmbibd = Vmmbibd(lv, args.vmmbibd)
-    p1, p2 = free_udp_ports(2)
+    p1, p2 = two_vms.free_udp_ports(2)
     replace = {"paths": {DAEMON_SOCKET: daemon.socket}, "ports": {"40001": p1, "40002": p2}}
     doms = define(tap, lv, args, PAIR, replace)
     if doms:
