@@ -494,13 +494,7 @@ def compare_plans(quick):
 
 
 def measure(args):
-    if args.log_dir:
-        top = args.log_dir
-        shutil.rmtree(top, ignore_errors=True)
-        os.makedirs(top)
-    else:
-        top = tempfile.mkdtemp(prefix="vmmbib-bench-vms-")
-    os.chmod(top, 0o700)
+    top = r2v.fresh_log_dir(args.log_dir, "vmmbib-bench-vms-")
     plans = compare_plans(args.quick)
     if os.environ.get("VMMBIB_BENCH_ONLY"):
         only = os.environ["VMMBIB_BENCH_ONLY"].split()

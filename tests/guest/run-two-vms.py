@@ -255,15 +255,21 @@ def run_vm(vm):
         rgt.device_ids(vm["args"]), 0)
 
 
+def fresh_log_dir(log_dir, prefix):
+    """LOG_DIR emptied, or a new temporary directory; private to us."""
+    if log_dir:
+        shutil.rmtree(log_dir, ignore_errors=True)
+        os.makedirs(log_dir)
+        top = log_dir
+    else:
+        top = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(top, 0o700)
+    return top
+
+
 def main(argv):
     args = parse_args(argv)
-    if args.log_dir:
-        top = args.log_dir
-        shutil.rmtree(top, ignore_errors=True)
-        os.makedirs(top)
-    else:
-        top = tempfile.mkdtemp(prefix="vmmbib-two-vms-")
-    os.chmod(top, 0o700)
+    top = fresh_log_dir(args.log_dir, "vmmbib-two-vms-")
     sock = os.path.join(top, "vmmbibd.sock")
     daemon_log = os.path.join(top, "vmmbibd.log")
     out, n, failed = [], 0, False
