@@ -58,10 +58,6 @@ int vmmbib_cmd_create_dma_mr(struct vmmbib_cmd_ctx *c)
     if (status != VMMBIB_STATUS_OK) {
         return status;
     }
-    if (c->dev->verbs) {
-        /* Guest physical addresses are no host range to register. */
-        return VMMBIB_STATUS_NOT_SUPPORTED;
-    }
     mr = calloc(1, sizeof(*mr));
     if (!mr) {
         return VMMBIB_STATUS_NO_RESOURCES;
@@ -73,6 +69,14 @@ int vmmbib_cmd_create_dma_mr(struct vmmbib_cmd_ctx *c)
     status = mr_insert(c, mr);
     if (status != VMMBIB_STATUS_OK) {
         free(mr);
+        return status;
+    }
+    if (c->dev->verbs) {
+        /* Guest RAM registered on the host (docs/design-verbs.md). */
+        status = vmmbib_verbs_mr_reg(c, mr);
+        if (status != VMMBIB_STATUS_OK) {
+            vmmbib_mr_free(c->dev, mr);
+        }
     }
     return status;
 }

@@ -165,6 +165,23 @@ static void *vm_guest_ptr(void *opaque, uint64_t gpa, uint64_t len)
     return p;
 }
 
+/* The current table's region @index (the verbs backend's DMA MRs). */
+static bool vm_guest_ram(void *opaque, uint32_t index, uint64_t *gpa,
+                         uint64_t *size)
+{
+    struct vm *vm = opaque;
+    bool found;
+
+    pthread_mutex_lock(&vm->mem_lock);
+    found = index < vm->nregions;
+    if (found) {
+        *gpa = vm->regions[index].gpa;
+        *size = vm->regions[index].size;
+    }
+    pthread_mutex_unlock(&vm->mem_lock);
+    return found;
+}
+
 /* Unmap what the current table does not use; no object may use it. */
 static void drop_unused_mappings(struct vm *vm)
 {
@@ -571,6 +588,7 @@ static enum outcome handle_hello(struct daemon *d, struct vm *vm,
     static const struct vmmbib_host_ops ops = {
         .guest_ptr = vm_guest_ptr,
         .event = vm_event,
+        .guest_ram = vm_guest_ram,
     };
     struct vmmbibd_hello h;
     struct vmmbibd_hello_reply r = { .version = VMMBIBD_PROTOCOL_VERSION };

@@ -94,6 +94,14 @@ struct vmmbib_host_ops {
     void (*uar_unmap)(void *opaque, uint32_t slot);
     /* An eventq entry for the guest. */
     void (*event)(void *opaque, const struct vmmbib_event *event);
+    /*
+     * Optional: RAM region @index (from 0) of the guest, [*gpa, *gpa +
+     * *size), which guest_ptr maps to one host range; false past the last.
+     * The verbs backend registers the regions for a DMA MR
+     * (docs/design-verbs.md); without it a verbs device has no DMA MRs.
+     */
+    bool (*guest_ram)(void *opaque, uint32_t index, uint64_t *gpa,
+                      uint64_t *size);
 };
 
 /* Counters readable by the host (QMP, tests). */

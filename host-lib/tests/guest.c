@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,18 +53,34 @@ static void op_event(void *opaque, const struct vmmbib_event *ev)
     pthread_mutex_unlock(&g->lock);
 }
 
+/* One RAM region: all of it. */
+static bool op_guest_ram(void *opaque, uint32_t index, uint64_t *gpa,
+                         uint64_t *size)
+{
+    struct guest *g = opaque;
+
+    *gpa = g->base;
+    *size = g->size;
+    return index == 0;
+}
+
 const struct vmmbib_host_ops guest_host_ops = {
     .guest_ptr = op_guest_ptr,
     .event = op_event,
+    .guest_ram = op_guest_ram,
 };
 
 void guest_init(struct guest *g, uint64_t size)
 {
     memset(g, 0, sizeof(*g));
-    /* Page aligned, as a VMM's RAM is: a host HCA registers its pages. */
-    g->ram = aligned_alloc(VMMBIB_PAGE_SIZE, size);
-    HARNESS_ASSERT(g->ram);
-    memset(g->ram, 0, size);
+    /*
+     * Page aligned and shared, as a VMM's RAM is (memory-backend-memfd):
+     * a host HCA registers its pages, and the verbs backend maps them a
+     * second time for an MR of scattered pages.
+     */
+    g->ram = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    HARNESS_ASSERT(g->ram != MAP_FAILED);
     g->base = GUEST_RAM_BASE;
     g->size = size;
     pthread_mutex_init(&g->lock, NULL);
@@ -72,7 +89,7 @@ void guest_init(struct guest *g, uint64_t size)
 void guest_fini(struct guest *g)
 {
     pthread_mutex_destroy(&g->lock);
-    free(g->ram);
+    munmap(g->ram, g->size);
     g->ram = NULL;
 }
 

@@ -140,9 +140,10 @@ static void test_not_supported(struct two_vms *t)
     struct gqp qp;
     struct qp_opts o;
 
-    TAP_CHECK(mr_dma(&t->x.c, t->x.pd, VMMBIB_ACCESS_LOCAL_WRITE, &mr) ==
+    TAP_CHECK(mr_dma(&t->x.c, t->x.pd, VMMBIB_ACCESS_LOCAL_WRITE |
+                     VMMBIB_ACCESS_REMOTE_READ, &mr) ==
               VMMBIB_STATUS_NOT_SUPPORTED,
-              "verbs: CREATE_DMA_MR is NOT_SUPPORTED");
+              "verbs: a DMA MR with remote rights is NOT_SUPPORTED");
     TAP_CHECK(cq_create(&t->x.c, 16, &scq) == OK &&
               cq_create(&t->x.c, 16, &rcq) == OK, "verbs: two CQs");
     qp_opts_default(&o, VMMBIB_QPT_UD);
@@ -396,6 +397,269 @@ static void test_loopback(struct two_vms *t)
               "loopback: the SEND arrives in the same VM");
 }
 
+/* ---- MRs of scattered guest pages (the alias) and DMA MRs ---- */
+
+/* An MR whose page i is guest page gpa[i]: not host-contiguous. */
+struct smr {
+    struct vm *v;
+    struct gmr mr;
+    uint64_t gpa[16];
+    uint32_t n;
+};
+
+static int smr_reg(struct vm *v, const uint8_t *order, uint32_t n,
+                   uint64_t iova, uint64_t len, struct smr *s)
+{
+    uint64_t block = guest_alloc(&v->g, 16 * VMMBIB_PAGE_SIZE);
+    struct vmmbib_page_list pl;
+    uint32_t i;
+
+    s->v = v;
+    s->n = n;
+    for (i = 0; i < n; i++) {
+        s->gpa[i] = block + (uint64_t)order[i] * VMMBIB_PAGE_SIZE;
+    }
+    guest_page_list(&v->g, s->gpa, n, 1, &pl);
+    return mr_reg_pages(&v->c, v->pd, iova, len, &pl, ACCESS_ALL_RIGHTS,
+                        &s->mr);
+}
+
+/* The host byte behind iova @a of the MR. */
+static uint8_t *smr_at(struct smr *s, uint64_t a)
+{
+    uint64_t off = a - (s->mr.iova & ~(uint64_t)(VMMBIB_PAGE_SIZE - 1));
+
+    return gva(&s->v->g, s->gpa[off >> VMMBIB_PAGE_SHIFT] +
+               (off & (VMMBIB_PAGE_SIZE - 1)));
+}
+
+static uint8_t spat(unsigned int seed, uint64_t i)
+{
+    return (uint8_t)(i * 13 + (i >> 9) * 5 + seed * 71 + 3);
+}
+
+static void smr_fill(struct smr *s, uint64_t a, uint64_t len,
+                     unsigned int seed)
+{
+    for (uint64_t i = 0; i < len; i++) {
+        *smr_at(s, a + i) = spat(seed, i);
+    }
+}
+
+static bool smr_check(struct smr *s, uint64_t a, uint64_t len,
+                      unsigned int seed)
+{
+    for (uint64_t i = 0; i < len; i++) {
+        if (*smr_at(s, a + i) != spat(seed, i)) {
+            printf("# byte %llu of %llu differs\n", (unsigned long long)i,
+                   (unsigned long long)len);
+            return false;
+        }
+    }
+    return true;
+}
+
+static uint64_t pinned(struct vm *v)
+{
+    struct vmmbib_dev_stats st;
+
+    vmmbib_dev_get_stats(v->dev, &st);
+    return st.pinned_pages;
+}
+
+static void test_scattered(struct two_vms *t, struct rc_pair *p)
+{
+    /* Runs of one page but for 9, 10 (x) and 1, 2 (y): both coalesce. */
+    static const uint8_t xo[] = { 5, 2, 9, 10, 0, 7 };
+    static const uint8_t yo[] = { 11, 3, 14, 6, 1, 2 };
+    struct smr xs, ys;
+    struct vmmbib_cqe c[2];
+    struct vmmbib_sge s;
+    struct vmmbib_send_wqe w;
+    uint64_t x0 = 0x7f0000000123ull, y0 = 0x5500000800ull;
+    uint64_t before = pinned(&t->y), v64;
+
+    TAP_CHECK(smr_reg(&t->x, xo, 6, x0, 6 * 4096 - 0x123 - 100, &xs) == OK &&
+              smr_reg(&t->y, yo, 6, y0, 6 * 4096 - 0x800, &ys) == OK,
+              "scattered: MRs of 6 scattered guest pages are registered");
+    TAP_CHECK(pinned(&t->y) == before + 6,
+              "scattered: the MR's 6 pages count as pinned");
+
+    /* SEND scattered -> scattered, 9000 bytes across 3 page boundaries. */
+    smr_fill(&xs, x0 + 100, 9000, 21);
+    *smr_at(&ys, y0 + 49) = 0xee;
+    *smr_at(&ys, y0 + 50 + 9000) = 0xee;
+    s = sge(&ys.mr, y0 + 50, 12000);
+    qp_post_recv(&p->b, 0x61, &s, 1);
+    s = sge(&xs.mr, x0 + 100, 9000);
+    post_send(&p->a, 0x62, VMMBIB_WR_SEND, &s, 1, 0, 0);
+    TAP_CHECK(cq_wait(&p->a_scq, &c[0], 1) == 1 &&
+              cqe_is(&c[0], 0x62, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS) &&
+              cq_wait(&p->b_rcq, &c[1], 1) == 1 &&
+              cqe_is(&c[1], 0x61, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              le32toh(c[1].byte_len) == 9000,
+              "scattered: a 9000-byte SEND between scattered MRs completes");
+    TAP_CHECK(smr_check(&ys, y0 + 50, 9000, 21) &&
+              *smr_at(&ys, y0 + 49) == 0xee &&
+              *smr_at(&ys, y0 + 50 + 9000) == 0xee,
+              "scattered: SEND: every byte lands in the right guest page, "
+              "none around");
+
+    /* RDMA WRITE from x's buffer into y's scattered MR. */
+    pattern_fill(t->x.buf.p + 1000, 7000, 22);
+    s = buf_sge(&t->x, 1000, 7000);
+    post_send(&p->a, 0x63, VMMBIB_WR_RDMA_WRITE, &s, 1, y0 + 4000,
+              ys.mr.rkey);
+    TAP_CHECK(cq_wait(&p->a_scq, &c[0], 1) == 1 &&
+              cqe_is(&c[0], 0x63, VMMBIB_WC_RDMA_WRITE, VMMBIB_WC_SUCCESS),
+              "scattered: RDMA WRITE into a scattered MR completes");
+    {
+        bool same = true;
+
+        for (uint32_t i = 0; i < 7000; i++) {
+            same &= *smr_at(&ys, y0 + 4000 + i) == t->x.buf.p[1000 + i];
+        }
+        TAP_CHECK(same, "scattered: RDMA WRITE: byte for byte in y's pages");
+    }
+
+    /* RDMA READ from y's scattered MR into x's. */
+    smr_fill(&ys, y0 + 1000, 10000, 23);
+    s = sge(&xs.mr, x0 + 2000, 10000);
+    post_send(&p->a, 0x64, VMMBIB_WR_RDMA_READ, &s, 1, y0 + 1000,
+              ys.mr.rkey);
+    TAP_CHECK(cq_wait(&p->a_scq, &c[0], 1) == 1 &&
+              cqe_is(&c[0], 0x64, VMMBIB_WC_RDMA_READ, VMMBIB_WC_SUCCESS) &&
+              smr_check(&xs, x0 + 2000, 10000, 23),
+              "scattered: RDMA READ between scattered MRs, byte for byte");
+
+    /* FETCH_AND_ADD on a word in y's fourth page, result in x's. */
+    v64 = htole64(0x100);
+    memcpy(smr_at(&ys, y0 + 3 * 4096 + 8), &v64, 8);
+    memset(&w, 0, sizeof(w));
+    w.wr_id = htole64(0x65);
+    w.opcode = VMMBIB_WR_ATOMIC_FETCH_AND_ADD;
+    w.flags = VMMBIB_WQE_SIGNALED;
+    w.atomic.remote_addr = htole64(y0 + 3 * 4096 + 8);
+    w.atomic.rkey = htole32(ys.mr.rkey);
+    w.atomic.compare_add = htole64(5);
+    s = sge(&xs.mr, x0 + 4096 * 3 - 0x123, 8);
+    qp_post_send(&p->a, &w, &s, 1, NULL, 0, true);
+    TAP_CHECK(cq_wait(&p->a_scq, &c[0], 1) == 1 &&
+              cqe_is(&c[0], 0x65, VMMBIB_WC_FETCH_ADD, VMMBIB_WC_SUCCESS),
+              "scattered: FETCH_AND_ADD on a scattered MR completes");
+    memcpy(&v64, smr_at(&ys, y0 + 3 * 4096 + 8), 8);
+    TAP_CHECK(le64toh(v64) == 0x105, "scattered: FETCH_AND_ADD added");
+    memcpy(&v64, smr_at(&xs, x0 + 4096 * 3 - 0x123), 8);
+    TAP_CHECK(le64toh(v64) == 0x100,
+              "scattered: FETCH_AND_ADD's old value is in x's page");
+
+    /* Past the end of y's MR: the host HCA refuses it. */
+    {
+        struct rc_pair q;
+
+        TAP_CHECK(pair(&q, &t->x, &t->y) == OK,
+                  "scattered: a fresh RC pair for the errors");
+        s = buf_sge(&t->x, 0, 200);
+        post_send(&q.a, 0x66, VMMBIB_WR_RDMA_WRITE, &s, 1,
+                  y0 + ys.mr.len - 100, ys.mr.rkey);
+        TAP_CHECK(cq_wait(&q.a_scq, &c[0], 1) == 1 &&
+                  cqe_is(&c[0], 0x66, VMMBIB_WC_RDMA_WRITE,
+                         VMMBIB_WC_REM_ACCESS_ERR),
+                  "scattered: RDMA WRITE past the MR's end: REM_ACCESS_ERR");
+        if (!cqe_is(&c[0], 0x66, VMMBIB_WC_RDMA_WRITE,
+                    VMMBIB_WC_REM_ACCESS_ERR)) {
+            cqe_dump("past end", &c[0]);
+        }
+    }
+
+    /* A page outside guest RAM: refused, nothing pinned. */
+    {
+        uint64_t pages[3] = { ys.gpa[0], 0x40000000ull, ys.gpa[2] };
+        struct vmmbib_page_list pl;
+        struct gmr bad;
+
+        before = pinned(&t->y);
+        guest_page_list(&t->y.g, pages, 3, 1, &pl);
+        TAP_CHECK(mr_reg_pages(&t->y.c, t->y.pd, 0x9000, 3 * 4096, &pl,
+                               VMMBIB_ACCESS_LOCAL_WRITE, &bad) ==
+                  VMMBIB_STATUS_BAD_ADDRESS && pinned(&t->y) == before,
+                  "scattered: a page outside RAM is BAD_ADDRESS, nothing "
+                  "pinned");
+    }
+    before = pinned(&t->y);
+    TAP_CHECK(destroy(&t->x.c, VMMBIB_CMD_DEREG_MR, xs.mr.handle) == OK &&
+              destroy(&t->y.c, VMMBIB_CMD_DEREG_MR, ys.mr.handle) == OK &&
+              pinned(&t->y) == before - 6,
+              "scattered: deregistered, the pages are unpinned");
+}
+
+/* DMA MRs: guest physical addresses, through the RAM's registration. */
+static void test_dma_mr(struct two_vms *t)
+{
+    struct vm *x = &t->x, *y = &t->y;
+    struct rc_pair p;
+    struct gmr xd, yd, yd2;
+    struct vmmbib_cqe c[2];
+    struct vmmbib_sge s;
+    uint64_t before = pinned(y);
+    uint64_t ram = GUEST_RAM_SIZE / VMMBIB_PAGE_SIZE;
+
+    TAP_CHECK(mr_dma(&x->c, x->pd, VMMBIB_ACCESS_LOCAL_WRITE, &xd) == OK &&
+              mr_dma(&y->c, y->pd, VMMBIB_ACCESS_LOCAL_WRITE, &yd) == OK,
+              "DMA MR: CREATE_DMA_MR (local write) on a verbs device");
+    TAP_CHECK(pinned(y) == before + ram,
+              "DMA MR: all guest RAM counts as pinned");
+    TAP_CHECK(mr_dma(&y->c, y->pd, VMMBIB_ACCESS_LOCAL_WRITE, &yd2) == OK &&
+              pinned(y) == before + ram,
+              "DMA MR: a second one counts RAM no second time");
+    TAP_CHECK(pair(&p, x, y) == OK, "DMA MR: an RC pair");
+    pattern_fill(x->buf.p + 5000, 6000, 31);
+    s = sge(&yd2, y->buf.gpa + 9000, 7000);
+    qp_post_recv(&p.b, 0x71, &s, 1);
+    s = sge(&xd, x->buf.gpa + 5000, 6000);
+    post_send(&p.a, 0x72, VMMBIB_WR_SEND, &s, 1, 0, 0);
+    TAP_CHECK(cq_wait(&p.a_scq, &c[0], 1) == 1 &&
+              cqe_is(&c[0], 0x72, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS) &&
+              cq_wait(&p.b_rcq, &c[1], 1) == 1 &&
+              cqe_is(&c[1], 0x71, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              le32toh(c[1].byte_len) == 6000 &&
+              pattern_check(y->buf.p + 9000, 6000, 31),
+              "DMA MR: a SEND by guest physical addresses, byte for byte");
+    /* A guest physical address outside RAM: the relay refuses it. */
+    s = sge(&xd, 0x1000, 64);
+    post_send(&p.a, 0x73, VMMBIB_WR_SEND, &s, 1, 0, 0);
+    TAP_CHECK(cq_wait(&p.a_scq, &c[0], 1) == 1 &&
+              cqe_is(&c[0], 0x73, VMMBIB_WC_SEND, VMMBIB_WC_LOC_PROT_ERR),
+              "DMA MR: an address outside RAM is LOC_PROT_ERR");
+    /* The pair's rings are pinned too: count from here. */
+    before = pinned(y);
+    TAP_CHECK(destroy(&y->c, VMMBIB_CMD_DEREG_MR, yd2.handle) == OK &&
+              pinned(y) == before &&
+              destroy(&y->c, VMMBIB_CMD_DEREG_MR, yd.handle) == OK &&
+              pinned(y) == before - ram &&
+              destroy(&x->c, VMMBIB_CMD_DEREG_MR, xd.handle) == OK,
+              "DMA MR: RAM stays pinned until the last one goes");
+}
+
+/* A device whose pinned quota is smaller than its RAM has no DMA MR. */
+static void test_dma_quota(struct vmmbib_engine *eng)
+{
+    struct vmmbib_dev_config cfg;
+    struct vm z;
+    struct gmr d;
+
+    verbs_config(&cfg);
+    cfg.limits.max_pinned_pages = 1024;
+    if (!vm_init_on(&z, eng, &cfg)) {
+        TAP_CHECK(false, "DMA MR quota: a device with 4 MiB pinnable");
+        return;
+    }
+    TAP_CHECK(mr_dma(&z.c, z.pd, VMMBIB_ACCESS_LOCAL_WRITE, &d) ==
+              VMMBIB_STATUS_NO_RESOURCES,
+              "DMA MR: RAM beyond the pinned quota is NO_RESOURCES");
+    vm_fini(&z);
+}
+
 static void run_tests(void)
 {
     struct two_vms t;
@@ -418,6 +682,9 @@ static void run_tests(void)
     vmmbib_dev_get_stats(t.x.dev, &st);
     TAP_CHECK(st.error_completions == 0 && st.bad_doorbells == 0 &&
               st.wqes == 7, "x's counters: 7 WQEs relayed, no errors");
+    test_scattered(&t, &p);
+    test_dma_mr(&t);
+    test_dma_quota(t.eng);
     test_bad_lkey(&t);
     test_bad_rkey(&t);
     test_loopback(&t);

@@ -56,20 +56,17 @@ static int translate_sges(struct vmmbib_dev *dev, struct vmmbib_pd *pd,
         uint32_t len = vmmbib_le32(sge[i].length);
         uint64_t addr = vmmbib_le64(sge[i].addr);
         struct vmmbib_mr *mr;
-        struct ibv_mr *hmr;
+        uint32_t lkey;
 
         if (!len) {
             continue;
         }
-        if (vmmbib_mr_check(dev, pd, key, addr, len, access, &mr)) {
-            return VMMBIB_WC_LOC_PROT_ERR;
-        }
-        hmr = dev->verbs->mrs[VMMBIB_HANDLE_INDEX(mr->handle)];
-        if (!hmr) {
+        if (vmmbib_mr_check(dev, pd, key, addr, len, access, &mr) ||
+            !vverbs_lkey(dev, mr, addr, len, &lkey)) {
             return VMMBIB_WC_LOC_PROT_ERR;
         }
         out[*nout] = (struct ibv_sge) {
-            .addr = addr, .length = len, .lkey = hmr->lkey,
+            .addr = addr, .length = len, .lkey = lkey,
         };
         (*nout)++;
         *total += len;

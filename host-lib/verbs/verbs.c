@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "backend.h"
@@ -114,7 +115,9 @@ static bool alloc_tables(struct vmmbib_verbs *v, const struct vmmbib_limits *l)
     v->mrs = calloc((size_t)l->max_mr + 1, sizeof(*v->mrs));
     v->cqs = calloc((size_t)l->max_cq + 1, sizeof(*v->cqs));
     v->qps = calloc((size_t)l->max_qp + 1, sizeof(*v->qps));
-    return v->pds && v->mrs && v->cqs && v->qps;
+    v->srqs = calloc((size_t)l->max_srq + 1, sizeof(*v->srqs));
+    v->ahs = calloc((size_t)l->max_ah + 1, sizeof(*v->ahs));
+    return v->pds && v->mrs && v->cqs && v->qps && v->srqs && v->ahs;
 }
 
 static void free_state(struct vmmbib_verbs *v)
@@ -133,6 +136,8 @@ static void free_state(struct vmmbib_verbs *v)
     free(v->mrs);
     free(v->cqs);
     free(v->qps);
+    free(v->srqs);
+    free(v->ahs);
     free(v);
 }
 
@@ -233,22 +238,162 @@ void vmmbib_verbs_pd_destroy(struct vmmbib_dev *dev, struct vmmbib_pd *pd)
     }
 }
 
+/* The end of the run of pages from @i that lie back to back on the host. */
+static uint32_t run_end(const struct vmmbib_mr *mr, uint32_t i)
+{
+    uint32_t j = i + 1;
+
+    while (j < mr->pages.npages &&
+           mr->pages.hva[j] == mr->pages.hva[j - 1] + VMMBIB_PAGE_SIZE) {
+        j++;
+    }
+    return j;
+}
+
 /*
- * The host HCA registers a range of host virtual memory; the MR's guest
- * pages must lie back to back in it (the design's memfd alias is the
- * general answer, not there yet).
+ * Map [src, src + len) of guest RAM again at @dst.  mremap with an old size
+ * of 0 makes a second mapping of the same pages of a shared mapping (a
+ * memfd, as QEMU's memory-backend-memfd and vmmbibd have), so no fd is
+ * needed; private RAM fails with EINVAL.
  */
-static bool host_contiguous(const struct vmmbib_mr *mr)
+static bool map_again(uint8_t *src, size_t len, uint8_t *dst)
+{
+    return mremap(src, 0, len, MREMAP_MAYMOVE | MREMAP_FIXED, dst) != MAP_FAILED;
+}
+
+/*
+ * The host HCA registers a range of host virtual memory, and the MR's
+ * guest pages are anywhere in guest RAM: map each run of them, in MR
+ * order, into one reserved host range (docs/design-verbs.md, "the memfd
+ * alias").  Each run costs one host mapping, out of the device's budget.
+ */
+static int alias_map(struct vmmbib_verbs *v, const struct vmmbib_mr *mr,
+                     struct vverbs_mr *m)
+{
+    uint32_t n = mr->pages.npages, runs = 0, maps = 0, i, j, k;
+    size_t len = (size_t)n << VMMBIB_PAGE_SHIFT;
+    uint8_t *base;
+
+    for (i = 0; i < n; i = run_end(mr, i)) {
+        runs++;
+    }
+    if (runs > VVERBS_MAX_ALIAS_MAPS - v->alias_maps) {
+        return host_failed("the alias (too many page runs for this device)",
+                           VMMBIB_STATUS_NO_RESOURCES);
+    }
+    base = mmap(NULL, len, PROT_NONE,
+                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) {
+        return host_failed("mmap (the alias's range)",
+                           VMMBIB_STATUS_NO_RESOURCES);
+    }
+    for (i = 0; i < n; i = j) {
+        j = run_end(mr, i);
+        if (map_again(mr->pages.hva[i], (size_t)(j - i) << VMMBIB_PAGE_SHIFT,
+                      base + ((size_t)i << VMMBIB_PAGE_SHIFT))) {
+            maps++;
+            continue;
+        }
+        /* Host-contiguous but two host mappings (two RAM regions): by page. */
+        for (k = i; k < j; k++) {
+            if (!map_again(mr->pages.hva[k], VMMBIB_PAGE_SIZE,
+                           base + ((size_t)k << VMMBIB_PAGE_SHIFT))) {
+                int status = errno == EINVAL ? VMMBIB_STATUS_NOT_SUPPORTED :
+                             VMMBIB_STATUS_NO_RESOURCES;
+
+                host_failed(errno == EINVAL ?
+                            "mremap (guest RAM must be shared memory, e.g. "
+                            "memory-backend-memfd, for MRs of scattered "
+                            "pages)" : "mremap (the alias)", 0);
+                munmap(base, len);
+                return status;
+            }
+            maps++;
+        }
+    }
+    m->alias = base;
+    m->alias_len = len;
+    m->alias_maps = maps;
+    v->alias_maps += maps;
+    return VMMBIB_STATUS_OK;
+}
+
+static void mr_state_free(struct vmmbib_verbs *v, struct vverbs_mr *m)
 {
     uint32_t i;
 
-    for (i = 1; i < mr->pages.npages; i++) {
-        if (mr->pages.hva[i] !=
-            mr->pages.hva[0] + (uint64_t)i * VMMBIB_PAGE_SIZE) {
-            return false;
-        }
+    if (m->mr) {
+        ibv_dereg_mr(m->mr);
     }
-    return true;
+    for (i = 0; i < m->nregions; i++) {
+        ibv_dereg_mr(m->regions[i].mr);
+    }
+    if (m->alias) {
+        munmap(m->alias, m->alias_len);
+        v->alias_maps -= m->alias_maps;
+    }
+    free(m->regions);
+    free(m);
+}
+
+/*
+ * A DMA MR (kernel consumers' local DMA lkey): addresses are guest
+ * physical, so every RAM region is registered at its guest physical
+ * address on the MR's PD, and the relay picks the region's lkey.  All of
+ * RAM is pinned: it counts against max-pinned-mb once for the device,
+ * however many DMA MRs (one per guest kernel PD) there are.  Remote
+ * rights are refused: the host rkey would open all of guest RAM.
+ */
+static int dma_mr_reg(struct vmmbib_dev *dev, struct ibv_pd *pd,
+                      const struct vmmbib_mr *mr, struct vverbs_mr *m)
+{
+    struct vmmbib_verbs *v = dev->verbs;
+    uint64_t gpa[VVERBS_MAX_DMA_REGIONS], size[VVERBS_MAX_DMA_REGIONS];
+    uint64_t pages = 0;
+    uint32_t n = 0, i;
+
+    if (mr->access & ~VMMBIB_ACCESS_LOCAL_WRITE) {
+        return VMMBIB_STATUS_NOT_SUPPORTED;
+    }
+    if (!dev->ops.guest_ram) {
+        return host_failed("a DMA MR (the VMM does not list guest RAM)",
+                           VMMBIB_STATUS_NOT_SUPPORTED);
+    }
+    while (n < VVERBS_MAX_DMA_REGIONS &&
+           dev->ops.guest_ram(dev->opaque, n, &gpa[n], &size[n])) {
+        pages += size[n] >> VMMBIB_PAGE_SHIFT;
+        n++;
+    }
+    if (!n) {
+        return VMMBIB_STATUS_NO_RESOURCES;
+    }
+    if (!v->dma_mrs &&
+        dev->pinned_pages + pages > dev->cfg.limits.max_pinned_pages) {
+        return VMMBIB_STATUS_NO_RESOURCES;
+    }
+    m->regions = calloc(n, sizeof(*m->regions));
+    if (!m->regions) {
+        return VMMBIB_STATUS_NO_RESOURCES;
+    }
+    for (i = 0; i < n; i++) {
+        void *hva = dev->ops.guest_ptr(dev->opaque, gpa[i], size[i]);
+        struct ibv_mr *hmr = hva ?
+            ibv_reg_mr_iova(pd, hva, size[i], gpa[i], mr->access) : NULL;
+
+        if (!hmr) {
+            return host_failed("ibv_reg_mr_iova (a RAM region for a DMA MR)",
+                               errno == ENOMEM ? VMMBIB_STATUS_NO_RESOURCES :
+                               VMMBIB_STATUS_DEVICE_ERROR);
+        }
+        m->regions[m->nregions++] = (struct vverbs_dma_region) {
+            .gpa = gpa[i], .size = size[i], .mr = hmr,
+        };
+    }
+    if (!v->dma_mrs++) {
+        v->dma_pinned = pages;
+        dev->pinned_pages += pages;
+    }
+    return VMMBIB_STATUS_OK;
 }
 
 int vmmbib_verbs_mr_reg(struct vmmbib_cmd_ctx *c, struct vmmbib_mr *mr)
@@ -257,24 +402,47 @@ int vmmbib_verbs_mr_reg(struct vmmbib_cmd_ctx *c, struct vmmbib_mr *mr)
     struct vmmbib_resp_mr *r = c->resp;
     uint32_t i = VMMBIB_HANDLE_INDEX(mr->handle);
     struct ibv_pd *pd = v->pds[VMMBIB_HANDLE_INDEX(mr->pd->handle)];
-    struct ibv_mr *hmr;
+    struct vverbs_mr *m = calloc(1, sizeof(*m));
+    uint8_t *base;
+    int status;
 
-    if (mr->dma || !host_contiguous(mr)) {
-        return VMMBIB_STATUS_NOT_SUPPORTED;
+    if (!m) {
+        return VMMBIB_STATUS_NO_RESOURCES;
+    }
+    if (mr->dma) {
+        status = dma_mr_reg(c->dev, pd, mr, m);
+        if (status != VMMBIB_STATUS_OK) {
+            mr_state_free(v, m);
+            return status;
+        }
+        v->mrs[i] = m;
+        return VMMBIB_STATUS_OK;
+    }
+    if (run_end(mr, 0) == mr->pages.npages) {
+        base = mr->pages.hva[0];
+    } else {
+        status = alias_map(v, mr, m);
+        if (status != VMMBIB_STATUS_OK) {
+            mr_state_free(v, m);
+            return status;
+        }
+        base = m->alias;
     }
     /*
      * At the guest's iova: remote and local addresses are the guest's, and
      * the HCA translates them.  VMMBIB_ACCESS_* are IBV_ACCESS_* bits.
      */
-    hmr = ibv_reg_mr_iova(pd, mr->pages.hva[0] + mr->first_page_offset,
-                          mr->length, mr->iova, mr->access);
-    if (!hmr) {
-        return host_failed("ibv_reg_mr_iova", errno == ENOMEM ?
-                           VMMBIB_STATUS_NO_RESOURCES :
-                           VMMBIB_STATUS_DEVICE_ERROR);
+    m->mr = ibv_reg_mr_iova(pd, base + mr->first_page_offset, mr->length,
+                            mr->iova, mr->access);
+    if (!m->mr) {
+        status = host_failed("ibv_reg_mr_iova", errno == ENOMEM ?
+                             VMMBIB_STATUS_NO_RESOURCES :
+                             VMMBIB_STATUS_DEVICE_ERROR);
+        mr_state_free(v, m);
+        return status;
     }
-    v->mrs[i] = hmr;
-    r->rkey = htole32(hmr->rkey);
+    v->mrs[i] = m;
+    r->rkey = htole32(m->mr->rkey);
     return VMMBIB_STATUS_OK;
 }
 
@@ -282,11 +450,43 @@ void vmmbib_verbs_mr_dereg(struct vmmbib_dev *dev, struct vmmbib_mr *mr)
 {
     struct vmmbib_verbs *v = dev->verbs;
     uint32_t i = VMMBIB_HANDLE_INDEX(mr->handle);
+    struct vverbs_mr *m = v->mrs[i];
 
-    if (v->mrs[i]) {
-        ibv_dereg_mr(v->mrs[i]);
-        v->mrs[i] = NULL;
+    if (!m) {
+        return;
     }
+    if (m->regions && !--v->dma_mrs) {
+        dev->pinned_pages -= v->dma_pinned;
+        v->dma_pinned = 0;
+    }
+    mr_state_free(v, m);
+    v->mrs[i] = NULL;
+}
+
+bool vverbs_lkey(struct vmmbib_dev *dev, const struct vmmbib_mr *mr,
+                 uint64_t addr, uint64_t len, uint32_t *lkey)
+{
+    const struct vverbs_mr *m =
+        dev->verbs->mrs[VMMBIB_HANDLE_INDEX(mr->handle)];
+    uint32_t i;
+
+    if (!m) {
+        return false;
+    }
+    if (m->mr) {
+        *lkey = m->mr->lkey;
+        return true;
+    }
+    for (i = 0; i < m->nregions; i++) {
+        const struct vverbs_dma_region *r = &m->regions[i];
+
+        if (addr >= r->gpa && addr - r->gpa <= r->size &&
+            len <= r->size - (addr - r->gpa)) {
+            *lkey = r->mr->lkey;
+            return true;
+        }
+    }
+    return false;
 }
 
 /* ---- completion queues ---- */
