@@ -46,7 +46,9 @@ need_cmd patch
 
 # Our host library, seen by QEMU's dependency('vmmbib') through pkg-config;
 # pkg-config prefers vmmbib-uninstalled.pc, which points into our build dir.
-export PKG_CONFIG_PATH="$B/meson-uninstalled${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+# host-lib/ holds vmmbib-verbs.pc when meson found libibverbs: QEMU then
+# links the verbs backend too (dependency('vmmbib-verbs', required: false)).
+export PKG_CONFIG_PATH="$B/meson-uninstalled:$B/host-lib${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 [[ -e "$B/meson-uninstalled/vmmbib-uninstalled.pc" ]] ||
     die "$B/meson-uninstalled/vmmbib-uninstalled.pc not found.
   Run 'meson setup $B' first (host-lib/meson.build must pkg.generate() the 'vmmbib' library)."
@@ -192,6 +194,18 @@ if [[ ! -f "$QBUILD/build.ninja" || "$(cat "$QBUILD/.vmmbib-config" 2>/dev/null 
         die "QEMU configure failed; full output in $conf_log"
     }
     printf '%s\n' "$config_id" >"$QBUILD/.vmmbib-config"
+fi
+
+# meson takes PKG_CONFIG_PATH from the environment of the first configure
+# only: a build dir configured with another path (before host-lib/ and its
+# vmmbib-verbs.pc joined it) is told the new one, which costs a meson
+# regeneration, not a rebuild.
+if [[ "$(cat "$QBUILD/.vmmbib-pkg-config-path" 2>/dev/null || true)" != "$PKG_CONFIG_PATH" ]]; then
+    log "qemu: pkg-config path $PKG_CONFIG_PATH"
+    "$QBUILD/pyvenv/bin/meson" configure "$QBUILD" \
+        -Dpkg_config_path="${PKG_CONFIG_PATH//:/,}" >/dev/null ||
+        die "meson configure -Dpkg_config_path failed in $QBUILD"
+    printf '%s\n' "$PKG_CONFIG_PATH" >"$QBUILD/.vmmbib-pkg-config-path"
 fi
 
 # Run from its build dir, QEMU resolves every firmware dir under

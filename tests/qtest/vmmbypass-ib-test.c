@@ -10,6 +10,8 @@
 #include "qemu/bswap.h"
 #include "qemu/module.h"
 #include "qobject/qdict.h"
+#include "qobject/qjson.h"
+#include "qobject/qlist.h"
 #include "hw/pci/pci_regs.h"
 #include "standard-headers/linux/virtio_config.h"
 #include "libqos/qgraph.h"
@@ -1415,6 +1417,418 @@ static void test_odd_uar_slots(void *obj, void *data, QGuestAllocator *alloc)
     qpci_iounmap(dev->pci_vdev.pdev, uar);
 }
 
+/*
+ * device_add with @props ("name=value,...", values of digits are numbers)
+ * must fail realize, with @want and @want2 (unless NULL) in the error.
+ */
+static void vmmbib_add_fails(QTestState *qts, const char *props,
+                             const char *want, const char *want2)
+{
+    const char *needles[] = { want, want2, NULL };
+    const char *const *needle;
+    QDict *args = qdict_new();
+    g_auto(GStrv) kvs = g_strsplit(props, ",", -1);
+    QDict *resp;
+    const char *desc;
+    char **kv;
+
+    qdict_put_str(args, "driver", "vmmbypass-ib");
+    qdict_put_str(args, "id", "vib-bad");
+    for (kv = kvs; *kv; kv++) {
+        g_auto(GStrv) nv = g_strsplit(*kv, "=", 2);
+
+        g_assert(nv[0] && nv[1]);
+        if (nv[1][0] && strspn(nv[1], "0123456789") == strlen(nv[1])) {
+            qdict_put_int(args, nv[0], g_ascii_strtoull(nv[1], NULL, 10));
+        } else {
+            qdict_put_str(args, nv[0], nv[1]);
+        }
+    }
+    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': %p}",
+                     args);
+    g_assert(qdict_haskey(resp, "error"));
+    desc = qdict_get_str(qdict_get_qdict(resp, "error"), "desc");
+    g_test_message("%s: %s", props, desc);
+    for (needle = needles; *needle; needle++) {
+        if (!strstr(desc, *needle)) {
+            g_error("device_add %s: the error \"%s\" does not say \"%s\"",
+                    props, desc, *needle);
+        }
+    }
+    qobject_unref(resp);
+}
+
+/* The default and description of a property, as -device ...,help. */
+static void vmmbib_check_prop_help(QTestState *qts, const char *name,
+                                   const char *defval, const char *text)
+{
+    QDict *resp = qtest_qmp(qts, "{'execute': 'device-list-properties', "
+                            "'arguments': {'typename': 'vmmbypass-ib'}}");
+    QListEntry *e;
+    bool found = false;
+
+    g_assert(qdict_haskey(resp, "return"));
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(resp, "return"), e) {
+        QDict *prop = qobject_to(QDict, qlist_entry_obj(e));
+
+        if (strcmp(qdict_get_str(prop, "name"), name)) {
+            continue;
+        }
+        found = true;
+        if (defval) {
+            QObject *d = qdict_get(prop, "default-value");
+            g_autoptr(GString) json = NULL;
+
+            g_assert(d);
+            json = qobject_to_json(d);
+            g_assert_cmpstr(json->str, ==, defval);
+        }
+        g_assert(qdict_haskey(prop, "description"));
+        g_assert(strstr(qdict_get_str(prop, "description"), text));
+    }
+    g_assert(found);
+    qobject_unref(resp);
+}
+
+/*
+ * Backend selection: -device vmmbypass-ib,help documents it, and a wrong
+ * choice fails realize with an error that says what to do.  This host
+ * may have no RDMA device at all (then the error says so and how to add
+ * one) and this build may lack the verbs backend (VMMBIB_QTEST_VERBS=built
+ * from meson says it has it: then it must not say so).
+ */
+static void test_backend_errors(void)
+{
+    QTestState *qts = qtest_init("-M pc");
+    const char *verbs = getenv("VMMBIB_QTEST_VERBS");
+    const char *no_verbs = "this build has no verbs backend";
+    g_autofree char *long_name = g_strnfill(80, 'x');
+    g_autofree char *long_props =
+        g_strdup_printf("backend=verbs,verbs-device=%s", long_name);
+    QDict *resp;
+    const char *desc;
+
+    vmmbib_check_prop_help(qts, "backend", "\"soft\"", "verbs");
+    vmmbib_check_prop_help(qts, "verbs-device", NULL, "ibv_devices");
+    vmmbib_check_prop_help(qts, "verbs-port", "1", "port");
+    vmmbib_check_prop_help(qts, "verbs-gid-index", "0", "GID");
+
+    vmmbib_add_fails(qts, "backend=bogus", "backend", "bogus");
+    vmmbib_add_fails(qts, "backend=verbs,verbs-port=0", "verbs-port=0",
+                     "1 to 255");
+    vmmbib_add_fails(qts, "backend=verbs,verbs-port=256", "verbs-port=256",
+                     NULL);
+    vmmbib_add_fails(qts, "backend=verbs,verbs-gid-index=65536",
+                     "verbs-gid-index=65536", NULL);
+    vmmbib_add_fails(qts, "verbs-device=rxe0", "verbs-device=rxe0",
+                     "needs backend=verbs");
+    vmmbib_add_fails(qts, long_props, "too long", NULL);
+
+    /*
+     * A device that does not exist: the error names it and lists what
+     * exists, or says the host has none and how to make one.
+     */
+    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': "
+                     "{'driver': 'vmmbypass-ib', 'id': 'vib-bad', "
+                     "'backend': 'verbs', "
+                     "'verbs-device': 'vmmbib-no-such-hca'}}");
+    g_assert(qdict_haskey(resp, "error"));
+    desc = qdict_get_str(qdict_get_qdict(resp, "error"), "desc");
+    g_test_message("verbs-device=vmmbib-no-such-hca: %s", desc);
+    if (strstr(desc, no_verbs)) {
+        g_assert_cmpstr(verbs, !=, "built");
+        g_assert(strstr(desc, "backend=soft"));
+    } else {
+        g_assert(strstr(desc, "verbs-device=vmmbib-no-such-hca"));
+        g_assert(strstr(desc, "ibv_devices lists: ") ||
+                 (strstr(desc, "no RDMA device") &&
+                  strstr(desc, "rdma link add")));
+    }
+    qobject_unref(resp);
+
+    /* None of it left a device behind: the id is free for a good one. */
+    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': "
+                     "{'driver': 'vmmbypass-ib', 'id': 'vib-bad', "
+                     "'backend': 'soft'}}");
+    g_assert(qdict_haskey(resp, "return"));
+    qobject_unref(resp);
+    qtest_quit(qts);
+}
+
+/*
+ * backend=verbs on a real RDMA device, only with VMMBIB_QTEST_VERBS_DEVICE
+ * set (tests/guest/qemu-verbs.sh runs it in a VM with rdma_rxe): two RC
+ * QPs of one device connected to each other, RDMA WRITE, SEND/RECV and
+ * RDMA READ through the controlq, the guest's rings and the doorbell page,
+ * the data moved by the host device.
+ */
+typedef struct VmmbibVerbsQP {
+    uint32_t qp, qpn, cq;
+    uint64_t sq, rq, cq_ring;
+    uint32_t sq_prod, rq_prod, cq_cons;
+} VmmbibVerbsQP;
+
+#define VMMBIB_VERBS_ACCESS (VMMBIB_ACCESS_LOCAL_WRITE | \
+                             VMMBIB_ACCESS_REMOTE_WRITE | \
+                             VMMBIB_ACCESS_REMOTE_READ)
+
+static void vmmbib_verbs_qp_create(VmmbibLoop *l, uint32_t pd,
+                                   VmmbibVerbsQP *q)
+{
+    VmmbibObjs *o = &l->o;
+    VmmbibReply r;
+    struct vmmbib_cmd_create_cq ccq = { .cqe = cpu_to_le32(8) };
+    struct vmmbib_cmd_create_qp cqp = {
+        .qp_type = VMMBIB_QPT_RC,
+        .caps = {
+            .max_send_wr = cpu_to_le32(8),
+            .max_recv_wr = cpu_to_le32(8),
+            .max_send_sge = cpu_to_le32(2),
+            .max_recv_sge = cpu_to_le32(1),
+            .sq_wqe_shift = 7,
+            .rq_wqe_shift = 5,
+        },
+    };
+
+    memset(q, 0, sizeof(*q));
+    q->cq_ring = vmmbib_guest_pages(o->alloc, 1);
+    q->sq = vmmbib_guest_pages(o->alloc, 1);
+    q->rq = vmmbib_guest_pages(o->alloc, 1);
+    ccq.pages = vmmbib_list(o->alloc, q->cq_ring, 1);
+    q->cq = vmmbib_handle(o, VMMBIB_CMD_CREATE_CQ, &ccq, sizeof(ccq));
+    cqp.pd_handle = cpu_to_le32(pd);
+    cqp.send_cq_handle = cpu_to_le32(q->cq);
+    cqp.recv_cq_handle = cpu_to_le32(q->cq);
+    cqp.sq_pages = vmmbib_list(o->alloc, q->sq, 1);
+    cqp.rq_pages = vmmbib_list(o->alloc, q->rq, 1);
+    g_assert_cmpint(vmmbib_obj_cmd(o, VMMBIB_CMD_CREATE_QP, &cqp,
+                                   sizeof(cqp), &r), ==, VMMBIB_STATUS_OK);
+    q->qp = ldl_le_p(r.raw);
+    q->qpn = ldl_le_p(r.raw + 4);
+}
+
+/* RESET -> INIT -> RTR -> RTS, connected to @dest_qpn at @lid. */
+static void vmmbib_verbs_qp_connect(VmmbibObjs *o, VmmbibVerbsQP *q,
+                                    uint32_t dest_qpn, uint16_t lid)
+{
+    struct vmmbib_qp_attr attr = {
+        .qp_state = VMMBIB_QPS_INIT,
+        .port_num = 1,
+        .qp_access_flags = cpu_to_le32(VMMBIB_ACCESS_REMOTE_WRITE |
+                                       VMMBIB_ACCESS_REMOTE_READ),
+    };
+
+    g_assert_cmpint(vmmbib_modify(o, q->qp, VMMBIB_QP_STATE |
+                                  VMMBIB_QP_PKEY_INDEX | VMMBIB_QP_PORT |
+                                  VMMBIB_QP_ACCESS_FLAGS, &attr), ==,
+                    VMMBIB_STATUS_OK);
+    attr.qp_state = VMMBIB_QPS_RTR;
+    attr.path_mtu = VMMBIB_MTU_1024;
+    attr.dest_qp_num = cpu_to_le32(dest_qpn);
+    attr.max_dest_rd_atomic = 1;
+    attr.min_rnr_timer = 1;
+    attr.ah_attr.dlid = cpu_to_le16(lid);
+    attr.ah_attr.port_num = 1;
+    g_assert_cmpint(vmmbib_modify(o, q->qp, VMMBIB_QP_STATE | VMMBIB_QP_AV |
+                                  VMMBIB_QP_PATH_MTU | VMMBIB_QP_DEST_QPN |
+                                  VMMBIB_QP_RQ_PSN |
+                                  VMMBIB_QP_MAX_DEST_RD_ATOMIC |
+                                  VMMBIB_QP_MIN_RNR_TIMER, &attr), ==,
+                    VMMBIB_STATUS_OK);
+    attr.qp_state = VMMBIB_QPS_RTS;
+    attr.timeout = 14;
+    attr.retry_cnt = 7;
+    attr.rnr_retry = 7;
+    attr.max_rd_atomic = 1;
+    g_assert_cmpint(vmmbib_modify(o, q->qp, VMMBIB_QP_STATE |
+                                  VMMBIB_QP_SQ_PSN | VMMBIB_QP_TIMEOUT |
+                                  VMMBIB_QP_RETRY_CNT | VMMBIB_QP_RNR_RETRY |
+                                  VMMBIB_QP_MAX_QP_RD_ATOMIC, &attr), ==,
+                    VMMBIB_STATUS_OK);
+}
+
+/* A signaled send WQE of one SGE (@local, @len) on @q's SQ, rung. */
+static void vmmbib_verbs_post_send(VmmbibLoop *l, VmmbibVerbsQP *q,
+                                   uint8_t opcode, uint64_t wr_id,
+                                   uint64_t local, uint32_t len,
+                                   uint64_t remote, uint32_t rkey)
+{
+    struct vmmbib_send_wqe wqe = {
+        .wr_id = cpu_to_le64(wr_id),
+        .opcode = opcode,
+        .flags = VMMBIB_WQE_SIGNALED,
+        .num_sge = 1,
+    };
+    struct vmmbib_sge sge = {
+        .addr = cpu_to_le64(local),
+        .length = cpu_to_le32(len),
+        .lkey = cpu_to_le32(l->key),
+    };
+    uint64_t slot = q->sq + (uint64_t)(q->sq_prod % 8) * 128;
+
+    wqe.rdma.remote_addr = cpu_to_le64(remote);
+    wqe.rdma.rkey = cpu_to_le32(rkey);
+    qtest_memwrite(global_qtest, slot, &wqe, sizeof(wqe));
+    qtest_memwrite(global_qtest, slot + sizeof(wqe), &sge, sizeof(sge));
+    q->sq_prod++;
+    vmmbib_ring_doorbell(l, VMMBIB_DB(VMMBIB_DB_KIND_SQ,
+                                      VMMBIB_HANDLE_INDEX(q->qp),
+                                      q->sq_prod));
+}
+
+static void vmmbib_verbs_post_recv(VmmbibLoop *l, VmmbibVerbsQP *q,
+                                   uint64_t wr_id, uint64_t addr,
+                                   uint32_t len)
+{
+    struct vmmbib_recv_wqe wqe = {
+        .wr_id = cpu_to_le64(wr_id),
+        .num_sge = cpu_to_le32(1),
+    };
+    struct vmmbib_sge sge = {
+        .addr = cpu_to_le64(addr),
+        .length = cpu_to_le32(len),
+        .lkey = cpu_to_le32(l->key),
+    };
+    uint64_t slot = q->rq + (uint64_t)(q->rq_prod % 8) * 32;
+
+    qtest_memwrite(global_qtest, slot, &wqe, sizeof(wqe));
+    qtest_memwrite(global_qtest, slot + sizeof(wqe), &sge, sizeof(sge));
+    q->rq_prod++;
+    vmmbib_ring_doorbell(l, VMMBIB_DB(VMMBIB_DB_KIND_RQ,
+                                      VMMBIB_HANDLE_INDEX(q->qp),
+                                      q->rq_prod));
+}
+
+/* The next CQE of @q's CQ (30 s at most: rxe in a TCG guest is slow). */
+static struct vmmbib_cqe vmmbib_verbs_next_cqe(VmmbibVerbsQP *q)
+{
+    struct vmmbib_cqe cqe;
+    unsigned int tries;
+
+    for (tries = 0; tries < 30000; tries++) {
+        qtest_memread(global_qtest, q->cq_ring +
+                      sizeof(struct vmmbib_cq_header) +
+                      (uint64_t)(q->cq_cons % 8) * sizeof(cqe), &cqe,
+                      sizeof(cqe));
+        if (cqe.owner == VMMBIB_CQE_OWNER) {
+            break;
+        }
+        g_usleep(1000);
+    }
+    g_assert_cmpuint(cqe.owner, ==, VMMBIB_CQE_OWNER);
+    q->cq_cons++;
+    return cqe;
+}
+
+static void vmmbib_verbs_check_cqe(VmmbibVerbsQP *q, uint8_t opcode,
+                                   uint64_t wr_id)
+{
+    struct vmmbib_cqe cqe = vmmbib_verbs_next_cqe(q);
+
+    g_assert_cmpuint(cqe.status, ==, VMMBIB_WC_SUCCESS);
+    g_assert_cmpuint(cqe.opcode, ==, opcode);
+    g_assert_cmphex(le64_to_cpu(cqe.wr_id), ==, wr_id);
+    g_assert_cmpuint(le32_to_cpu(cqe.qpn), ==, q->qpn);
+}
+
+static void vmmbib_fill(uint8_t *buf, size_t len, unsigned int seed)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        buf[i] = i * seed + 11;
+    }
+}
+
+static void test_verbs_rc(void *obj, void *data, QGuestAllocator *alloc)
+{
+    QVmmbibPCI *dev = obj;
+    VmmbibLoop l = { 0 };
+    VmmbibObjs *o = &l.o;
+    VmmbibVerbsQP a, b;
+    VmmbibReply r;
+    struct vmmbib_cmd_query_port port = { .port_num = 1 };
+    struct vmmbib_cmd_reg_mr mr = {
+        .access = cpu_to_le32(VMMBIB_VERBS_ACCESS),
+        .length = cpu_to_le64(2 * VMMBIB_PAGE_SIZE),
+    };
+    struct vmmbib_cqe cqe;
+    uint8_t pattern[512], copy[512];
+    uint32_t pd, rkey;
+    uint16_t lid;
+
+    l.pdev = dev->pci_vdev.pdev;
+    l.uar = qpci_iomap(l.pdev, 2, NULL);
+    l.buf = vmmbib_guest_pages(alloc, 2);
+    vmmbib_objs_init(o, &dev->vib, alloc);
+    l.db_page = (uint64_t)o->slot * VMMBIB_UAR_SLOT_SIZE;
+    g_assert_cmpint(vmmbib_cmd(o->vib, VMMBIB_CMD_QUERY_PORT, 0, &port,
+                               sizeof(port), &r, alloc), ==,
+                    VMMBIB_STATUS_OK);
+    lid = le16_to_cpu(r.port.lid);
+    pd = vmmbib_handle(o, VMMBIB_CMD_CREATE_PD, NULL, 0);
+    mr.pd_handle = cpu_to_le32(pd);
+    mr.iova = cpu_to_le64(l.buf);
+    mr.pages = vmmbib_list(alloc, l.buf, 2);
+    g_assert_cmpint(vmmbib_obj_cmd(o, VMMBIB_CMD_REG_MR, &mr, sizeof(mr),
+                                   &r), ==, VMMBIB_STATUS_OK);
+    l.key = ldl_le_p(r.raw + 4);
+    rkey = ldl_le_p(r.raw + 8);     /* the host MR's, for the HCA */
+    vmmbib_verbs_qp_create(&l, pd, &a);
+    vmmbib_verbs_qp_create(&l, pd, &b);
+    g_assert_cmpuint(a.qpn, !=, b.qpn);
+    vmmbib_verbs_qp_connect(o, &a, b.qpn, lid);
+    vmmbib_verbs_qp_connect(o, &b, a.qpn, lid);
+
+    /* RDMA WRITE across the MR's page boundary. */
+    vmmbib_fill(pattern, sizeof(pattern), 7);
+    qtest_memwrite(global_qtest, l.buf + VMMBIB_PAGE_SIZE - 256, pattern,
+                   sizeof(pattern));
+    vmmbib_verbs_post_send(&l, &a, VMMBIB_WR_RDMA_WRITE, 0x1001,
+                           l.buf + VMMBIB_PAGE_SIZE - 256, sizeof(pattern),
+                           l.buf + 64, rkey);
+    vmmbib_verbs_check_cqe(&a, VMMBIB_WC_RDMA_WRITE, 0x1001);
+    qtest_memread(global_qtest, l.buf + 64, copy, sizeof(copy));
+    g_assert_cmpmem(copy, sizeof(copy), pattern, sizeof(pattern));
+
+    /* SEND to a receive posted on the other QP. */
+    vmmbib_fill(pattern, sizeof(pattern), 13);
+    qtest_memwrite(global_qtest, l.buf + 3000, pattern, 300);
+    vmmbib_verbs_post_recv(&l, &b, 0x2002, l.buf + VMMBIB_PAGE_SIZE + 64,
+                           1024);
+    vmmbib_verbs_post_send(&l, &a, VMMBIB_WR_SEND, 0x1002, l.buf + 3000,
+                           300, 0, 0);
+    cqe = vmmbib_verbs_next_cqe(&b);
+    g_assert_cmpuint(cqe.status, ==, VMMBIB_WC_SUCCESS);
+    g_assert_cmpuint(cqe.opcode, ==, VMMBIB_WC_RECV);
+    g_assert_cmphex(le64_to_cpu(cqe.wr_id), ==, 0x2002);
+    g_assert_cmpuint(le32_to_cpu(cqe.byte_len), ==, 300);
+    g_assert_cmpuint(le32_to_cpu(cqe.qpn), ==, b.qpn);
+    g_assert_cmpuint(le32_to_cpu(cqe.src_qp), ==, a.qpn);
+    vmmbib_verbs_check_cqe(&a, VMMBIB_WC_SEND, 0x1002);
+    qtest_memread(global_qtest, l.buf + VMMBIB_PAGE_SIZE + 64, copy, 300);
+    g_assert_cmpmem(copy, 300, pattern, 300);
+
+    /* RDMA READ by the other QP. */
+    vmmbib_fill(pattern, sizeof(pattern), 29);
+    qtest_memwrite(global_qtest, l.buf + VMMBIB_PAGE_SIZE + 2048, pattern,
+                   200);
+    vmmbib_verbs_post_send(&l, &b, VMMBIB_WR_RDMA_READ, 0x2003,
+                           l.buf + VMMBIB_PAGE_SIZE + 3000, 200,
+                           l.buf + VMMBIB_PAGE_SIZE + 2048, rkey);
+    vmmbib_verbs_check_cqe(&b, VMMBIB_WC_RDMA_READ, 0x2003);
+    qtest_memread(global_qtest, l.buf + VMMBIB_PAGE_SIZE + 3000, copy, 200);
+    g_assert_cmpmem(copy, 200, pattern, 200);
+
+    g_assert_cmpuint(vmmbib_stat("stats-qps"), ==, 2);
+    g_assert_cmpuint(vmmbib_stat("stats-wqes"), ==, 3);
+    /* A reset destroys the guest's objects, and so the host's. */
+    qvirtio_reset(dev->vib.vdev);
+    g_assert_cmpuint(vmmbib_stat("stats-qps"), ==, 0);
+    g_assert_cmpuint(vmmbib_stat("stats-mrs"), ==, 0);
+    qpci_iounmap(l.pdev, l.uar);
+}
+
 static void register_vmmbib_tests(void)
 {
     QOSGraphTestOptions max_qp_opts = {
@@ -1427,6 +1841,10 @@ static void register_vmmbib_tests(void)
         .edge.extra_device_opts = "max-cqe=64,max-qp-wr=64,max-srq-wr=64,"
                                   "max-sge=4,max-mr-pages=16",
     };
+    /* tests/guest/qemu-verbs.sh: a host with this RDMA device */
+    const char *verbs_device = getenv("VMMBIB_QTEST_VERBS_DEVICE");
+    const char *verbs_gid = getenv("VMMBIB_QTEST_VERBS_GID_INDEX");
+    QOSGraphTestOptions verbs_opts = { 0 };
     QOSGraphTestOptions quota_opts = {
         .edge.extra_device_opts = "max-pd=2,max-cq=1,max-mr=1,max-srq=1,"
                                   "max-qp=1,max-ah=1,uar-slots=2,"
@@ -1459,6 +1877,14 @@ static void register_vmmbib_tests(void)
     qos_add_test("eventq", "vmmbypass-ib", test_eventq, NULL);
     qos_add_test("kick-wakes-engine", "vmmbypass-ib", test_kick_wakes_engine,
                  NULL);
+    qtest_add_func("/vmmbypass-ib/backend-errors", test_backend_errors);
+    if (verbs_device) {
+        verbs_opts.edge.extra_device_opts =
+            g_strdup_printf("backend=verbs,verbs-device=%s,"
+                            "verbs-gid-index=%s", verbs_device,
+                            verbs_gid ? verbs_gid : "0");
+        qos_add_test("verbs-rc", "vmmbypass-ib", test_verbs_rc, &verbs_opts);
+    }
 }
 
 libqos_init(register_vmmbib_tests);

@@ -1159,6 +1159,24 @@ static bool vmmbib_backend_create(VMMBypassIB *vib, Error **errp)
     };
     char err[256];
 
+    if (c->backend != VMMBIB_BACKEND_VERBS && c->verbs_device) {
+        error_setg(errp, "vmmbypass-ib: verbs-device=%s needs backend=verbs "
+                   "(the soft backend uses no host RDMA device)",
+                   c->verbs_device);
+        return false;
+    }
+    if (c->verbs_port < 1 || c->verbs_port > 255) {
+        error_setg(errp, "vmmbypass-ib: verbs-port=%u is out of range: host "
+                   "ports are numbered from 1 to 255 (ibv_devinfo lists a "
+                   "device's ports)", c->verbs_port);
+        return false;
+    }
+    if (c->verbs_gid_index > 65535) {
+        error_setg(errp, "vmmbypass-ib: verbs-gid-index=%u is out of range: "
+                   "use 0 to 65535 (an index of the host port's GID table)",
+                   c->verbs_gid_index);
+        return false;
+    }
     if (c->verbs_device &&
         strlen(c->verbs_device) >= sizeof(cfg.verbs_device)) {
         error_setg(errp, "vmmbypass-ib: verbs-device=%s is too long: at most "
@@ -1211,7 +1229,16 @@ static bool vmmbib_backend_create(VMMBypassIB *vib, Error **errp)
     vib->backend = vmmbib_dev_new(&cfg, NULL, &vmmbib_host_ops, vib, err,
                                   sizeof(err));
     if (!vib->backend) {
-        error_setg(errp, "vmmbypass-ib: %s", err);
+        g_autofree char *named = c->verbs_device ?
+            g_strdup_printf("verbs-device=%s", c->verbs_device) : NULL;
+
+        if (named && c->backend == VMMBIB_BACKEND_VERBS &&
+            !strstr(err, named)) {
+            /* e.g. the host has no RDMA device at all: name the one asked */
+            error_setg(errp, "vmmbypass-ib: %s: %s", named, err);
+        } else {
+            error_setg(errp, "vmmbypass-ib: %s", err);
+        }
         return false;
     }
     return true;
@@ -1626,6 +1653,12 @@ static const struct {
                       "sleeps (a doorbell then costs one trapped kick)" },
     { "node-guid", "node GUID (0: derived from the LID)" },
     { "lid", "port LID (0: assigned by the engine)" },
+    { "verbs-device", "backend=verbs: the host RDMA device, as ibv_devices "
+                      "lists it (rxe0, mlx5_0); unset: the first one" },
+    { "verbs-port", "backend=verbs: the port of verbs-device, 1 to 255" },
+    { "verbs-gid-index", "backend=verbs: the host port's GID for RoCE "
+                         "addressing, an index of "
+                         "/sys/class/infiniband/DEV/ports/N/gids" },
     { "chardev", "a -chardev socket,path=... connected to vmmbibd: the "
                  "daemon's engine serves this VM (unset: an engine of its "
                  "own inside QEMU)" },
