@@ -1405,6 +1405,135 @@ static void test_quotas(void *obj, void *data, QGuestAllocator *alloc)
     vmmbib_handle(&c, VMMBIB_CMD_CREATE_PD, NULL, 0);
 }
 
+static int vmmbib_strcmp(gconstpointer a, gconstpointer b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * What QEMU holds on behalf of the device and could leak across reset
+ * cycles: its memory regions (doorbell pages mapped into the UAR window
+ * and never unmapped, subregions, aliases), the flat views they make, and
+ * QEMU's open files (the kick eventfd, ioeventfds, memfds).  The lines of
+ * info mtree, sorted: QEMU prints address spaces and flat views in hash
+ * table order, which changes from one call to the next.
+ */
+static char *vmmbib_footprint(void)
+{
+    g_autofree char *mtree = qtest_hmp(global_qtest, "info mtree");
+    g_autofree char *flat = qtest_hmp(global_qtest, "info mtree -f");
+    g_autofree char *text = g_strconcat(mtree, flat, NULL);
+    g_autofree char *fd_dir = g_strdup_printf("/proc/%d/fd",
+                                              (int)qtest_pid(global_qtest));
+    g_auto(GStrv) lines = NULL;
+    g_autoptr(GPtrArray) kept = g_ptr_array_new();
+    g_autoptr(GString) out = g_string_new(NULL);
+    GDir *dir = g_dir_open(fd_dir, 0, NULL);
+    unsigned int fds = 0, i;
+
+    g_assert(dir);
+    while (g_dir_read_name(dir)) {
+        fds++;
+    }
+    g_dir_close(dir);
+    g_strdelimit(text, "\r", '\n');
+    lines = g_strsplit(text, "\n", -1);
+    for (i = 0; lines[i]; i++) {
+        if (lines[i][0] && !g_str_has_prefix(lines[i], "FlatView #")) {
+            g_ptr_array_add(kept, lines[i]);
+        }
+    }
+    g_ptr_array_sort(kept, vmmbib_strcmp);
+    for (i = 0; i < kept->len; i++) {
+        g_string_append_printf(out, "%s\n", (char *)kept->pdata[i]);
+    }
+    g_string_append_printf(out, "open files: %u\n", fds);
+    return g_string_free(g_steal_pointer(&out), false);
+}
+
+/* A virtio reset, then the driver sets the device up again. */
+static void vmmbib_restart(QVmmbib *vib, QGuestAllocator *alloc)
+{
+    qvirtio_reset(vib->vdev);
+    qvirtqueue_cleanup(vib->vdev->bus, vib->ctrl_vq, alloc);
+    qvirtqueue_cleanup(vib->vdev->bus, vib->event_vq, alloc);
+    qvirtio_set_acknowledge(vib->vdev);
+    qvirtio_set_driver(vib->vdev);
+    qvirtio_set_features(vib->vdev, vib->vdev->features);
+    vib->ctrl_vq = qvirtqueue_setup(vib->vdev, alloc, 0);
+    vib->event_vq = qvirtqueue_setup(vib->vdev, alloc, 1);
+    qvirtio_set_driver_ok(vib->vdev);
+}
+
+/*
+ * Both UAR slots mapped, objects in each context (a pinned MR, a CQ); one
+ * context destroyed by its command, the other by a reset.  Afterwards
+ * nothing of them may be left: no objects, no pinned pages.
+ */
+static void vmmbib_reset_cycle(QVmmbib *vib, QGuestAllocator *alloc,
+                               uint64_t pages)
+{
+    struct vmmbib_cmd_create_cq ccq = {
+        .cqe = cpu_to_le32(8),
+        .pages = vmmbib_list(alloc, pages, 1),
+    };
+    struct vmmbib_cmd_reg_mr reg = {
+        .access = cpu_to_le32(VMMBIB_ACCESS_LOCAL_WRITE),
+        .iova = cpu_to_le64(0x100000),
+        .length = cpu_to_le64(VMMBIB_PAGE_SIZE),
+        .pages = vmmbib_list(alloc, pages + VMMBIB_PAGE_SIZE, 1),
+    };
+    VmmbibObjs a, b;
+    VmmbibReply r;
+
+    vmmbib_objs_init(&a, vib, alloc);
+    vmmbib_objs_init(&b, vib, alloc);
+    g_assert_cmpuint(vmmbib_stat("stats-ucontexts"), ==, 2);
+    reg.pd_handle = cpu_to_le32(vmmbib_handle(&a, VMMBIB_CMD_CREATE_PD,
+                                              NULL, 0));
+    vmmbib_handle(&a, VMMBIB_CMD_REG_MR, &reg, sizeof(reg));
+    vmmbib_handle(&a, VMMBIB_CMD_CREATE_CQ, &ccq, sizeof(ccq));
+    reg.pd_handle = cpu_to_le32(vmmbib_handle(&b, VMMBIB_CMD_CREATE_PD,
+                                              NULL, 0));
+    vmmbib_handle(&b, VMMBIB_CMD_REG_MR, &reg, sizeof(reg));
+    g_assert_cmpuint(vmmbib_stat("stats-pinned-pages"), ==, 3);
+    g_assert_cmpint(vmmbib_obj_cmd(&b, VMMBIB_CMD_DESTROY_UCONTEXT, NULL, 0,
+                                   &r), ==, VMMBIB_STATUS_OK);
+    vmmbib_restart(vib, alloc);
+    g_assert_cmpuint(vmmbib_stat("stats-ucontexts"), ==, 0);
+    g_assert_cmpuint(vmmbib_stat("stats-pds"), ==, 0);
+    g_assert_cmpuint(vmmbib_stat("stats-mrs"), ==, 0);
+    g_assert_cmpuint(vmmbib_stat("stats-cqs"), ==, 0);
+    g_assert_cmpuint(vmmbib_stat("stats-pinned-pages"), ==, 0);
+}
+
+/*
+ * Create/destroy and reset cycles leave QEMU as they found it: the same
+ * memory regions, flat views and open files after every cycle as after
+ * the first (docs/security.md, issue 8: the fuzzer's slow inputs).
+ */
+static void test_reset_cycles(void *obj, void *data, QGuestAllocator *alloc)
+{
+    QVmmbibPCI *dev = obj;
+    QVmmbib *vib = &dev->vib;
+    uint64_t pages = vmmbib_guest_pages(alloc, 2);
+    /* Mapped, so that info mtree shows the UAR window's subregions. */
+    QPCIBar uar = qpci_iomap(dev->pci_vdev.pdev, 2, NULL);
+    g_autofree char *before = NULL;
+    int i;
+
+    vmmbib_reset_cycle(vib, alloc, pages);
+    before = vmmbib_footprint();
+    for (i = 0; i < 20; i++) {
+        g_autofree char *after = NULL;
+
+        vmmbib_reset_cycle(vib, alloc, pages);
+        after = vmmbib_footprint();
+        g_assert_cmpstr(after, ==, before);
+    }
+    qpci_iounmap(dev->pci_vdev.pdev, uar);
+}
+
 /* A slot count that is not a power of two still makes a valid BAR. */
 static void test_odd_uar_slots(void *obj, void *data, QGuestAllocator *alloc)
 {
@@ -1841,6 +1970,9 @@ static void register_vmmbib_tests(void)
         .edge.extra_device_opts = "max-cqe=64,max-qp-wr=64,max-srq-wr=64,"
                                   "max-sge=4,max-mr-pages=16",
     };
+    QOSGraphTestOptions reset_cycles_opts = {
+        .edge.extra_device_opts = "uar-slots=2",
+    };
     /* tests/guest/qemu-verbs.sh: a host with this RDMA device */
     const char *verbs_device = getenv("VMMBIB_QTEST_VERBS_DEVICE");
     const char *verbs_gid = getenv("VMMBIB_QTEST_VERBS_GID_INDEX");
@@ -1868,6 +2000,8 @@ static void register_vmmbib_tests(void)
                  NULL);
     qos_add_test("odd-uar-slots", "vmmbypass-ib", test_odd_uar_slots,
                  &odd_slots_opts);
+    qos_add_test("reset-cycles", "vmmbypass-ib", test_reset_cycles,
+                 &reset_cycles_opts);
     qos_add_test("features", "vmmbypass-ib-dev", test_features, NULL);
     qos_add_test("gid-pkey", "vmmbypass-ib-dev", test_gid_pkey, NULL);
     qos_add_test("bad-counts", "vmmbypass-ib-dev", test_bad_counts,
