@@ -102,9 +102,6 @@ int vmmbib_cmd_create_ah(struct vmmbib_cmd_ctx *c)
     if (!pd) {
         return status;
     }
-    if (c->dev->verbs) {
-        return VMMBIB_STATUS_NOT_SUPPORTED;     /* UD: not relayed yet */
-    }
     status = vmmbib_check_ah_attr(&q->attr);
     if (status != VMMBIB_STATUS_OK) {
         return status;
@@ -122,12 +119,22 @@ int vmmbib_cmd_create_ah(struct vmmbib_cmd_ctx *c)
         return VMMBIB_STATUS_NO_RESOURCES;
     }
     pd->users++;
+    if (c->dev->verbs) {
+        status = vmmbib_verbs_ah_create(c->dev, ah);
+        if (status != VMMBIB_STATUS_OK) {
+            vmmbib_ah_free(c->dev, ah);
+            return status;
+        }
+    }
     r->ah_handle = htole32(ah->handle);
     return VMMBIB_STATUS_OK;
 }
 
 void vmmbib_ah_free(struct vmmbib_dev *dev, struct vmmbib_ah *ah)
 {
+    if (dev->verbs) {
+        vmmbib_verbs_ah_destroy(dev, ah);
+    }
     ah->pd->users--;
     vmmbib_table_remove(&dev->ahs, ah->handle);
     free(ah);

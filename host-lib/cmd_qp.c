@@ -113,10 +113,6 @@ int vmmbib_cmd_create_qp(struct vmmbib_cmd_ctx *c)
         (q->qp_type != VMMBIB_QPT_RC && !vmmbib_qpt_is_ud(q->qp_type))) {
         return VMMBIB_STATUS_INVALID;
     }
-    /* The verbs backend relays RC QPs only, so far. */
-    if (dev->verbs && q->qp_type != VMMBIB_QPT_RC) {
-        return VMMBIB_STATUS_NOT_SUPPORTED;
-    }
     /* One GSI QP per device: QP number 1 is taken. */
     if (q->qp_type == VMMBIB_QPT_GSI && dev->gsi) {
         return VMMBIB_STATUS_BUSY;

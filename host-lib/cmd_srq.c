@@ -26,9 +26,6 @@ int vmmbib_cmd_create_srq(struct vmmbib_cmd_ctx *c)
     if (!pd) {
         return status;
     }
-    if (c->dev->verbs) {
-        return VMMBIB_STATUS_NOT_SUPPORTED;     /* not relayed yet */
-    }
     if (memcmp(q->reserved, zero, sizeof(zero)) || max_sge == 0 ||
         max_sge > l->max_srq_sge || limit >= max_wr) {
         return VMMBIB_STATUS_INVALID;
@@ -56,6 +53,13 @@ int vmmbib_cmd_create_srq(struct vmmbib_cmd_ctx *c)
         return VMMBIB_STATUS_NO_RESOURCES;
     }
     pd->users++;
+    if (c->dev->verbs) {
+        status = vmmbib_verbs_srq_create(c->dev, srq);
+        if (status != VMMBIB_STATUS_OK) {
+            vmmbib_srq_free(c->dev, srq);
+            return status;
+        }
+    }
     r->srq_handle = htole32(srq->handle);
     r->srqn = htole32(VMMBIB_HANDLE_INDEX(srq->handle));
     r->max_wr = htole32(max_wr);
@@ -86,6 +90,12 @@ int vmmbib_cmd_modify_srq(struct vmmbib_cmd_ctx *c)
         return VMMBIB_STATUS_INVALID;
     }
     if (mask & VMMBIB_SRQ_LIMIT) {
+        if (c->dev->verbs) {
+            status = vmmbib_verbs_srq_modify(c->dev, srq, limit);
+            if (status != VMMBIB_STATUS_OK) {
+                return status;
+            }
+        }
         srq->limit = limit;
     }
     return VMMBIB_STATUS_OK;
@@ -114,6 +124,9 @@ int vmmbib_cmd_query_srq(struct vmmbib_cmd_ctx *c)
 
 void vmmbib_srq_free(struct vmmbib_dev *dev, struct vmmbib_srq *srq)
 {
+    if (dev->verbs) {
+        vmmbib_verbs_srq_destroy(dev, srq);
+    }
     srq->pd->users--;
     vmmbib_pages_release(dev, &srq->rq.pages);
     vmmbib_table_remove(&dev->srqs, srq->handle);

@@ -667,7 +667,8 @@ unsigned int vmmbib_qp_run_sq(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
     default:
         return 0;   /* posted WQEs wait for RTS */
     }
-    if (dev->verbs) {
+    /* GSI stays with the engine's SA and MAD delivery (design-verbs.md). */
+    if (dev->verbs && qp->type != VMMBIB_QPT_GSI) {
         return vmmbib_verbs_run_sq(dev, qp, budget);
     }
     while (done < budget && qp->sq.consumer != qp->sq.producer &&
@@ -815,6 +816,8 @@ void vmmbib_doorbell_execute(struct vmmbib_dev *dev,
         if (!ring_advance(&srq->rq, value)) {
             vmmbib_dev_event(dev, VMMBIB_EVENT_SRQ_ERR, srq->handle,
                              srq->uctx);
+        } else if (dev->verbs) {
+            vmmbib_verbs_post_srq_recvs(dev, srq);
         }
         return;
     case VMMBIB_DB_KIND_CQ_ARM:

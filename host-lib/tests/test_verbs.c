@@ -136,23 +136,245 @@ static void two_vms_fini(struct two_vms *t)
 static void test_not_supported(struct two_vms *t)
 {
     struct gmr mr;
-    struct gcq scq, rcq;
-    struct gqp qp;
-    struct qp_opts o;
 
     TAP_CHECK(mr_dma(&t->x.c, t->x.pd, VMMBIB_ACCESS_LOCAL_WRITE |
                      VMMBIB_ACCESS_REMOTE_READ, &mr) ==
               VMMBIB_STATUS_NOT_SUPPORTED,
               "verbs: a DMA MR with remote rights is NOT_SUPPORTED");
-    TAP_CHECK(cq_create(&t->x.c, 16, &scq) == OK &&
-              cq_create(&t->x.c, 16, &rcq) == OK, "verbs: two CQs");
+}
+
+/* UD through host UD QPs and AHs, the GRH as the host HCA writes it. */
+static void test_ud(struct two_vms *t)
+{
+    struct vm *x = &t->x, *y = &t->y;
+    const uint32_t qkey = 0x11223344;
+    struct gcq xs, xr, ys, yr;
+    struct gqp xq, yq, cq;
+    struct vmmbib_ah_attr av = { .port_num = 1, .hop_limit = 64,
+                                 .ah_flags = VMMBIB_AH_GRH };
+    struct vmmbib_qp_attr a = { .qp_state = VMMBIB_QPS_RTS };
+    struct qp_opts o;
+    struct vmmbib_cqe c;
+    struct vmmbib_sge s;
+    uint32_t ah, ah_lid, ah_gone, ah_none;
+
+    TAP_CHECK(make_ud(&x->c, x->pd, &xs, &xr, &xq, qkey) == OK &&
+              make_ud(&y->c, y->pd, &ys, &yr, &yq, qkey) == OK,
+              "UD: a UD QP in RTS in each VM");
+    port_gid(y->dev, av.dgid);
+    TAP_CHECK(ah_create_attr(&x->c, x->pd, &av, &ah) == OK,
+              "UD: an AH with a GRH to y's guest GID");
+
+    /* The receive: the 40-byte GRH area, then the payload. */
+    memset(y->buf.p + 20000, 0, 2000);
+    s = buf_sge(y, 20000, 40 + 1000);
+    qp_post_recv(&yq, 0x81, &s, 1);
+    pattern_fill(x->buf.p + 3000, 1000, 41);
+    s = buf_sge(x, 3000, 1000);
+    ud_send(&xq, 0x82, ah, yq.qpn, qkey, &s, true);
+    TAP_CHECK(cq_wait(&xs, &c, 1) == 1 &&
+              cqe_is(&c, 0x82, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS),
+              "UD: the SEND completes");
+    TAP_CHECK(cq_wait(&yr, &c, 1) == 1 &&
+              cqe_is(&c, 0x81, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              le32toh(c.byte_len) == 40 + 1000 &&
+              (c.wc_flags & VMMBIB_WC_F_GRH) &&
+              le32toh(c.src_qp) == xq.qpn && le32toh(c.qpn) == yq.qpn,
+              "UD: y's CQE: 40 + 1000 bytes, a GRH, x's QPN as src_qp");
+    if (le32toh(c.byte_len) != 40 + 1000 || le32toh(c.src_qp) != xq.qpn) {
+        cqe_dump("ud recv", &c);
+    }
+    TAP_CHECK(pattern_check(y->buf.p + 20040, 1000, 41) &&
+              y->buf.p[21040] == 0,
+              "UD: the payload follows the GRH, byte for byte");
+
+    /* By LID only; a wrong Q_Key first, which y's QP drops. */
+    s = buf_sge(y, 24000, 40 + 600);
+    qp_post_recv(&yq, 0x83, &s, 1);
+    TAP_CHECK(ah_create(&x->c, x->pd, port_lid(y->dev), &ah_lid) == OK,
+              "UD: an AH by y's LID only (resolved to its host port)");
+    pattern_fill(x->buf.p + 5000, 500, 42);
+    pattern_fill(x->buf.p + 6000, 600, 43);
+    s = buf_sge(x, 5000, 500);
+    ud_send(&xq, 0x84, ah_lid, yq.qpn, qkey + 1, &s, true);
+    s = buf_sge(x, 6000, 600);
+    ud_send(&xq, 0x85, ah_lid, yq.qpn, qkey, &s, true);
+    TAP_CHECK(cq_wait(&xs, &c, 1) == 1 &&
+              cqe_is(&c, 0x84, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS) &&
+              cq_wait(&xs, &c, 1) == 1 &&
+              cqe_is(&c, 0x85, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS),
+              "UD: both SENDs complete at x");
+    TAP_CHECK(cq_wait(&yr, &c, 1) == 1 &&
+              cqe_is(&c, 0x83, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              le32toh(c.byte_len) == 40 + 600 &&
+              pattern_check(y->buf.p + 24040, 600, 43),
+              "UD: y took only the datagram with its Q_Key");
+
+    /* The guest holds no controlled Q_Key. */
     qp_opts_default(&o, VMMBIB_QPT_UD);
-    TAP_CHECK(qp_create(&t->x.c, t->x.pd, &scq, &rcq, NULL, &o, &qp) ==
-              VMMBIB_STATUS_NOT_SUPPORTED,
-              "verbs: a UD QP is NOT_SUPPORTED (yet)");
-    TAP_CHECK(destroy(&t->x.c, VMMBIB_CMD_DESTROY_CQ, scq.handle) == OK &&
-              destroy(&t->x.c, VMMBIB_CMD_DESTROY_CQ, rcq.handle) == OK,
-              "verbs: the CQs are destroyed");
+    TAP_CHECK(qp_create(&x->c, x->pd, &xs, &xr, NULL, &o, &cq) == OK &&
+              ud_to_rts(&cq, 0x80010000u) == VMMBIB_STATUS_INVALID &&
+              destroy(&x->c, VMMBIB_CMD_DESTROY_QP, cq.handle) == OK,
+              "UD: a controlled Q_Key (high bit) is INVALID");
+
+    /* AHs that name nothing. */
+    TAP_CHECK(ah_create(&x->c, x->pd, 0x7777, &ah_none) ==
+              VMMBIB_STATUS_INVALID,
+              "UD: an AH to a LID of no device (RoCE routes by GID) is "
+              "INVALID");
+    TAP_CHECK(ah_create(&x->c, x->pd, port_lid(y->dev), &ah_gone) == OK &&
+              destroy(&x->c, VMMBIB_CMD_DESTROY_AH, ah_gone) == OK,
+              "UD: an AH created and destroyed");
+    s = buf_sge(x, 5000, 100);
+    ud_send(&xq, 0x86, ah_gone, yq.qpn, qkey, &s, true);
+    TAP_CHECK(cq_wait(&xs, &c, 1) == 1 &&
+              cqe_is(&c, 0x86, VMMBIB_WC_SEND, VMMBIB_WC_LOC_QP_OP_ERR) &&
+              qp_state(&xq) == VMMBIB_QPS_SQE,
+              "UD: a destroyed AH in a WQE: LOC_QP_OP_ERR, the QP in SQE");
+    s = buf_sge(y, 28000, 40 + 300);
+    qp_post_recv(&yq, 0x87, &s, 1);
+    pattern_fill(x->buf.p + 7000, 300, 44);
+    s = buf_sge(x, 7000, 300);
+    TAP_CHECK(qp_modify(&xq, VMMBIB_QP_STATE, &a) == OK,
+              "UD: SQE -> RTS");
+    ud_send(&xq, 0x88, ah, yq.qpn, qkey, &s, true);
+    TAP_CHECK(cq_wait(&xs, &c, 1) == 1 &&
+              cqe_is(&c, 0x88, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS) &&
+              cq_wait(&yr, &c, 1) == 1 &&
+              cqe_is(&c, 0x87, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              pattern_check(y->buf.p + 28040, 300, 44),
+              "UD: back in RTS, the next datagram arrives");
+    TAP_CHECK(destroy(&x->c, VMMBIB_CMD_DESTROY_QP, xq.handle) == OK &&
+              destroy(&y->c, VMMBIB_CMD_DESTROY_QP, yq.handle) == OK &&
+              destroy(&x->c, VMMBIB_CMD_DESTROY_AH, ah) == OK &&
+              destroy(&x->c, VMMBIB_CMD_DESTROY_AH, ah_lid) == OK,
+              "UD: QPs and AHs destroyed");
+}
+
+/* One SRQ behind two RC QPs of y; its limit event; a malformed WQE. */
+static void test_srq(struct two_vms *t)
+{
+    struct vm *x = &t->x, *y = &t->y;
+    struct gsrq srq, srq2;
+    struct gcq ycq, xcq;
+    struct gqp y1, y2, x1, x2;
+    struct qp_opts o;
+    struct rc_opts ro;
+    struct vmmbib_cqe c;
+    struct vmmbib_sge s;
+    int i;
+
+    qp_opts_default(&o, VMMBIB_QPT_RC);
+    o.rq_wr = 0;
+    o.recv_sge = 0;
+    rc_opts_default(&ro);
+    ro.timeout = 14;
+    ro.retry_cnt = 7;
+    ro.rnr_retry = 7;
+    TAP_CHECK(srq_create(&y->c, y->pd, 16, 0, &srq) == OK &&
+              cq_create(&y->c, 32, &ycq) == OK &&
+              cq_create(&x->c, 32, &xcq) == OK &&
+              qp_create(&y->c, y->pd, &ycq, &ycq, &srq, &o, &y1) == OK &&
+              qp_create(&y->c, y->pd, &ycq, &ycq, &srq, &o, &y2) == OK &&
+              qp_create(&x->c, x->pd, &xcq, &xcq, NULL, NULL, &x1) == OK &&
+              qp_create(&x->c, x->pd, &xcq, &xcq, NULL, NULL, &x2) == OK &&
+              rc_connect(&x1, &y1, &ro) == OK &&
+              rc_connect(&x2, &y2, &ro) == OK,
+              "SRQ: two RC QPs of y on one SRQ, connected to x");
+    for (i = 0; i < 3; i++) {
+        s = buf_sge(y, 36000 + 2000 * i, 1500);
+        srq_post_recv(&srq, 0x91 + i, &s, 1);
+    }
+    TAP_CHECK(srq_set_limit(&srq, 2) == OK, "SRQ: limit 2 armed");
+    pattern_fill(x->buf.p + 1000, 1000, 51);
+    s = buf_sge(x, 1000, 1000);
+    post_send(&x1, 0x94, VMMBIB_WR_SEND, &s, 1, 0, 0);
+    TAP_CHECK(cq_wait(&ycq, &c, 1) == 1 &&
+              cqe_is(&c, 0x91, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              le32toh(c.qpn) == y1.qpn && le32toh(c.byte_len) == 1000 &&
+              pattern_check(y->buf.p + 36000, 1000, 51),
+              "SRQ: x1's SEND takes the first SRQ receive, at y1's QPN");
+    pattern_fill(x->buf.p + 3000, 1200, 52);
+    s = buf_sge(x, 3000, 1200);
+    post_send(&x2, 0x95, VMMBIB_WR_SEND, &s, 1, 0, 0);
+    TAP_CHECK(cq_wait(&ycq, &c, 1) == 1 &&
+              cqe_is(&c, 0x92, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              le32toh(c.qpn) == y2.qpn && le32toh(c.byte_len) == 1200 &&
+              pattern_check(y->buf.p + 38000, 1200, 52),
+              "SRQ: x2's SEND takes the second, at y2's QPN");
+    TAP_CHECK(cq_wait(&xcq, &c, 1) == 1 && cq_wait(&xcq, &c, 1) == 1,
+              "SRQ: both sends complete at x");
+    TAP_CHECK(guest_wait_event(&y->g, VMMBIB_EVENT_SRQ_LIMIT_REACHED,
+                               srq.handle, 1, wait_timeout_ms()),
+              "SRQ: one receive left, below the limit: SRQ_LIMIT_REACHED");
+
+    /* A receive with a key of nothing: the SRQ stops, SRQ_ERR. */
+    TAP_CHECK(srq_create(&y->c, y->pd, 16, 0, &srq2) == OK,
+              "SRQ: a second SRQ");
+    s = buf_sge(y, 0, 100);
+    s.lkey = htole32(le32toh(s.lkey) ^ 0x3300);
+    srq_post_recv(&srq2, 0x96, &s, 1);
+    TAP_CHECK(guest_wait_event(&y->g, VMMBIB_EVENT_SRQ_ERR, srq2.handle, 1,
+                               wait_timeout_ms()),
+              "SRQ: a receive with a bad lkey: SRQ_ERR");
+    TAP_CHECK(destroy(&y->c, VMMBIB_CMD_DESTROY_QP, y1.handle) == OK &&
+              destroy(&y->c, VMMBIB_CMD_DESTROY_QP, y2.handle) == OK &&
+              destroy(&y->c, VMMBIB_CMD_DESTROY_SRQ, srq.handle) == OK &&
+              destroy(&y->c, VMMBIB_CMD_DESTROY_SRQ, srq2.handle) == OK,
+              "SRQ: QPs and SRQs destroyed");
+}
+
+/* GSI stays in the engine: a MAD from x's QP1 to y's, a host's in between. */
+static void test_gsi(struct two_vms *t)
+{
+    struct vm *x = &t->x, *y = &t->y;
+    struct gcq xc, yc;
+    struct gqp xg, yg;
+    struct qp_opts o;
+    struct vmmbib_qp_attr a = { .qp_state = VMMBIB_QPS_INIT,
+                                .qkey = htole32(VMMBIB_GSI_QKEY) };
+    struct vmmbib_cqe c;
+    struct vmmbib_sge s;
+    uint32_t ah;
+    bool ok = true;
+    struct gqp *g[2] = { &xg, &yg };
+
+    qp_opts_default(&o, VMMBIB_QPT_GSI);
+    ok = cq_create(&x->c, 16, &xc) == OK && cq_create(&y->c, 16, &yc) == OK &&
+         qp_create(&x->c, x->pd, &xc, &xc, NULL, &o, &xg) == OK &&
+         qp_create(&y->c, y->pd, &yc, &yc, NULL, &o, &yg) == OK;
+    for (int i = 0; ok && i < 2; i++) {
+        a.qp_state = VMMBIB_QPS_INIT;
+        ok = qp_modify(g[i], VMMBIB_QP_STATE | VMMBIB_QP_PKEY_INDEX |
+                       VMMBIB_QP_QKEY, &a) == OK;
+        a.qp_state = VMMBIB_QPS_RTR;
+        ok = ok && qp_modify(g[i], VMMBIB_QP_STATE, &a) == OK;
+        a.qp_state = VMMBIB_QPS_RTS;
+        ok = ok && qp_modify(g[i], VMMBIB_QP_STATE | VMMBIB_QP_SQ_PSN,
+                             &a) == OK;
+    }
+    TAP_CHECK(ok && xg.qpn == VMMBIB_GSI_QPN && yg.qpn == VMMBIB_GSI_QPN,
+              "GSI: a GSI QP (QPN 1) on each verbs device, in RTS");
+    memset(x->buf.p + 8192, 0, 256);
+    x->buf.p[8192] = 1;         /* base version */
+    x->buf.p[8193] = 0x07;      /* CM class */
+    pattern_fill(x->buf.p + 8192 + 24, 256 - 24, 61);
+    s = buf_sge(y, 12288, 40 + 256);
+    qp_post_recv(&yg, 0xa1, &s, 1);
+    s = buf_sge(x, 8192, 256);
+    TAP_CHECK(ah_create(&x->c, x->pd, port_lid(y->dev), &ah) == OK,
+              "GSI: an AH to y");
+    ud_send(&xg, 0xa2, ah, VMMBIB_GSI_QPN, VMMBIB_GSI_QKEY, &s, true);
+    TAP_CHECK(cq_wait(&yc, &c, 1) == 1 &&
+              cqe_is(&c, 0xa1, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              le32toh(c.byte_len) == 40 + 256 &&
+              le32toh(c.src_qp) == VMMBIB_GSI_QPN &&
+              memcmp(y->buf.p + 12288 + 40, x->buf.p + 8192, 256) == 0,
+              "GSI: y's QP1 receives x's MAD, byte for byte");
+    TAP_CHECK(destroy(&x->c, VMMBIB_CMD_DESTROY_QP, xg.handle) == OK &&
+              destroy(&y->c, VMMBIB_CMD_DESTROY_QP, yg.handle) == OK &&
+              destroy(&x->c, VMMBIB_CMD_DESTROY_AH, ah) == OK,
+              "GSI: destroyed");
 }
 
 static void test_send(struct two_vms *t, struct rc_pair *p)
@@ -688,6 +910,9 @@ static void run_tests(void)
     test_bad_lkey(&t);
     test_bad_rkey(&t);
     test_loopback(&t);
+    test_ud(&t);
+    test_srq(&t);
+    test_gsi(&t);
     test_not_supported(&t);
     two_vms_fini(&t);
 }

@@ -12,8 +12,12 @@
 #include "backend.h"
 #include "data.h"
 
-/* A host wr_id names one guest WQE: recv << 63 | QP index << 32 | slot. */
+/*
+ * A host wr_id names one guest WQE: recv << 63 | srq << 62 | QP (or SRQ)
+ * index << 32 | slot.
+ */
 #define WRID_RECV       (1ull << 63)
+#define WRID_SRQ        (1ull << 62)
 #define WRID_QP_SHIFT   32
 
 static uint64_t host_wr_id(bool recv, const struct vmmbib_qp *qp,
@@ -103,7 +107,46 @@ static void send_failed(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
              qp->sq.consumer, vmmbib_wc_opcode_of(op), status);
     qp->sq.consumer++;
     dev->stats.wqes++;
-    vmmbib_qp_to_error(dev, qp, 0);
+    /* UD loses its SQ only (IBA 10.3.1.6); the host QP keeps receiving. */
+    if (qp->type == VMMBIB_QPT_UD) {
+        vmmbib_qp_to_sqe(dev, qp);
+    } else {
+        vmmbib_qp_to_error(dev, qp, 0);
+    }
+}
+
+/*
+ * A UD WQE's destination: an AH of the QP's own context and PD (its host
+ * AH), a 24-bit QPN, and a Q_Key that is not a controlled one: the high
+ * bit means the QP's own (IBA 10.2.5), as the soft engine does.
+ */
+static int build_ud(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
+                    const struct vmmbib_send_wqe *h, struct ibv_send_wr *wr)
+{
+    struct vmmbib_ah *ah = vmmbib_table_lookup(&dev->ahs,
+                                               vmmbib_le32(h->ud.ah_handle));
+    uint32_t qkey = vmmbib_le32(h->ud.remote_qkey);
+    uint32_t qpn = vmmbib_le32(h->ud.remote_qpn);
+    struct ibv_ah *hah;
+
+    if (h->opcode != VMMBIB_WR_SEND && h->opcode != VMMBIB_WR_SEND_WITH_IMM) {
+        return VMMBIB_WC_LOC_QP_OP_ERR;
+    }
+    if (!ah || ah->uctx != qp->uctx || ah->pd != qp->pd ||
+        qpn > VMMBIB_MAX_QPN) {
+        return VMMBIB_WC_LOC_QP_OP_ERR;
+    }
+    hah = dev->verbs->ahs[VMMBIB_HANDLE_INDEX(ah->handle)];
+    if (!hah) {
+        return VMMBIB_WC_LOC_QP_OP_ERR;
+    }
+    if (qkey & 0x80000000u) {
+        qkey = vmmbib_le32(qp->attr.qkey);
+    }
+    wr->wr.ud.ah = hah;
+    wr->wr.ud.remote_qpn = qpn;
+    wr->wr.ud.remote_qkey = qkey;
+    return VMMBIB_WC_SUCCESS;
 }
 
 /* Build the host WR of @w; returns a WC status. */
@@ -163,6 +206,13 @@ static int build_send(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
     }
     if (h->flags & VMMBIB_WQE_FENCE) {
         wr->send_flags |= IBV_SEND_FENCE;
+    }
+    if (qp->type == VMMBIB_QPT_UD) {
+        /* One packet: the host port's MTU. */
+        if (*total > (1u << (dev->verbs->port_attr.active_mtu + 7))) {
+            return VMMBIB_WC_LOC_LEN_ERR;
+        }
+        return build_ud(dev, qp, h, wr);
     }
     if (h->opcode >= VMMBIB_WR_ATOMIC_CMP_AND_SWP) {
         if (*total != 8 || nout != 1) {
@@ -262,7 +312,7 @@ void vmmbib_verbs_post_recvs(struct vmmbib_dev *dev, struct vmmbib_qp *qp)
     uint32_t max_sge = vmmbib_le32(qp->caps.max_recv_sge);
 
     /* A host QP in RESET takes no receives (IBA 10.8.2.2): they wait. */
-    if (!vq || vq->host_state == IBV_QPS_RESET || vq->erroring) {
+    if (!vq || qp->srq || vq->host_state == IBV_QPS_RESET || vq->erroring) {
         return;
     }
     while (qp->rq.consumer != qp->rq.producer) {
@@ -301,19 +351,96 @@ void vmmbib_verbs_post_recvs(struct vmmbib_dev *dev, struct vmmbib_qp *qp)
     }
 }
 
+/*
+ * The guest's SRQ producer moved: post its new receives to the host SRQ.
+ * A malformed one stops the SRQ (SRQ_ERR, IBA 11.6.3.1 "SRQ catastrophic
+ * error"): no QP owns it yet to complete it in error.
+ */
+void vmmbib_verbs_post_srq_recvs(struct vmmbib_dev *dev,
+                                 struct vmmbib_srq *srq)
+{
+    uint32_t si = VMMBIB_HANDLE_INDEX(srq->handle);
+    struct vverbs_srq *vs = dev->verbs->srqs[si];
+    uint32_t stride = 1u << srq->rq.stride_shift;
+
+    if (!vs || vs->error) {
+        return;
+    }
+    while (srq->rq.consumer != srq->rq.producer) {
+        uint8_t wqe[VMMBIB_PAGE_SIZE];
+        struct vmmbib_recv_wqe hdr;
+        struct ibv_sge sg[VMMBIB_MAX_WQE_SGE];
+        struct ibv_recv_wr wr = { 0 }, *bad;
+        uint32_t n, nout;
+        uint64_t total;
+
+        memcpy(wqe, ring_slot(&srq->rq, srq->rq.consumer), stride);
+        memcpy(&hdr, wqe, sizeof(hdr));
+        n = vmmbib_le32(hdr.num_sge);
+        if (n > srq->max_sge ||
+            sizeof(hdr) + (uint64_t)n * sizeof(struct vmmbib_sge) > stride ||
+            translate_sges(dev, srq->pd,
+                           (const struct vmmbib_sge *)(wqe + sizeof(hdr)), n,
+                           VMMBIB_ACCESS_LOCAL_WRITE, sg, &nout, &total) !=
+            VMMBIB_WC_SUCCESS) {
+            vs->error = true;
+            vmmbib_dev_event(dev, VMMBIB_EVENT_SRQ_ERR, srq->handle,
+                             srq->uctx);
+            return;
+        }
+        wr.wr_id = WRID_RECV | WRID_SRQ | (uint64_t)si << WRID_QP_SHIFT |
+                   srq->rq.consumer;
+        wr.sg_list = sg;
+        wr.num_sge = nout;
+        if (ibv_post_srq_recv(vs->srq, &wr, &bad)) {
+            break;  /* host SRQ full: the rest go when receives complete */
+        }
+        vs->rq[srq->rq.consumer & (srq->rq.entries - 1)] =
+            vmmbib_le64(hdr.wr_id);
+        srq->rq.consumer++;
+        dev->stats.wqes++;
+    }
+}
+
+/* The guest QP of a host QPN among those using SRQ @si, or NULL. */
+static struct vmmbib_qp *srq_qp(struct vmmbib_dev *dev, uint32_t si,
+                                uint32_t qp_num, struct vverbs_qp **vqp_out)
+{
+    struct vverbs_srq *vs = dev->verbs->srqs[si];
+    struct vverbs_qp *vq;
+
+    for (vq = vs ? vs->qps : NULL; vq; vq = vq->next_on_srq) {
+        if (vq->qp->qp_num == qp_num) {
+            *vqp_out = vq;
+            return vmmbib_table_at(&dev->qps, vq->index);
+        }
+    }
+    return NULL;
+}
+
 /* One host completion to the guest CQE it stands for. */
 static void complete(struct vmmbib_dev *dev, const struct ibv_wc *wc)
 {
     bool recv = wc->wr_id & WRID_RECV;
+    bool on_srq = wc->wr_id & WRID_SRQ;
     uint32_t index = (wc->wr_id >> WRID_QP_SHIFT) & VMMBIB_HANDLE_INDEX_MASK;
     uint32_t ring_index = (uint32_t)wc->wr_id;
-    struct vmmbib_qp *qp = vmmbib_table_at(&dev->qps, index);
-    struct vverbs_qp *vq = dev->verbs->qps[index];
+    struct vmmbib_qp *qp = NULL;
+    struct vverbs_qp *vq = NULL;
+    struct vmmbib_srq *srq = NULL;
     struct vmmbib_cqe cqe = { 0 };
     struct vmmbib_cq *cq;
 
+    if (on_srq) {
+        srq = vmmbib_table_at(&dev->srqs, index);
+        qp = srq ? srq_qp(dev, index, wc->qp_num, &vq) : NULL;
+    } else {
+        qp = vmmbib_table_at(&dev->qps, index);
+        vq = dev->verbs->qps[index];
+    }
     /* Of a QP destroyed since (its index maybe reused): nobody's. */
-    if (!qp || !vq || vq->qp->qp_num != wc->qp_num) {
+    if (!qp || !vq || vq->qp->qp_num != wc->qp_num ||
+        (on_srq && qp->srq != srq)) {
         return;
     }
     cqe.qpn = htole32(qp->qpn);
@@ -322,8 +449,13 @@ static void complete(struct vmmbib_dev *dev, const struct ibv_wc *wc)
                  VMMBIB_WC_GENERAL_ERR;
     cqe.vendor_err = wc->vendor_err;
     if (recv) {
-        vq->rq_pending -= vq->rq_pending > 0;
-        cqe.wr_id = htole64(vq->rq[ring_index & (qp->rq.entries - 1)]);
+        if (on_srq) {
+            cqe.wr_id = htole64(dev->verbs->srqs[index]->rq[ring_index &
+                                                     (srq->rq.entries - 1)]);
+        } else {
+            vq->rq_pending -= vq->rq_pending > 0;
+            cqe.wr_id = htole64(vq->rq[ring_index & (qp->rq.entries - 1)]);
+        }
         cqe.opcode = wc->opcode == IBV_WC_RECV_RDMA_WITH_IMM ?
                      VMMBIB_WC_RECV_RDMA_WITH_IMM : VMMBIB_WC_RECV;
         cqe.byte_len = htole32(wc->byte_len);
@@ -331,13 +463,29 @@ static void complete(struct vmmbib_dev *dev, const struct ibv_wc *wc)
             cqe.wc_flags = VMMBIB_WC_F_WITH_IMM;
             cqe.imm_data = wc->imm_data;
         }
-        /* RC: the HCA need not say (src_qp is UD's); it is the path's. */
-        cqe.src_qp = qp->attr.dest_qp_num;
-        /* The guest's view of the sender: its path's LID (RoCE has none). */
-        cqe.slid = qp->attr.ah_attr.dlid;
+        if (qp->type == VMMBIB_QPT_UD) {
+            /*
+             * The sender's host QPN (its guest QPN), the host's SLID and SL;
+             * the GRH in the buffer's first 40 bytes is the host's.
+             */
+            cqe.src_qp = htole32(wc->src_qp);
+            cqe.slid = htole16(wc->slid);
+            cqe.sl = wc->sl;
+            cqe.pkey_index = htole16(wc->pkey_index);
+            if (wc->wc_flags & IBV_WC_GRH) {
+                cqe.wc_flags |= VMMBIB_WC_F_GRH;
+            }
+        } else {
+            /* RC: the HCA need not say (src_qp is UD's); the path's. */
+            cqe.src_qp = qp->attr.dest_qp_num;
+            /* The guest's view of the sender: its path's LID. */
+            cqe.slid = qp->attr.ah_attr.dlid;
+        }
         cq = qp->recv_cq;
-        /* A host RQ that was full has room again. */
-        if (qp->rq.consumer != qp->rq.producer) {
+        /* A host RQ (or SRQ) that was full has room again. */
+        if (srq && srq->rq.consumer != srq->rq.producer) {
+            vmmbib_verbs_post_srq_recvs(dev, srq);
+        } else if (!srq && qp->rq.consumer != qp->rq.producer) {
             vmmbib_verbs_post_recvs(dev, qp);
         }
     } else {

@@ -558,21 +558,31 @@ int vmmbib_verbs_qp_create(struct vmmbib_dev *dev, struct vmmbib_qp *qp)
             .max_recv_sge = vmmbib_le32(qp->caps.max_recv_sge),
             .max_inline_data = vmmbib_le32(qp->caps.max_inline_data),
         },
-        .qp_type = IBV_QPT_RC,
+        .qp_type = qp->type == VMMBIB_QPT_UD ? IBV_QPT_UD : IBV_QPT_RC,
     };
+    struct vverbs_srq *vs = qp->srq ?
+        v->srqs[VMMBIB_HANDLE_INDEX(qp->srq->handle)] : NULL;
 
-    if (qp->type != VMMBIB_QPT_RC || qp->srq) {
-        return VMMBIB_STATUS_NOT_SUPPORTED;
+    /*
+     * The host's QP1 belongs to its kernel: the guest's GSI QP stays with
+     * the engine (its SA, and MADs among the engine's devices), no host QP.
+     */
+    if (qp->type == VMMBIB_QPT_GSI) {
+        return VMMBIB_STATUS_OK;
     }
     if (!init.cap.max_send_sge) {
         init.cap.max_send_sge = 1;
+    }
+    if (vs) {
+        init.srq = vs->srq;
     }
     vq = calloc(1, sizeof(*vq));
     if (!vq) {
         return VMMBIB_STATUS_NO_RESOURCES;
     }
+    vq->index = i;
     vq->sq = calloc(qp->sq.entries, sizeof(*vq->sq));
-    vq->rq = calloc(qp->rq.entries, sizeof(*vq->rq));
+    vq->rq = calloc(qp->rq.entries ? qp->rq.entries : 1, sizeof(*vq->rq));
     if (!vq->sq || !vq->rq) {
         qp_state_free(vq);
         return VMMBIB_STATUS_NO_RESOURCES;
@@ -587,6 +597,10 @@ int vmmbib_verbs_qp_create(struct vmmbib_dev *dev, struct vmmbib_qp *qp)
     }
     vq->host_state = IBV_QPS_RESET;
     v->qps[i] = vq;
+    if (vs) {
+        vq->next_on_srq = vs->qps;
+        vs->qps = vq;
+    }
     /* Peers on the fabric address the host QP: its number is the QPN. */
     qp->qpn = vq->qp->qp_num;
     return VMMBIB_STATUS_OK;
@@ -603,6 +617,17 @@ void vmmbib_verbs_qp_destroy(struct vmmbib_dev *dev, struct vmmbib_qp *qp)
     }
     /* Its completions still in the host CQs name this index: drop them. */
     v->qps[i] = NULL;
+    if (qp->srq) {
+        struct vverbs_srq *vs = v->srqs[VMMBIB_HANDLE_INDEX(qp->srq->handle)];
+        struct vverbs_qp **pp = vs ? &vs->qps : NULL;
+
+        while (pp && *pp && *pp != vq) {
+            pp = &(*pp)->next_on_srq;
+        }
+        if (pp && *pp) {
+            *pp = vq->next_on_srq;
+        }
+    }
     ibv_destroy_qp(vq->qp);
     qp_state_free(vq);
 }
@@ -710,6 +735,17 @@ int vmmbib_verbs_qp_modify(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
     struct ibv_qp_attr h;
     int hmask, status;
 
+    if (!vq) {
+        return VMMBIB_STATUS_OK;    /* GSI: the engine's */
+    }
+    /*
+     * A Q_Key with the high bit set is a controlled one (IBA 10.2.5), which
+     * only privileged consumers hold: the relay's process may be one, the
+     * guest is not.
+     */
+    if ((mask & VMMBIB_QP_QKEY) && (vmmbib_le32(a->qkey) & 0x80000000u)) {
+        return VMMBIB_STATUS_INVALID;
+    }
     /* ERR goes through vmmbib_verbs_qp_to_error; SQD stays guest-side. */
     if (next == VMMBIB_QPS_ERR || next == VMMBIB_QPS_SQD ||
         (qp->state == VMMBIB_QPS_SQD && next != VMMBIB_QPS_RESET)) {
@@ -754,6 +790,102 @@ void vmmbib_verbs_qp_to_error(struct vmmbib_dev *dev, struct vmmbib_qp *qp)
     }
     /* The host flushes what it holds; those completions come first. */
     vverbs_qp_quiesce(dev, qp, true);
+}
+
+/* ---- shared receive queues and address handles ---- */
+
+int vmmbib_verbs_srq_create(struct vmmbib_dev *dev, struct vmmbib_srq *srq)
+{
+    struct vmmbib_verbs *v = dev->verbs;
+    uint32_t i = VMMBIB_HANDLE_INDEX(srq->handle);
+    struct ibv_srq_init_attr init = {
+        .srq_context = (void *)(uintptr_t)srq->handle,
+        .attr = {
+            .max_wr = srq->rq.entries,
+            .max_sge = srq->max_sge,
+            .srq_limit = srq->limit,
+        },
+    };
+    struct vverbs_srq *vs = calloc(1, sizeof(*vs));
+
+    if (!vs || !(vs->rq = calloc(srq->rq.entries, sizeof(*vs->rq)))) {
+        free(vs);
+        return VMMBIB_STATUS_NO_RESOURCES;
+    }
+    vs->srq = ibv_create_srq(v->pds[VMMBIB_HANDLE_INDEX(srq->pd->handle)],
+                             &init);
+    if (!vs->srq) {
+        free(vs->rq);
+        free(vs);
+        return host_failed("ibv_create_srq", errno == ENOMEM ||
+                           errno == EINVAL ? VMMBIB_STATUS_NO_RESOURCES :
+                           VMMBIB_STATUS_DEVICE_ERROR);
+    }
+    v->srqs[i] = vs;
+    return VMMBIB_STATUS_OK;
+}
+
+int vmmbib_verbs_srq_modify(struct vmmbib_dev *dev, struct vmmbib_srq *srq,
+                            uint32_t limit)
+{
+    struct vverbs_srq *vs = dev->verbs->srqs[VMMBIB_HANDLE_INDEX(srq->handle)];
+    struct ibv_srq_attr a = { .srq_limit = limit };
+
+    return ibv_modify_srq(vs->srq, &a, IBV_SRQ_LIMIT) ?
+           host_failed("ibv_modify_srq", VMMBIB_STATUS_DEVICE_ERROR) :
+           VMMBIB_STATUS_OK;
+}
+
+void vmmbib_verbs_srq_destroy(struct vmmbib_dev *dev, struct vmmbib_srq *srq)
+{
+    struct vmmbib_verbs *v = dev->verbs;
+    uint32_t i = VMMBIB_HANDLE_INDEX(srq->handle);
+    struct vverbs_srq *vs = v->srqs[i];
+
+    if (!vs) {
+        return;
+    }
+    v->srqs[i] = NULL;
+    ibv_destroy_srq(vs->srq);
+    free(vs->rq);
+    free(vs);
+}
+
+/*
+ * The AH names a port the way a QP's path does (resolve_av): a device of
+ * this engine by its LID or GID becomes its host port's address.  The host
+ * AH is on the guest PD's host PD, so a UD WQE can only use it with QPs of
+ * that PD, and the guest names it by its own handle only.
+ */
+int vmmbib_verbs_ah_create(struct vmmbib_dev *dev, struct vmmbib_ah *ah)
+{
+    struct vmmbib_verbs *v = dev->verbs;
+    struct ibv_ah_attr h;
+    struct ibv_ah *hah;
+    int status;
+
+    status = resolve_av(dev, &ah->attr, &h);
+    if (status != VMMBIB_STATUS_OK) {
+        return status;
+    }
+    hah = ibv_create_ah(v->pds[VMMBIB_HANDLE_INDEX(ah->pd->handle)], &h);
+    if (!hah) {
+        /* The host cannot route there (no neighbour, no such GID). */
+        return host_failed("ibv_create_ah", VMMBIB_STATUS_INVALID);
+    }
+    v->ahs[VMMBIB_HANDLE_INDEX(ah->handle)] = hah;
+    return VMMBIB_STATUS_OK;
+}
+
+void vmmbib_verbs_ah_destroy(struct vmmbib_dev *dev, struct vmmbib_ah *ah)
+{
+    struct vmmbib_verbs *v = dev->verbs;
+    uint32_t i = VMMBIB_HANDLE_INDEX(ah->handle);
+
+    if (v->ahs[i]) {
+        ibv_destroy_ah(v->ahs[i]);
+        v->ahs[i] = NULL;
+    }
 }
 
 /* ---- the completion thread ---- */
@@ -813,6 +945,24 @@ static void async_event(struct vmmbib_dev *dev)
     if (type) {
         hqp = ev.element.qp;
         handle = (uint32_t)(uintptr_t)hqp->qp_context;
+    }
+    if (ev.event_type == IBV_EVENT_SRQ_LIMIT_REACHED) {
+        struct ibv_srq *hsrq = ev.element.srq;
+        struct vmmbib_srq *srq;
+
+        handle = (uint32_t)(uintptr_t)hsrq->srq_context;
+        ibv_ack_async_event(&ev);
+        vmmbib_engine_enter(dev->engine);
+        srq = vmmbib_table_lookup(&dev->srqs, handle);
+        /* Disarmed by the event, on the host as in the guest. */
+        if (srq && v->srqs[VMMBIB_HANDLE_INDEX(handle)] &&
+            v->srqs[VMMBIB_HANDLE_INDEX(handle)]->srq == hsrq && srq->limit) {
+            srq->limit = 0;
+            vmmbib_dev_event(dev, VMMBIB_EVENT_SRQ_LIMIT_REACHED, srq->handle,
+                             srq->uctx);
+        }
+        vmmbib_engine_leave(dev->engine);
+        return;
     }
     ibv_ack_async_event(&ev);
     if (ev.event_type == IBV_EVENT_DEVICE_FATAL) {

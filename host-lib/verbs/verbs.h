@@ -56,6 +56,24 @@ int vmmbib_verbs_qp_modify(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
 VMMBIB_VERBS_HOOK
 void vmmbib_verbs_qp_destroy(struct vmmbib_dev *dev, struct vmmbib_qp *qp);
 
+VMMBIB_VERBS_HOOK
+int vmmbib_verbs_srq_create(struct vmmbib_dev *dev, struct vmmbib_srq *srq);
+/* SRQ_LIMIT: arm the host SRQ's limit event. */
+VMMBIB_VERBS_HOOK
+int vmmbib_verbs_srq_modify(struct vmmbib_dev *dev, struct vmmbib_srq *srq,
+                            uint32_t limit);
+VMMBIB_VERBS_HOOK
+void vmmbib_verbs_srq_destroy(struct vmmbib_dev *dev, struct vmmbib_srq *srq);
+/* The guest's SRQ producer moved: post the new receives. */
+VMMBIB_VERBS_HOOK
+void vmmbib_verbs_post_srq_recvs(struct vmmbib_dev *dev,
+                                 struct vmmbib_srq *srq);
+/* A host AH for the guest's address vector, resolved to the host port. */
+VMMBIB_VERBS_HOOK
+int vmmbib_verbs_ah_create(struct vmmbib_dev *dev, struct vmmbib_ah *ah);
+VMMBIB_VERBS_HOOK
+void vmmbib_verbs_ah_destroy(struct vmmbib_dev *dev, struct vmmbib_ah *ah);
+
 /* Data path: relay up to @budget send WQEs of @qp (in RTS). */
 VMMBIB_VERBS_HOOK
 unsigned int vmmbib_verbs_run_sq(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
