@@ -67,10 +67,15 @@ bench: build
 
 # tests/guest/soak.sh for longer than make check's minute (docs/security.md).
 # It boots a guest: on a shared machine run it as
-# `flock /tmp/vmmbib-guest.lock make soak`.
+# `flock /tmp/vmmbib-guest.lock make soak`.  The guest's console log, the
+# script's output (results.log) and QEMU's log stay in SOAK_LOG_DIR, pass
+# or fail; the script reports its progress there every minute.
 SOAK_SECONDS ?= 1200
+SOAK_LOG_DIR ?= $(BUILD)/soak-log
 soak: build
+	@echo "make soak: $(SOAK_SECONDS) s; logs in $(SOAK_LOG_DIR) (console.log, results.log, qemu.log)"
 	tests/guest/run-guest-test.py --qemu "$(BUILD)/qemu/qemu-system-x86_64" \
+	    --log-dir "$(SOAK_LOG_DIR)" \
 	    --kernel "$(BUILD)/guest/vmlinuz" --initrd "$(BUILD)/guest/initramfs.cpio.zst" \
 	    --script tests/guest/soak.sh \
 	    --file vmmbib-integrity="$(BUILD)/guest-driver/provider/vmmbib-integrity" \

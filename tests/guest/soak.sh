@@ -9,10 +9,14 @@
 # until VMMBIB_SOAK_SECONDS have passed; then it stops by itself.  Any
 # lost or corrupted message fails its round; the totals are reported.
 #
+# Every VMMBIB_SOAK_REPORT seconds (default 60) it reports how far it got
+# (a "#" line with the guest's uptime), so a run that dies or hangs still
+# shows on the results port where and when it stopped.
+#
 # Run with run-guest-test.py and the file vmmbib-integrity.  Environment
 # (optional): VMMBIB_SOAK_SECONDS (default 60), VMMBIB_SOAK_PROCS (3),
 # VMMBIB_SOAK_PAIRS (4: 8 QPs a process), VMMBIB_SOAK_MESSAGES (messages
-# per process and round, default 2000).
+# per process and round, default 2000), VMMBIB_SOAK_REPORT (60).
 
 IBDEV=vmmbib0
 INTEGRITY=/run/vmmbib/files/vmmbib-integrity
@@ -20,6 +24,7 @@ seconds=${VMMBIB_SOAK_SECONDS:-60}
 procs=${VMMBIB_SOAK_PROCS:-3}
 pairs=${VMMBIB_SOAK_PAIRS:-4}
 messages=${VMMBIB_SOAK_MESSAGES:-2000}
+report=${VMMBIB_SOAK_REPORT:-60}
 
 uptime_s() {
     cut -d. -f1 /proc/uptime
@@ -40,7 +45,10 @@ if [ ! -x "$INTEGRITY" ]; then
 fi
 
 start=$(uptime_s)
+next_report=$((start + report))
 rounds=0 runs=0 failed_runs=0 total=0
+tap_diag "soak: $procs processes with $((2 * pairs)) RC QPs each, $messages messages a round," \
+    "for $seconds s from uptime $start s"
 while [ $(($(uptime_s) - start)) -lt "$seconds" ]; do
     rounds=$((rounds + 1))
     pids=""
@@ -64,6 +72,13 @@ while [ $(($(uptime_s) - start)) -lt "$seconds" ]; do
                 "exit status $rc" "$(cat "/tmp/soak-$p.out")"
         fi
     done
+    now=$(uptime_s)
+    if [ "$now" -ge "$next_report" ]; then
+        next_report=$((now + report))
+        tap_diag "soak at uptime $now s: $rounds rounds, $total messages checked," \
+            "$failed_runs of $runs runs failed;" \
+            "$(dmesg | grep -c 'without an interrupt') controlq replies without an interrupt"
+    fi
 done
 elapsed=$(($(uptime_s) - start))
 tap_diag "$rounds rounds of $procs processes with $((2 * pairs)) RC QPs each in $elapsed s:" \
