@@ -882,6 +882,92 @@ static void test_dma_quota(struct vmmbib_engine *eng)
     vm_fini(&z);
 }
 
+/* The host device's attributes, as the backend queries them. */
+static bool host_attr(struct ibv_device_attr *a)
+{
+    struct ibv_device **list = ibv_get_device_list(NULL);
+    struct ibv_context *ctx = NULL;
+    bool ok;
+
+    for (int i = 0; list && list[i]; i++) {
+        if (!device_name()[0] ||
+            !strcmp(device_name(), ibv_get_device_name(list[i]))) {
+            ctx = ibv_open_device(list[i]);
+            break;
+        }
+    }
+    if (list) {
+        ibv_free_device_list(list);
+    }
+    ok = ctx && !ibv_query_device(ctx, a);
+    if (ctx) {
+        ibv_close_device(ctx);
+    }
+    return ok;
+}
+
+static uint32_t min_u(uint64_t a, uint64_t b)
+{
+    return a < b ? a : b;
+}
+
+/* QUERY_DEVICE: each limit is the smaller of the configured and the host's. */
+static void test_query_device(struct two_vms *t)
+{
+    struct vmmbib_dev_config cfg;
+    struct vmmbib_resp_query_device r;
+    struct ibv_device_attr h;
+    const struct vmmbib_limits *l = &cfg.limits;
+    int lowered = 0;
+
+    verbs_config(&cfg);
+    TAP_CHECK(host_attr(&h) &&
+              cmd(t->x.dev, VMMBIB_CMD_QUERY_DEVICE, 0, NULL, 0, &r,
+                  sizeof(r)) == OK,
+              "QUERY_DEVICE on a verbs device, and the host's attributes");
+#define SAME(field, want)                                                  \
+    do {                                                                   \
+        uint32_t w = (want);                                               \
+        if (le32toh(r.field) != w) {                                       \
+            printf("# %s: %u, expected %u\n", #field, le32toh(r.field), w); \
+            ok = false;                                                    \
+        }                                                                  \
+    } while (0)
+    {
+        bool ok = true;
+
+        SAME(max_qp, min_u(l->max_qp, h.max_qp));
+        SAME(max_qp_wr, min_u(l->max_qp_wr, h.max_qp_wr));
+        SAME(max_send_sge, min_u(l->max_send_sge, h.max_sge));
+        SAME(max_recv_sge, min_u(l->max_recv_sge, h.max_sge));
+        SAME(max_cq, min_u(l->max_cq, h.max_cq));
+        SAME(max_cqe, min_u(l->max_cqe, h.max_cqe));
+        SAME(max_mr, min_u(l->max_mr, h.max_mr));
+        SAME(max_pd, min_u(l->max_pd, h.max_pd));
+        SAME(max_srq, min_u(l->max_srq, h.max_srq));
+        SAME(max_srq_wr, min_u(l->max_srq_wr, h.max_srq_wr));
+        SAME(max_srq_sge, min_u(l->max_srq_sge, h.max_srq_sge));
+        SAME(max_ah, min_u(l->max_ah, h.max_ah));
+        SAME(max_qp_rd_atom, min_u(min_u(l->max_qp_rd_atom, h.max_qp_rd_atom),
+                                   h.max_qp_init_rd_atom));
+        SAME(max_mr_pages, min_u(l->max_mr_pages,
+                                 h.max_mr_size >> VMMBIB_PAGE_SHIFT));
+        TAP_CHECK(ok, "QUERY_DEVICE: every limit is min(configured, host)");
+    }
+#undef SAME
+    lowered = le32toh(r.max_cqe) < l->max_cqe;
+    printf("# host max_cqe %d, configured %u, reported %u\n", h.max_cqe,
+           l->max_cqe, le32toh(r.max_cqe));
+    if (lowered) {
+        /* The guest-side check now refuses what the host could not make. */
+        struct gcq cq;
+
+        TAP_CHECK(cq_create(&t->x.c, l->max_cqe, &cq) ==
+                  VMMBIB_STATUS_INVALID,
+                  "QUERY_DEVICE: a CQ above the host's max_cqe is INVALID");
+    }
+}
+
 static void run_tests(void)
 {
     struct two_vms t;
@@ -914,6 +1000,7 @@ static void run_tests(void)
     test_srq(&t);
     test_gsi(&t);
     test_not_supported(&t);
+    test_query_device(&t);
     two_vms_fini(&t);
 }
 

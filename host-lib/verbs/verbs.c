@@ -109,6 +109,39 @@ static bool query_port(struct vmmbib_verbs *v, const char *name, char *err,
     return true;
 }
 
+/*
+ * The device's limits are the configured ones where the host device has
+ * as much, else the host's (ibv_query_device): QUERY_DEVICE reports them
+ * and the command handlers enforce them, so a guest that stays within
+ * what it was told never meets a host refusal.
+ */
+static void clamp_limits(struct vmmbib_limits *l, const struct ibv_device_attr *h)
+{
+#define CLAMP(field, host)                                  \
+    do {                                                    \
+        uint64_t hv = (uint64_t)(host) > 0 ? (uint64_t)(host) : 0; \
+        if (hv < l->field) {                                \
+            l->field = hv;                                  \
+        }                                                   \
+    } while (0)
+    CLAMP(max_pd, h->max_pd);
+    CLAMP(max_mr, h->max_mr);
+    CLAMP(max_cq, h->max_cq);
+    CLAMP(max_cqe, h->max_cqe);
+    CLAMP(max_qp, h->max_qp);
+    CLAMP(max_qp_wr, h->max_qp_wr);
+    CLAMP(max_send_sge, h->max_sge);
+    CLAMP(max_recv_sge, h->max_sge);
+    CLAMP(max_srq, h->max_srq);
+    CLAMP(max_srq_wr, h->max_srq_wr);
+    CLAMP(max_srq_sge, h->max_srq_sge);
+    CLAMP(max_ah, h->max_ah);
+    CLAMP(max_qp_rd_atom, h->max_qp_rd_atom);
+    CLAMP(max_qp_rd_atom, h->max_qp_init_rd_atom);
+    CLAMP(max_mr_pages, h->max_mr_size >> VMMBIB_PAGE_SHIFT);
+#undef CLAMP
+}
+
 static bool alloc_tables(struct vmmbib_verbs *v, const struct vmmbib_limits *l)
 {
     v->pds = calloc((size_t)l->max_pd + 1, sizeof(*v->pds));
@@ -186,6 +219,8 @@ bool vmmbib_verbs_open(struct vmmbib_dev *dev, char *err, size_t err_len)
         free_state(v);
         return false;
     }
+    /* After the tables: they stay as large as the guest's handle tables. */
+    clamp_limits(&dev->cfg.limits, &v->dev_attr);
     dev->verbs = v;
     ret = pthread_create(&v->thread, NULL, completion_thread, dev);
     if (ret) {
