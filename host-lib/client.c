@@ -1,7 +1,8 @@
 /*
  * The client of vmmbibd (vmmbib_client.h): one VM's device, served by the
  * daemon.  Requests and replies alternate on the socket under one mutex;
- * events arrive in a shared ring with an eventfd.
+ * events arrive in a shared ring, signalled through a pipe.  The daemon
+ * makes every fd the two share (vmmbib_daemon.h, HELLO).
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -27,8 +28,8 @@
 struct vmmbib_client {
     pthread_mutex_t lock;       /* one request/reply at a time */
     int sock;
-    int kick_fd;
-    int call_fd;
+    int kick_fd;                /* the daemon's eventfd: we write it */
+    int call_fd;                /* the daemon's pipe: we read it */
     int db_fd;
     int ring_fd;
     bool dead;                  /* the daemon is gone */
@@ -232,7 +233,7 @@ static bool hello(struct vmmbib_client *c, const char *vm_id,
     };
     struct vmmbibd_hello_reply r;
     struct vmmbibd_hdr rh;
-    int send_fds[VMMBIBD_HELLO_FDS] = { c->kick_fd, c->call_fd };
+    struct stat st;
     int fds[VMMBIBD_MAX_FDS];
     unsigned int nfds;
     int ret;
@@ -243,16 +244,24 @@ static bool hello(struct vmmbib_client *c, const char *vm_id,
         return false;
     }
     strncpy(h.vm_id, vm_id, sizeof(h.vm_id));
-    ret = transact(c, VMMBIBD_MSG_HELLO, &h, sizeof(h), send_fds,
-                   VMMBIBD_HELLO_FDS, &rh, fds, &nfds);
+    ret = transact(c, VMMBIBD_MSG_HELLO, &h, sizeof(h), NULL, 0, &rh, fds,
+                   &nfds);
     if (ret) {
         set_err(err, err_len, "the daemon did not answer HELLO (%s): is it "
                 "running, and of the same version?", strerror(-ret));
         return false;
     }
     if (rh.result != VMMBIBD_OK) {
-        set_err(err, err_len, "the daemon refused the device: %s",
-                reply_text(c, &rh));
+        const char *why = reply_text(c, &rh);
+
+        /* A version 2 daemon looks at the fds before the version. */
+        if (strstr(why, "vmmbibd_hello with two eventfds")) {
+            set_err(err, err_len, "vmmbibd speaks protocol 2, this QEMU "
+                    "speaks %u: use the QEMU and vmmbibd from the same build",
+                    VMMBIBD_PROTOCOL_VERSION);
+        } else {
+            set_err(err, err_len, "the daemon refused the device: %s", why);
+        }
         close_fds(fds, nfds);
         return false;
     }
@@ -270,8 +279,16 @@ static bool hello(struct vmmbib_client *c, const char *vm_id,
         close_fds(fds, nfds);
         return false;
     }
-    c->db_fd = fds[0];
-    c->ring_fd = fds[1];
+    c->db_fd = fds[VMMBIBD_HELLO_FD_DB];
+    c->ring_fd = fds[VMMBIBD_HELLO_FD_RING];
+    c->kick_fd = fds[VMMBIBD_HELLO_FD_KICK];
+    c->call_fd = fds[VMMBIBD_HELLO_FD_CALL];
+    if (fstat(c->call_fd, &st) || !S_ISFIFO(st.st_mode) ||
+        fcntl(c->call_fd, F_SETFL, O_NONBLOCK)) {
+        set_err(err, err_len, "the daemon's CALL fd is not a pipe: is it "
+                "of the same version?");
+        return false;
+    }
     c->lid = r.lid;
     c->node_guid = r.node_guid;
     c->uar_slots = r.uar_slots;
@@ -309,18 +326,15 @@ struct vmmbib_client *vmmbib_client_new(int fd, const char *vm_id,
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->event_lock, NULL);
     c->sock = fd;
-    c->db_fd = c->ring_fd = -1;
+    c->db_fd = c->ring_fd = c->kick_fd = c->call_fd = -1;
     if (ops) {
         c->ops = *ops;
     }
     c->opaque = opaque;
-    c->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    c->call_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     c->slot_ctx = calloc(cfg->uar_slots ? cfg->uar_slots : 1,
                          sizeof(*c->slot_ctx));
-    if (c->kick_fd < 0 || c->call_fd < 0 || !c->slot_ctx) {
-        set_err(err, err_len, "cannot create the client's eventfds: %s",
-                strerror(errno));
+    if (!c->slot_ctx) {
+        set_err(err, err_len, "out of memory");
         vmmbib_client_free(c);
         return NULL;
     }
@@ -676,11 +690,17 @@ bool vmmbib_client_process_events(struct vmmbib_client *c)
     uint32_t *cons_p = (uint32_t *)(c->ring + VMMBIBD_RING_CONSUMER);
     const struct vmmbib_event *ring =
         (const struct vmmbib_event *)(c->ring + VMMBIBD_RING_ENTRIES);
-    eventfd_t count;
+    char drain[VMMBIB_PAGE_SIZE];
     uint32_t prod, cons;
 
-    /* Clear the signal first: an event after our last read signals again. */
-    eventfd_read(c->call_fd, &count);
+    /*
+     * Clear the signal first: an event after our last read signals again.
+     * The daemon keeps the pipe at one page, so this is one read.
+     */
+    for (int i = 0; i < 16 && read(c->call_fd, drain, sizeof(drain)) ==
+                             (ssize_t)sizeof(drain); i++) {
+        /* A full page: there may be more. */
+    }
     pthread_mutex_lock(&c->event_lock);
     prod = __atomic_load_n(prod_p, __ATOMIC_ACQUIRE);
     cons = __atomic_load_n(cons_p, __ATOMIC_RELAXED);

@@ -8,7 +8,10 @@
  * memories, which the VMMs share as memfds.  One thread runs this loop:
  * it accepts clients and executes their requests; the engine thread does
  * the data path, waits on the VMs' KICK eventfds itself while it sleeps,
- * and writes events into each VM's ring.
+ * and writes events into each VM's ring.  Every fd the daemon reads,
+ * writes or polls for a VM is its own (the KICK eventfd, the CALL pipe,
+ * the doorbell and event ring memfds, handed to the client with the HELLO
+ * reply); what a client hands over, its guest RAM, must be sealed memfds.
  *
  * A client that breaks the protocol is disconnected with a log line; a
  * client that goes away loses every object, and the engine completes its
@@ -28,12 +31,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
+#include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "vmmbib_daemon.h"
@@ -65,8 +69,8 @@ struct region {
 struct vm {
     struct vm *next;
     int sock;
-    int kick_fd;                /* -1 until HELLO; the engine polls it */
-    int call_fd;
+    int call_fd;                /* the CALL pipe's write end: ours alone */
+    int call_peer_fd;           /* its read end, until the HELLO reply */
     char id[VMMBIBD_VM_ID_SIZE];    /* "" until HELLO */
     char name[VMMBIBD_VM_ID_SIZE + 32]; /* for log lines */
     struct vmmbib_dev *dev;
@@ -205,44 +209,6 @@ static void drop_unused_mappings(struct vm *vm)
     pthread_mutex_unlock(&vm->mem_lock);
 }
 
-static bool is_eventfd(int fd)
-{
-    char path[64], target[64];
-    ssize_t n;
-
-    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-    n = readlink(path, target, sizeof(target) - 1);
-    if (n < 0) {
-        return false;
-    }
-    target[n] = '\0';
-    return !strcmp(target, "anon_inode:[eventfd]");
-}
-
-/*
- * A semaphore eventfd gives up its counter one by one: the engine, which
- * reads a KICK eventfd once per wake, would never find it empty and never
- * sleep.  Kernels that do not say (before 6.3) are trusted.
- */
-static bool is_semaphore_eventfd(int fd)
-{
-    char path[64], line[128];
-    bool semaphore = false;
-    FILE *f;
-
-    snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
-    f = fopen(path, "re");
-    if (!f) {
-        return false;
-    }
-    while (fgets(line, sizeof(line), f)) {
-        semaphore |= !strncmp(line, "eventfd-semaphore:", 18) &&
-                     strtoul(line + 18, NULL, 10) != 0;
-    }
-    fclose(f);
-    return semaphore;
-}
-
 /*
  * Check one region and its fd, and find or make its mapping.  Old objects
  * may still point into a mapping the new table drops, so mappings are only
@@ -251,6 +217,7 @@ static bool is_semaphore_eventfd(int fd)
 static uint8_t *map_region(struct vm *vm, const struct vmmbibd_region *r,
                            int fd, char *err, size_t err_len)
 {
+    struct statfs sfs;
     struct stat st;
     int seals;
     void *p;
@@ -263,12 +230,25 @@ static uint8_t *map_region(struct vm *vm, const struct vmmbibd_region *r,
                  (unsigned long long)r->offset);
         return NULL;
     }
+    /*
+     * Only a memfd has seals, and only a sealed one cannot shrink under
+     * our mapping (an access past its end would be SIGBUS).  Not hugetlb:
+     * a hole punched in it (allowed by F_SEAL_SHRINK) may find no huge
+     * page free when we touch it again, which is SIGBUS too.
+     */
     seals = fcntl(fd, F_GET_SEALS);
     if (fstat(fd, &st) || !S_ISREG(st.st_mode) || seals < 0 ||
         !(seals & F_SEAL_SHRINK)) {
         snprintf(err, err_len, "region at gpa %#llx: its fd is not a memfd "
                  "sealed against shrinking (use memory-backend-memfd with "
                  "seal=on)", (unsigned long long)r->gpa);
+        return NULL;
+    }
+    if (fstatfs(fd, &sfs) || sfs.f_type != TMPFS_MAGIC) {
+        snprintf(err, err_len, "region at gpa %#llx: its memfd is not in "
+                 "shared memory (hugetlb=on is not accepted: use "
+                 "memory-backend-memfd without hugetlb)",
+                 (unsigned long long)r->gpa);
         return NULL;
     }
     if ((uint64_t)st.st_size < r->offset + r->size) {
@@ -305,7 +285,7 @@ static uint8_t *map_region(struct vm *vm, const struct vmmbibd_region *r,
     return p;
 }
 
-/* ---- events: the engine thread writes the ring, then the CALL eventfd ---- */
+/* ---- events: the engine thread writes the ring, then the CALL pipe ---- */
 
 static void vm_event(void *opaque, const struct vmmbib_event *ev)
 {
@@ -316,6 +296,7 @@ static void vm_event(void *opaque, const struct vmmbib_event *ev)
     struct vmmbib_event *ring =
         (struct vmmbib_event *)(vm->ring + VMMBIBD_RING_ENTRIES);
     uint32_t cons;
+    ssize_t n;
 
     pthread_mutex_lock(&vm->ring_lock);
     /* The client writes consumer: any value must be harmless. */
@@ -327,8 +308,15 @@ static void vm_event(void *opaque, const struct vmmbib_event *ev)
         __atomic_store_n(prod_p, ++vm->ring_producer, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&vm->ring_lock);
-    /* Non-blocking (set at HELLO): a full counter means a call pends. */
-    eventfd_write(vm->call_fd, 1);
+
+    /*
+     * Our write end is O_NONBLOCK, and the client cannot change that (it
+     * has only the read end): a full pipe (EAGAIN) means a call waits
+     * already, a closed one (EPIPE; SIGPIPE is ignored) a client that
+     * does not want calls.  Either way the engine goes on.
+     */
+    n = write(vm->call_fd, "", 1);
+    (void)n;
 }
 
 /* ---- VM ids and LIDs ---- */
@@ -423,8 +411,8 @@ static void vm_free(struct daemon *d, struct vm *vm)
     }
     close_fds(vm->in_fds, vm->in_nfds);
     close_fds(&vm->sock, 1);
-    close_fds(&vm->kick_fd, 1);
     close_fds(&vm->call_fd, 1);
+    close_fds(&vm->call_peer_fd, 1);
     close_fds(&vm->db_fd, 1);
     close_fds(&vm->ring_fd, 1);
     pthread_mutex_destroy(&vm->mem_lock);
@@ -479,6 +467,7 @@ enum outcome {
     KEEP,
     DROP,       /* it broke the protocol */
     REFUSED,    /* HELLO was refused; the reply said why */
+    UNSENT,     /* its reply could not be sent */
 };
 
 static enum outcome reply(struct vm *vm, const struct vmmbibd_hdr *req,
@@ -497,7 +486,7 @@ static enum outcome reply(struct vm *vm, const struct vmmbibd_hdr *req,
     if (ret) {
         log_line("%s: cannot send a reply (%s): the client does not read its "
              "replies", vm->name, strerror(-ret));
-        return DROP;
+        return UNSENT;
     }
     return KEEP;
 }
@@ -594,31 +583,32 @@ static enum outcome handle_hello(struct daemon *d, struct vm *vm,
     struct vmmbibd_hello_reply r = { .version = VMMBIBD_PROTOCOL_VERSION };
     struct vmmbib_dev_config cfg = { 0 };
     struct known_id *k;
+    enum outcome outcome;
     char err[256];
     int fds[VMMBIBD_HELLO_REPLY_FDS];
+    int call[2];
 
+    /* The version first: whatever else changed, the refusal names both. */
+    if (hdr->size >= sizeof(h.version)) {
+        memcpy(&h.version, payload, sizeof(h.version));
+        if (h.version != VMMBIBD_PROTOCOL_VERSION) {
+            snprintf(err, sizeof(err), "vmmbibd speaks protocol %u, this "
+                     "QEMU speaks %u: use the QEMU and vmmbibd from the same "
+                     "build", VMMBIBD_PROTOCOL_VERSION, h.version);
+            return refuse(vm, hdr, VMMBIBD_ERR_INVALID, err);
+        }
+    }
     if (hdr->size != sizeof(h) || vm->in_nfds != VMMBIBD_HELLO_FDS) {
         return refuse(vm, hdr, VMMBIBD_ERR_INVALID, "HELLO must be "
-                           "one struct vmmbibd_hello with two eventfds");
+                           "one struct vmmbibd_hello and no fds (the "
+                           "daemon makes the KICK and CALL fds)");
     }
     memcpy(&h, payload, sizeof(h));
-    if (h.version != VMMBIBD_PROTOCOL_VERSION) {
-        snprintf(err, sizeof(err), "protocol version %u is not supported: "
-                 "this vmmbibd speaks version %u", h.version,
-                 VMMBIBD_PROTOCOL_VERSION);
-        return refuse(vm, hdr, VMMBIBD_ERR_INVALID, err);
-    }
     if (!valid_vm_id(h.vm_id, sizeof(h.vm_id)) || h.reserved) {
         return refuse(vm, hdr, VMMBIBD_ERR_INVALID, "the VM id must be "
                            "1 to 63 of A-Z a-z 0-9 . _ : -, NUL-padded");
     }
     snprintf(vm->name, sizeof(vm->name), "VM %s", h.vm_id);
-    if (!is_eventfd(vm->in_fds[0]) || !is_eventfd(vm->in_fds[1]) ||
-        is_semaphore_eventfd(vm->in_fds[0])) {
-        return refuse(vm, hdr, VMMBIBD_ERR_INVALID, "the KICK and CALL "
-                           "fds of HELLO must be eventfds (KICK not in "
-                           "semaphore mode)");
-    }
     if (!h.event_ring_entries) {
         h.event_ring_entries = VMMBIBD_EVENT_RING_DEFAULT;
     }
@@ -648,15 +638,18 @@ static enum outcome handle_hello(struct daemon *d, struct vm *vm,
                            "or memory");
     }
 
-    /* The eventfds are the client's: we must never block on them. */
-    vm->kick_fd = vm->in_fds[0];
-    vm->call_fd = vm->in_fds[1];
-    vm->in_nfds = 0;
-    if (fcntl(vm->kick_fd, F_SETFL, O_NONBLOCK) ||
-        fcntl(vm->call_fd, F_SETFL, O_NONBLOCK)) {
-        return refuse(vm, hdr, VMMBIBD_ERR_INVALID, "cannot make the "
-                           "eventfds non-blocking");
+    /*
+     * CALL: a pipe, whose write end (our own open file, O_NONBLOCK) the
+     * client never holds.  A page of room: more bytes say nothing more.
+     */
+    if (pipe2(call, O_NONBLOCK | O_CLOEXEC)) {
+        snprintf(err, sizeof(err), "cannot create the CALL pipe: %s",
+                 strerror(errno));
+        return refuse(vm, hdr, VMMBIBD_ERR_NO_RESOURCES, err);
     }
+    vm->call_peer_fd = call[0];
+    vm->call_fd = call[1];
+    fcntl(vm->call_fd, F_SETPIPE_SZ, VMMBIB_PAGE_SIZE);
     vm->uar_slots = h.uar_slots;
     vm->db_size = (size_t)h.uar_slots * VMMBIB_PAGE_SIZE;
     vm->db_pages = shared_pages("vmmbibd-doorbells", vm->db_size, &vm->db_fd,
@@ -685,8 +678,6 @@ static enum outcome handle_hello(struct daemon *d, struct vm *vm,
     if (!vm->dev) {
         return refuse(vm, hdr, VMMBIBD_ERR_INVALID, err);
     }
-    /* The engine thread waits on it, and counts the kicks. */
-    vmmbib_dev_set_kick_fd(vm->dev, vm->kick_fd);
     strcpy(vm->id, h.vm_id);
     k->connected = true;
 
@@ -696,11 +687,21 @@ static enum outcome handle_hello(struct daemon *d, struct vm *vm,
     r.event_ring_entries = vm->ring_entries;
     r.db_size = vm->db_size;
     r.event_ring_size = vm->ring_size;
-    fds[0] = vm->db_fd;
-    fds[1] = vm->ring_fd;
+    fds[VMMBIBD_HELLO_FD_DB] = vm->db_fd;
+    fds[VMMBIBD_HELLO_FD_RING] = vm->ring_fd;
+    /*
+     * KICK: the device's own eventfd, which its engine thread waits on
+     * while it sleeps and reads (never blocking) to count kicks.
+     */
+    fds[VMMBIBD_HELLO_FD_KICK] = vmmbib_dev_kick_fd(vm->dev);
+    fds[VMMBIBD_HELLO_FD_CALL] = vm->call_peer_fd;
     log_line("%s: connected, LID %u, %u UAR slots", vm->name, r.lid,
          r.uar_slots);
-    return reply(vm, hdr, VMMBIBD_OK, &r, sizeof(r), fds, 2);
+    outcome = reply(vm, hdr, VMMBIBD_OK, &r, sizeof(r), fds,
+                    VMMBIBD_HELLO_REPLY_FDS);
+    /* The client has its copy (or is gone): we only ever write the pipe. */
+    close_fds(&vm->call_peer_fd, 1);
+    return outcome;
 }
 
 static enum outcome handle_memory(struct vm *vm, const struct vmmbibd_hdr *hdr,
@@ -914,6 +915,10 @@ static bool vm_receive(struct daemon *d, struct vm *vm)
             disconnect(d, vm, "HELLO refused");
             return false;
         }
+        if (outcome == UNSENT) {
+            disconnect(d, vm, "a reply could not be sent");
+            return false;
+        }
         if (outcome == DROP) {
             char why[128];
 
@@ -966,7 +971,7 @@ static void accept_clients(struct daemon *d)
             continue;
         }
         vm->sock = fd;
-        vm->kick_fd = vm->call_fd = vm->db_fd = vm->ring_fd = -1;
+        vm->call_fd = vm->call_peer_fd = vm->db_fd = vm->ring_fd = -1;
         snprintf(vm->name, sizeof(vm->name), "client pid %d", (int)cred.pid);
         pthread_mutex_init(&vm->mem_lock, NULL);
         pthread_mutex_init(&vm->ring_lock, NULL);

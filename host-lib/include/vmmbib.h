@@ -192,8 +192,9 @@ void vmmbib_dev_kick(struct vmmbib_dev *dev);
 int vmmbib_dev_kick_fd(struct vmmbib_dev *dev);
 /*
  * Use @fd, an eventfd the caller keeps open until vmmbib_dev_free, as the
- * kick eventfd instead of the device's own (vmmbibd: the one QEMU passed).
- * The engine never blocks on it, whatever its flags.
+ * kick eventfd instead of the device's own.  The engine never blocks on
+ * it, whatever its flags.  (vmmbibd no longer does: since protocol 3 it
+ * hands QEMU the device's own, vmmbib_dev_kick_fd.)
  */
 void vmmbib_dev_set_kick_fd(struct vmmbib_dev *dev, int fd);
 

@@ -99,10 +99,11 @@ void *vmmbib_client_db_pages(struct vmmbib_client *c);
 int vmmbib_client_db_fd(struct vmmbib_client *c);
 
 /*
- * Wake the engine: a write to the KICK eventfd, which the daemon's engine
- * thread waits on while it sleeps and reads to count kicks.  A VMM should
- * rather make the eventfd an ioeventfd on the KICK register (QEMU does),
- * so that the hypervisor writes it and no VMM code runs for a kick.
+ * Wake the engine: a write to the KICK eventfd, which the daemon made
+ * (HELLO reply) and its engine thread waits on while it sleeps and reads
+ * to count kicks.  A VMM should rather make the eventfd an ioeventfd on
+ * the KICK register (QEMU does), so that the hypervisor writes it and no
+ * VMM code runs for a kick.  Valid until vmmbib_client_free.
  */
 void vmmbib_client_kick(struct vmmbib_client *c);
 int vmmbib_client_kick_fd(struct vmmbib_client *c);
@@ -114,10 +115,12 @@ void vmmbib_client_get_stats(struct vmmbib_client *c,
                              struct vmmbib_dev_stats *stats);
 
 /*
- * Readable when events wait or the daemon went away: then call
- * vmmbib_client_process_events, which hands each event to ops->event (and
- * DEVICE_FATAL once if the daemon is gone).  Returns false once the daemon
- * is gone.
+ * vmmbib_client_event_fd (the read end of the daemon's CALL pipe) or
+ * vmmbib_client_socket_fd is readable when events wait or the daemon went
+ * away: then call vmmbib_client_process_events, which empties the pipe,
+ * hands each event to ops->event (and DEVICE_FATAL once if the daemon is
+ * gone).  Returns false once the daemon is gone.  Watch the fd for
+ * readability only: it is a pipe, not an eventfd.
  */
 int vmmbib_client_event_fd(struct vmmbib_client *c);
 int vmmbib_client_socket_fd(struct vmmbib_client *c);

@@ -18,7 +18,13 @@
 
 #include "vmmbib.h"
 
-#define VMMBIBD_PROTOCOL_VERSION    2
+/*
+ * Version 3: the daemon makes the KICK eventfd and the CALL pipe and passes
+ * them with the HELLO reply (version 2 took the client's eventfds).  The
+ * version is the first field of HELLO and the daemon checks it first, so
+ * a client of another version always gets a refusal that names both.
+ */
+#define VMMBIBD_PROTOCOL_VERSION    3
 
 /* The largest payload either side sends or accepts. */
 #define VMMBIBD_MAX_PAYLOAD         8192
@@ -61,21 +67,35 @@ struct vmmbibd_hdr {
 };
 
 /*
- * HELLO: the device's configuration.  Fds: the KICK eventfd (not in
- * semaphore mode; the daemon's engine thread waits on it while it sleeps,
- * so a write, e.g. by an ioeventfd on the guest's KICK register, wakes
- * the engine with no message, and it reads it to count kicks) and the
- * CALL eventfd (the daemon writes it when it put events into the event
- * ring).  Version 2: the engine reads KICK itself and STATS carries kicks.
- * Reply: struct vmmbibd_hello_reply; fds: the doorbell pages memfd
- * (uar_slots pages, slot i at i * 4 KiB) and the event ring memfd.
+ * HELLO: the device's configuration, no fds.  Reply: struct
+ * vmmbibd_hello_reply and VMMBIBD_HELLO_REPLY_FDS fds, all made by the
+ * daemon, so that nothing it reads, writes, polls or maps for the VM's
+ * device is a file the client chose:
+ *  - DB: the doorbell pages memfd (uar_slots pages, slot i at i * 4 KiB),
+ *    sealed against resizing;
+ *  - RING: the event ring memfd (below), sealed against resizing;
+ *  - KICK: an eventfd (not a semaphore) the daemon's engine thread waits
+ *    on while it sleeps: a write, e.g. by an ioeventfd on the guest's KICK
+ *    register, wakes the engine with no message; the engine reads it
+ *    without blocking, whatever flags the client sets, and counts kicks;
+ *  - CALL: the read end of a pipe.  The daemon writes a byte to its own
+ *    non-blocking write end after it put events into the ring; the client
+ *    reads the pipe empty, then the ring.  A pipe and not an eventfd: an
+ *    eventfd is one open file on both sides, so a client could clear its
+ *    O_NONBLOCK and fill its counter, and the daemon's write would block.
  * An error reply carries a sentence and the daemon then disconnects.
  */
-#define VMMBIBD_HELLO_FDS           2
-#define VMMBIBD_HELLO_REPLY_FDS     2
+#define VMMBIBD_HELLO_FDS           0
+enum vmmbibd_hello_reply_fd {
+    VMMBIBD_HELLO_FD_DB,
+    VMMBIBD_HELLO_FD_RING,
+    VMMBIBD_HELLO_FD_KICK,
+    VMMBIBD_HELLO_FD_CALL,
+    VMMBIBD_HELLO_REPLY_FDS,
+};
 
 struct vmmbibd_hello {
-    uint32_t version;           /* VMMBIBD_PROTOCOL_VERSION */
+    uint32_t version;           /* VMMBIBD_PROTOCOL_VERSION: stays first */
     uint32_t uar_slots;
     uint32_t doorbell_mode;     /* VMMBIB_DB_MODE_* */
     uint32_t event_ring_entries;    /* a power of two; 0: the default */
@@ -97,9 +117,10 @@ struct vmmbibd_hello_reply {
 
 /*
  * MEMORY: the complete guest RAM layout, replacing the previous one.  One
- * fd per region: a memfd sealed against shrinking (F_SEAL_SHRINK, as
- * memory-backend-memfd's seal=on does), mapped from @offset.  Addresses,
- * sizes and offsets are multiples of 4 KiB; regions do not overlap.
+ * fd per region: a memfd (not hugetlb) sealed against shrinking
+ * (F_SEAL_SHRINK, as memory-backend-memfd's seal=on does), mapped from
+ * @offset.  Addresses, sizes and offsets are multiples of 4 KiB; regions
+ * do not overlap.
  * Reply: empty, or an error with a sentence (the old table stays).
  */
 struct vmmbibd_region {
@@ -138,7 +159,9 @@ struct vmmbibd_doorbell {
  * event_ring_entries struct vmmbib_event.  The daemon writes an entry,
  * then advances producer (release); the client reads entries up to
  * producer (acquire), then advances consumer.  When the ring is full the
- * daemon drops the event and counts it in dropped.
+ * daemon drops the event and counts it in dropped.  After each event the
+ * daemon writes one byte to the CALL pipe (when the pipe is full, a byte
+ * waits already).
  */
 #define VMMBIBD_RING_PRODUCER       0x000   /* uint32_t, daemon writes */
 #define VMMBIBD_RING_DROPPED        0x004   /* uint32_t, daemon writes */

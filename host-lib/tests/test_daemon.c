@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -38,6 +39,13 @@
 
 /* ---- guest.c's device calls, sent to the daemon instead ---- */
 
+struct raw_vm;
+static struct raw_vm *as_raw(struct vmmbib_dev *dev);
+static size_t raw_execute(struct raw_vm *r, const void *req, size_t req_len,
+                          void *reply, size_t reply_cap);
+static void *raw_db_pages(struct raw_vm *r);
+static void raw_kick(struct raw_vm *r);
+
 size_t __wrap_vmmbib_dev_execute(struct vmmbib_dev *dev, const void *req,
                                  size_t req_len, void *reply,
                                  size_t reply_cap);
@@ -50,24 +58,37 @@ size_t __wrap_vmmbib_dev_execute(struct vmmbib_dev *dev, const void *req,
                                  size_t req_len, void *reply,
                                  size_t reply_cap)
 {
+    if (as_raw(dev)) {
+        return raw_execute(as_raw(dev), req, req_len, reply, reply_cap);
+    }
     return vmmbib_client_execute((struct vmmbib_client *)dev, req, req_len,
                                  reply, reply_cap);
 }
 
 void *__wrap_vmmbib_dev_db_pages(struct vmmbib_dev *dev)
 {
+    if (as_raw(dev)) {
+        return raw_db_pages(as_raw(dev));
+    }
     return vmmbib_client_db_pages((struct vmmbib_client *)dev);
 }
 
 void __wrap_vmmbib_dev_kick(struct vmmbib_dev *dev)
 {
+    if (as_raw(dev)) {
+        raw_kick(as_raw(dev));
+        return;
+    }
     vmmbib_client_kick((struct vmmbib_client *)dev);
 }
 
 void __wrap_vmmbib_dev_doorbell(struct vmmbib_dev *dev, uint32_t slot,
                                 uint64_t doorbell)
 {
-    vmmbib_client_doorbell((struct vmmbib_client *)dev, slot, doorbell);
+    /* Raw VMs ring doorbells in their pages only (VMMBIB_DB_MODE_RING). */
+    if (!as_raw(dev)) {
+        vmmbib_client_doorbell((struct vmmbib_client *)dev, slot, doorbell);
+    }
 }
 
 /* ---- the daemon ---- */
@@ -235,26 +256,34 @@ static void *vm_event_thread(void *opaque)
     }
 }
 
-/* Guest RAM as QEMU's memory-backend-memfd makes it: sealed, shared. */
-static bool vm_ram(struct client_vm *v)
+/*
+ * Guest RAM as QEMU's memory-backend-memfd makes it: sealed, shared.  The
+ * guest's own RAM (guest_init's) goes; *memfd backs it instead.
+ */
+static bool memfd_ram(struct guest *g, int *memfd)
 {
     void *p;
 
-    guest_init(&v->vm.g, VM_RAM_SIZE);
-    free(v->vm.g.ram);
-    v->vm.g.ram = NULL;
-    v->memfd = memfd_create("guest-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    if (v->memfd < 0 || ftruncate(v->memfd, VM_RAM_SIZE) ||
-        fcntl(v->memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW)) {
+    guest_init(g, VM_RAM_SIZE);
+    guest_fini(g);
+    pthread_mutex_init(&g->lock, NULL);
+    *memfd = memfd_create("guest-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (*memfd < 0 || ftruncate(*memfd, VM_RAM_SIZE) ||
+        fcntl(*memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW)) {
         return false;
     }
     p = mmap(NULL, VM_RAM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
-             v->memfd, 0);
+             *memfd, 0);
     if (p == MAP_FAILED) {
         return false;
     }
-    v->vm.g.ram = p;
+    g->ram = p;
     return true;
+}
+
+static bool vm_ram(struct client_vm *v)
+{
+    return memfd_ram(&v->vm.g, &v->memfd);
 }
 
 static void vm_config(struct vmmbib_dev_config *cfg)
@@ -718,31 +747,283 @@ static void test_killed(struct client_vm *b)
     close(down[1]);
 }
 
-/* A raw client: HELLO done by hand, so that we can then misbehave. */
-static int raw_hello(const char *id)
-{
-    struct vmmbibd_hello h = {
-        .version = VMMBIBD_PROTOCOL_VERSION,
-        .uar_slots = 1,
-    };
-    struct vmmbibd_hdr hdr = {
-        .type = VMMBIBD_MSG_HELLO, .size = sizeof(h), .seq = 1,
-    };
-    int fds[2] = { eventfd(0, 0), eventfd(0, 0) };
-    uint8_t buf[256];
-    int fd = raw_connect();
-    ssize_t n;
+/* ---- hostile clients: the protocol by hand, not the client library ---- */
 
-    vmmbib_limits_default(&h.limits);
-    strcpy(h.vm_id, id);
-    if (fd < 0 || vmmbibd_send(fd, &hdr, &h, fds, 2)) {
+#define MAX_RAW_VMS 2
+
+/* A client that speaks the protocol itself, so that it can misbehave. */
+struct raw_vm {
+    struct vm vm;                   /* vm.dev: this raw_vm, for guest.c */
+    int sock;
+    int memfd;
+    int fds[VMMBIBD_MAX_FDS];       /* the HELLO reply's */
+    unsigned int nfds;
+    struct vmmbibd_hello_reply r;
+    uint8_t *db;
+    uint8_t *ring;
+    uint32_t seq;
+    char why[256];                  /* the sentence of the last refusal */
+};
+
+static struct raw_vm *raw_vms[MAX_RAW_VMS];
+
+static struct raw_vm *as_raw(struct vmmbib_dev *dev)
+{
+    for (int i = 0; i < MAX_RAW_VMS; i++) {
+        if (raw_vms[i] && (struct vmmbib_dev *)raw_vms[i] == dev) {
+            return raw_vms[i];
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Receive exactly @len bytes (3 s at most); fds that come along go to
+ * @fds, or are closed if @fds is NULL.  False on EOF, error or timeout.
+ */
+static bool raw_recv(int sock, void *buf, size_t len, int *fds,
+                     unsigned int *nfds)
+{
+    while (len) {
+        union {
+            char buf[CMSG_SPACE(sizeof(int) * VMMBIBD_MAX_FDS)];
+            struct cmsghdr align;
+        } control;
+        struct iovec iov = { .iov_base = buf, .iov_len = len };
+        struct msghdr msg = {
+            .msg_iov = &iov,
+            .msg_iovlen = 1,
+            .msg_control = control.buf,
+            .msg_controllen = sizeof(control.buf),
+        };
+        struct pollfd pfd = { .fd = sock, .events = POLLIN };
+        struct cmsghdr *cmsg;
+        ssize_t n;
+
+        if (poll(&pfd, 1, 3000) != 1) {
+            return false;
+        }
+        n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+        if (n <= 0) {
+            return false;
+        }
+        for (cmsg = CMSG_FIRSTHDR(&msg); cmsg;
+             cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+            unsigned int k = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+
+            for (unsigned int i = 0; i < k; i++) {
+                int fd;
+
+                memcpy(&fd, CMSG_DATA(cmsg) + i * sizeof(int), sizeof(fd));
+                if (fds && *nfds < VMMBIBD_MAX_FDS) {
+                    fds[(*nfds)++] = fd;
+                } else {
+                    close(fd);
+                }
+            }
+        }
+        buf = (uint8_t *)buf + n;
+        len -= n;
+    }
+    return true;
+}
+
+/*
+ * One request and its reply: returns the reply's result (its payload in
+ * @out, at most @cap bytes, *out_len the length; an error's sentence in
+ * r->why), or -1 if no well-formed reply came.
+ */
+static int raw_transact(struct raw_vm *r, uint16_t type, const void *payload,
+                        uint32_t size, const int *fds, unsigned int nfds,
+                        void *out, uint32_t cap, uint32_t *out_len)
+{
+    uint8_t buf[VMMBIBD_MAX_PAYLOAD + 1];
+    struct vmmbibd_hdr hdr = { .type = type, .size = size, .seq = ++r->seq };
+    struct vmmbibd_hdr rh;
+    bool hello = type == VMMBIBD_MSG_HELLO;
+
+    r->why[0] = '\0';
+    if (vmmbibd_send(r->sock, &hdr, payload, fds, nfds) ||
+        !raw_recv(r->sock, &rh, sizeof(rh), hello ? r->fds : NULL,
+                  &r->nfds) ||
+        rh.type != type || rh.seq != hdr.seq ||
+        rh.flags != VMMBIBD_FLAG_REPLY || rh.size > VMMBIBD_MAX_PAYLOAD ||
+        !raw_recv(r->sock, buf, rh.size, hello ? r->fds : NULL, &r->nfds)) {
         return -1;
     }
-    close(fds[0]);
-    close(fds[1]);
-    /* The reply and its two fds; the fds close with the socket. */
-    n = recv(fd, buf, sizeof(buf), 0);
-    return n >= (ssize_t)sizeof(hdr) ? fd : -1;
+    if (rh.result != VMMBIBD_OK) {
+        size_t n = rh.size < sizeof(r->why) - 1 ? rh.size :
+                   sizeof(r->why) - 1;
+
+        memcpy(r->why, buf, n);
+        r->why[n] = '\0';
+        return rh.result;
+    }
+    if (out) {
+        memcpy(out, buf, rh.size < cap ? rh.size : cap);
+    }
+    if (out_len) {
+        *out_len = rh.size < cap ? rh.size : cap;
+    }
+    return VMMBIBD_OK;
+}
+
+static void raw_close(struct raw_vm *r)
+{
+    for (int i = 0; i < MAX_RAW_VMS; i++) {
+        if (raw_vms[i] == r) {
+            raw_vms[i] = NULL;
+        }
+    }
+    if (r->db) {
+        munmap(r->db, r->r.db_size);
+    }
+    if (r->ring) {
+        munmap(r->ring, r->r.event_ring_size);
+    }
+    for (unsigned int i = 0; i < r->nfds; i++) {
+        if (r->fds[i] >= 0) {
+            close(r->fds[i]);
+        }
+    }
+    if (r->sock >= 0) {
+        close(r->sock);
+    }
+    if (r->vm.g.ram) {
+        munmap(r->vm.g.ram, VM_RAM_SIZE);
+        r->vm.g.ram = NULL;
+        guest_fini(&r->vm.g);
+    }
+    if (r->memfd >= 0) {
+        close(r->memfd);
+    }
+    memset(r, 0, sizeof(*r));
+    r->sock = r->memfd = -1;
+}
+
+/*
+ * Connect and say HELLO as protocol @version with @nsend fds: returns the
+ * result (-1: no reply).  On OK the reply's fds are checked and the
+ * doorbell pages and the event ring mapped.
+ */
+static int raw_join(struct raw_vm *r, const char *id, uint32_t version,
+                    const int *send_fds, unsigned int nsend)
+{
+    struct vmmbibd_hello h = {
+        .version = version,
+        .uar_slots = 8,
+        .doorbell_mode = VMMBIB_DB_MODE_RING,
+    };
+    uint32_t len = 0;
+    int ret;
+
+    memset(r, 0, sizeof(*r));
+    r->memfd = -1;
+    vmmbib_limits_default(&h.limits);
+    h.limits.max_ucontext = 8;
+    strcpy(h.vm_id, id);
+    r->sock = raw_connect();
+    if (r->sock < 0) {
+        return -1;
+    }
+    ret = raw_transact(r, VMMBIBD_MSG_HELLO, &h, sizeof(h), send_fds, nsend,
+                       &r->r, sizeof(r->r), &len);
+    if (ret != VMMBIBD_OK) {
+        return ret;
+    }
+    if (len != sizeof(r->r) || r->nfds != VMMBIBD_HELLO_REPLY_FDS) {
+        return -1;
+    }
+    r->db = mmap(NULL, r->r.db_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+                 r->fds[VMMBIBD_HELLO_FD_DB], 0);
+    r->ring = mmap(NULL, r->r.event_ring_size, PROT_READ | PROT_WRITE,
+                   MAP_SHARED, r->fds[VMMBIBD_HELLO_FD_RING], 0);
+    if (r->db == MAP_FAILED || r->ring == MAP_FAILED) {
+        r->db = r->ring = NULL;
+        return -1;
+    }
+    for (int i = 0; i < MAX_RAW_VMS; i++) {
+        if (!raw_vms[i]) {
+            raw_vms[i] = r;
+            break;
+        }
+    }
+    r->vm.dev = (struct vmmbib_dev *)r;
+    return VMMBIBD_OK;
+}
+
+/* MEMORY by hand: one region, [gpa, gpa + size) at @offset of @fd. */
+static int raw_memory(struct raw_vm *r, uint64_t gpa, uint64_t size,
+                      uint64_t offset, int fd)
+{
+    struct {
+        struct vmmbibd_memory m;
+        struct vmmbibd_region region;
+    } msg = {
+        .m = { .nregions = 1 },
+        .region = { .gpa = gpa, .size = size, .offset = offset },
+    };
+
+    return raw_transact(r, VMMBIBD_MSG_MEMORY, &msg, sizeof(msg), &fd, 1,
+                        NULL, 0, NULL);
+}
+
+/* A raw VM with RAM, a context, a PD and a registered buffer. */
+static bool raw_start(struct raw_vm *r, const char *id)
+{
+    if (raw_join(r, id, VMMBIBD_PROTOCOL_VERSION, NULL, 0) != VMMBIBD_OK ||
+        !memfd_ram(&r->vm.g, &r->memfd) ||
+        raw_memory(r, GUEST_RAM_BASE, VM_RAM_SIZE, 0, r->memfd) !=
+        VMMBIBD_OK) {
+        return false;
+    }
+    return vm_ctx(&r->vm, CLIENT_VM_BUF_SIZE, ACCESS_ALL_RIGHTS);
+}
+
+static size_t raw_execute(struct raw_vm *r, const void *req, size_t req_len,
+                          void *reply, size_t reply_cap)
+{
+    uint8_t payload[VMMBIBD_MAX_PAYLOAD];
+    struct vmmbibd_command c = { .reply_cap = reply_cap };
+    uint32_t len = 0;
+
+    if (req_len > sizeof(payload) - sizeof(c) ||
+        reply_cap > VMMBIBD_MAX_PAYLOAD) {
+        return 0;
+    }
+    memcpy(payload, &c, sizeof(c));
+    memcpy(payload + sizeof(c), req, req_len);
+    if (raw_transact(r, VMMBIBD_MSG_COMMAND, payload, sizeof(c) + req_len,
+                     NULL, 0, reply, reply_cap, &len) != VMMBIBD_OK) {
+        return 0;
+    }
+    return len;
+}
+
+static void *raw_db_pages(struct raw_vm *r)
+{
+    return r->db;
+}
+
+static void raw_kick(struct raw_vm *r)
+{
+    eventfd_write(r->fds[VMMBIBD_HELLO_FD_KICK], 1);
+}
+
+/* A raw client after HELLO: its socket, for the malformed messages. */
+static int raw_hello(const char *id)
+{
+    struct raw_vm r;
+    int fd;
+
+    if (raw_join(&r, id, VMMBIBD_PROTOCOL_VERSION, NULL, 0) != VMMBIBD_OK) {
+        raw_close(&r);
+        return -1;
+    }
+    fd = r.sock;
+    r.sock = -1;
+    raw_close(&r);
+    return fd;
 }
 
 /* Whether the daemon closed @fd (EOF within a second). */
@@ -844,6 +1125,385 @@ static void test_malformed(struct client_vm *b)
     vm_stop(&c);
 }
 
+/*
+ * Traffic between two well-behaved VMs, on a thread, while hostile clients
+ * do their worst: RDMA WRITEs of a new pattern each round, the data
+ * checked in the target VM.
+ */
+struct traffic {
+    struct client_vm *src, *dst;
+    struct rc_pair p;
+    pthread_t thread;
+    bool stop;
+    unsigned long rounds;           /* completed with the data checked */
+    unsigned long bad;              /* a round with a wrong CQE or data */
+};
+
+static void *traffic_thread(void *opaque)
+{
+    struct traffic *t = opaque;
+    struct vmmbib_sge s = buf_sge(&t->src->vm, 0, 4096);
+
+    while (!__atomic_load_n(&t->stop, __ATOMIC_ACQUIRE)) {
+        unsigned long n = t->rounds;
+        unsigned int seed = 100 + n % 1000;
+        struct vmmbib_cqe c;
+
+        pattern_fill(t->src->vm.buf.p, 4096, seed);
+        post_send(&t->p.a, n, VMMBIB_WR_RDMA_WRITE, &s, 1,
+                  t->dst->vm.buf.gpa, t->dst->vm.mr.rkey);
+        if (cq_wait(&t->p.a_scq, &c, 1) != 1 ||
+            !cqe_is(&c, n, VMMBIB_WC_RDMA_WRITE, VMMBIB_WC_SUCCESS) ||
+            !pattern_check(t->dst->vm.buf.p, 4096, seed)) {
+            __atomic_store_n(&t->bad, t->bad + 1, __ATOMIC_RELEASE);
+            return NULL;
+        }
+        __atomic_store_n(&t->rounds, n + 1, __ATOMIC_RELEASE);
+    }
+    return NULL;
+}
+
+static unsigned long traffic_rounds(struct traffic *t)
+{
+    return __atomic_load_n(&t->rounds, __ATOMIC_ACQUIRE);
+}
+
+/* Whether @n more rounds than @since completed, all good (3 s at most). */
+static bool traffic_flows(struct traffic *t, unsigned long since,
+                          unsigned long n)
+{
+    uint64_t end = mono_ms() + 3000;
+
+    while (traffic_rounds(t) < since + n &&
+           !__atomic_load_n(&t->bad, __ATOMIC_ACQUIRE) && mono_ms() < end) {
+        usleep(1000);
+    }
+    return traffic_rounds(t) >= since + n &&
+           !__atomic_load_n(&t->bad, __ATOMIC_ACQUIRE);
+}
+
+/*
+ * Protocol versions: a version 2 QEMU (its HELLO passes two eventfds)
+ * and a future one are refused with a sentence naming both versions,
+ * then disconnected; this client, meeting a version 2 daemon, says so.
+ */
+static void test_old_version(void)
+{
+    struct raw_vm r;
+    int efds[2] = { eventfd(0, 0), eventfd(0, 0) };
+    int sv[2];
+    struct vmmbibd_hdr refusal = {
+        .type = VMMBIBD_MSG_HELLO, .flags = VMMBIBD_FLAG_REPLY, .seq = 1,
+        .result = VMMBIBD_ERR_INVALID,
+    };
+    /* What a version 2 vmmbibd answered to a HELLO without fds. */
+    static const char v2_text[] = "HELLO must be one struct vmmbibd_hello "
+                                  "with two eventfds";
+    struct vmmbib_dev_config cfg;
+    struct vmmbib_client *c;
+    char err[256] = "";
+
+    TAP_CHECK(raw_join(&r, "old-qemu", 2, efds, 2) == VMMBIBD_ERR_INVALID &&
+              strstr(r.why, "vmmbibd speaks protocol 3, this QEMU speaks 2: "
+                     "use the QEMU and vmmbibd from the same build") &&
+              closed_by_daemon(r.sock),
+              "a version 2 HELLO (with its two eventfds): refused, naming "
+              "both versions, and disconnected");
+    printf("# %s\n", r.why);
+    raw_close(&r);
+    close(efds[0]);
+    close(efds[1]);
+
+    TAP_CHECK(raw_join(&r, "new-qemu", 4, NULL, 0) == VMMBIBD_ERR_INVALID &&
+              strstr(r.why, "this QEMU speaks 4") && closed_by_daemon(r.sock),
+              "a version 4 HELLO: refused, naming both versions");
+    raw_close(&r);
+
+    /* The client meets a version 2 daemon: its refusal is waiting. */
+    refusal.size = sizeof(v2_text);
+    vm_config(&cfg);
+    TAP_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0 &&
+              vmmbibd_send(sv[1], &refusal, v2_text, NULL, 0) == 0,
+              "a fake version 2 daemon");
+    c = vmmbib_client_new(sv[0], "vm-x", &cfg, NULL, NULL, err, sizeof(err));
+    TAP_CHECK(!c && strstr(err, "vmmbibd speaks protocol 2, this QEMU speaks "
+                           "3: use the QEMU and vmmbibd from the same build"),
+              "the client meeting a version 2 daemon says which is which");
+    printf("# %s\n", err);
+    close(sv[1]);
+}
+
+/*
+ * Fds of the wrong kind: HELLO takes none; a MEMORY region must be a
+ * memfd, sealed against shrinking, not hugetlb, large enough, mappable.
+ * Each gets an error status with the reason; the connection stays.
+ */
+static void test_wrong_fds(void)
+{
+    struct raw_vm r;
+    int efds[2] = { eventfd(0, 0), eventfd(0, 0) };
+    int pfd[2] = { -1, -1 }, sv[2] = { -1, -1 }, fd, ok;
+    char path[160];
+    struct {
+        const char *what;
+        int fd;
+        uint64_t size;
+        const char *why;
+    } bad[9];
+    unsigned int n = 0;
+
+    TAP_CHECK(raw_join(&r, "fds-hello", VMMBIBD_PROTOCOL_VERSION, efds, 2) ==
+              VMMBIBD_ERR_INVALID && strstr(r.why, "no fds") &&
+              closed_by_daemon(r.sock),
+              "HELLO with eventfds of the client's own: refused (the daemon "
+              "makes them), disconnected");
+    printf("# %s\n", r.why);
+    raw_close(&r);
+    close(efds[1]);
+
+    TAP_CHECK(raw_join(&r, "fds-memory", VMMBIBD_PROTOCOL_VERSION, NULL, 0) ==
+              VMMBIBD_OK,
+              "a raw client joins");
+    {
+        struct stat st;
+        int kick = r.fds[VMMBIBD_HELLO_FD_KICK];
+        int call = r.fds[VMMBIBD_HELLO_FD_CALL];
+
+        TAP_CHECK(fstat(call, &st) == 0 && S_ISFIFO(st.st_mode) &&
+                  write(call, "x", 1) < 0 && errno == EBADF &&
+                  eventfd_write(kick, 1) == 0,
+                  "HELLO reply: KICK is an eventfd to write, CALL the read "
+                  "end of a pipe (the client cannot write it)");
+    }
+
+    if (pipe2(pfd, O_CLOEXEC) == 0) {
+        bad[n++] = (typeof(bad[0])) { "a pipe", pfd[0], 4096, "not a memfd" };
+    }
+    bad[n++] = (typeof(bad[0])) { "an eventfd", efds[0], 4096,
+                                  "not a memfd" };
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0) {
+        bad[n++] = (typeof(bad[0])) { "a socket", sv[0], 4096,
+                                      "not a memfd" };
+    }
+    bad[n++] = (typeof(bad[0])) { "/dev/zero",
+                                  open("/dev/zero", O_RDWR | O_CLOEXEC),
+                                  4096, "not a memfd" };
+    snprintf(path, sizeof(path), "%s/file", tmpdir);
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    ok = fd >= 0 && ftruncate(fd, 8192) == 0;
+    unlink(path);
+    bad[n++] = (typeof(bad[0])) { "a regular file", ok ? fd : -1, 4096,
+                                  "not a memfd" };
+    fd = memfd_create("unsealed", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    ok = fd >= 0 && ftruncate(fd, 8192) == 0;
+    bad[n++] = (typeof(bad[0])) { "an unsealed memfd", ok ? fd : -1, 4096,
+                                  "not a memfd sealed" };
+    fd = memfd_create("small", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    ok = fd >= 0 && ftruncate(fd, 4096) == 0 &&
+         fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) == 0;
+    bad[n++] = (typeof(bad[0])) { "a sealed memfd smaller than the region",
+                                  ok ? fd : -1, 8192, "fewer than" };
+    fd = memfd_create("readonly", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    ok = fd >= 0 && ftruncate(fd, 4096) == 0 &&
+         fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_WRITE) == 0;
+    bad[n++] = (typeof(bad[0])) { "a memfd sealed against writes",
+                                  ok ? fd : -1, 4096, "cannot map it" };
+    fd = memfd_create("huge", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB);
+    if (fd >= 0 && ftruncate(fd, 2 << 20) == 0 &&
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) == 0) {
+        bad[n++] = (typeof(bad[0])) { "a hugetlb memfd", fd, 2 << 20,
+                                      "hugetlb" };
+    } else {
+        printf("# no hugetlb memfd on this host (%s): not tried\n",
+               strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+    }
+    for (unsigned int i = 0; i < n; i++) {
+        char name[160];
+
+        snprintf(name, sizeof(name), "MEMORY with %s: refused, with the "
+                 "reason", bad[i].what);
+        TAP_CHECK(bad[i].fd >= 0 &&
+                  raw_memory(&r, GUEST_RAM_BASE, bad[i].size, 0, bad[i].fd) ==
+                  VMMBIBD_ERR_INVALID && strstr(r.why, bad[i].why), "%s",
+                  name);
+        printf("# %s\n", r.why);
+        if (bad[i].fd >= 0) {
+            close(bad[i].fd);
+        }
+    }
+    close(pfd[1]);
+    close(sv[1]);
+
+    /* The one thing the daemon relies on: the seal stops a shrink. */
+    TAP_CHECK(memfd_ram(&r.vm.g, &r.memfd) &&
+              raw_memory(&r, GUEST_RAM_BASE, VM_RAM_SIZE, 0, r.memfd) ==
+              VMMBIBD_OK,
+              "after the refusals the connection works: a sealed memfd is "
+              "taken");
+    TAP_CHECK(ftruncate(r.memfd, 4096) < 0 && errno == EPERM,
+              "the client cannot shrink its sealed RAM under the daemon");
+
+    /* No reader on the CALL pipe: the daemon's write fails, harmlessly. */
+    close(r.fds[VMMBIBD_HELLO_FD_CALL]);
+    r.fds[VMMBIBD_HELLO_FD_CALL] = -1;
+    {
+        struct vmmbib_dev_stats st;
+        uint32_t len = 0;
+
+        TAP_CHECK(vm_ctx(&r.vm, 4096, ACCESS_ALL_RIGHTS) &&
+                  raw_transact(&r, VMMBIBD_MSG_STATS, NULL, 0, NULL, 0, &st,
+                               sizeof(st), &len) == VMMBIBD_OK &&
+                  len == sizeof(st) && st.events >= 1,
+                  "the client closed its CALL pipe: its event (PORT_ACTIVE) "
+                  "finds no reader, the daemon goes on");
+    }
+    raw_close(&r);
+}
+
+/*
+ * A VMM punches a hole into guest RAM the daemon maps (F_SEAL_SHRINK
+ * allows it): the daemon's next access finds zeroed pages, not SIGBUS.
+ */
+static void test_hole(struct client_vm *a, struct client_vm *b)
+{
+    struct rc_pair p;
+    struct vmmbib_cqe e;
+    struct vmmbib_sge s;
+    uint64_t off = 131072, ram_off = a->vm.buf.gpa + off - GUEST_RAM_BASE;
+
+    pattern_fill(a->vm.buf.p + off, 65536, 8);
+    memset(b->vm.buf.p + off, 0xee, 65536);
+    TAP_CHECK(rc_pair_create(&p, &b->vm.c, b->vm.pd, &a->vm.c, a->vm.pd,
+                             NULL) == OK &&
+              fallocate(a->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                        ram_off, 65536) == 0,
+              "A's VMM punches a hole into the RAM of A's registered buffer");
+    s = buf_sge(&b->vm, off, 65536);
+    post_send(&p.a, 0xa1, VMMBIB_WR_RDMA_READ, &s, 1, a->vm.buf.gpa + off,
+              a->vm.mr.rkey);
+    TAP_CHECK(cq_wait(&p.a_scq, &e, 1) == 1 &&
+              cqe_is(&e, 0xa1, VMMBIB_WC_RDMA_READ, VMMBIB_WC_SUCCESS) &&
+              b->vm.buf.p[off] == 0 && b->vm.buf.p[off + 65535] == 0,
+              "B's RDMA READ of the hole: success, zeros (no SIGBUS)");
+    pattern_fill(b->vm.buf.p + off, 65536, 9);
+    post_send(&p.a, 0xa2, VMMBIB_WR_RDMA_WRITE, &s, 1, a->vm.buf.gpa + off,
+              a->vm.mr.rkey);
+    TAP_CHECK(cq_wait(&p.a_scq, &e, 1) == 1 &&
+              cqe_is(&e, 0xa2, VMMBIB_WC_RDMA_WRITE, VMMBIB_WC_SUCCESS) &&
+              pattern_check(a->vm.buf.p + off, 65536, 9),
+              "B's RDMA WRITE into it: A sees the data");
+}
+
+/*
+ * A client that never reads its CALL pipe, its event ring or its socket,
+ * and clears O_NONBLOCK on the fds it got, while its guest raises
+ * interrupts by the thousand: the daemon drops what does not fit and
+ * goes on; a client that does not read its replies is disconnected.
+ */
+static void test_irq_flood(struct traffic *t)
+{
+    /* Two events a round: more than the ring (1024) and the pipe hold. */
+    const int rounds = 2500;
+    struct vmmbib_dev_stats st;
+    struct raw_vm r;
+    struct rc_pair p;
+    struct vmmbib_sge s;
+    struct vmmbib_cqe e;
+    unsigned long before;
+    uint32_t prod, dropped, len = 0;
+    int good = 0, queued = -1, pipe_size;
+    int call, kick, sent = 0;
+
+    TAP_CHECK(raw_start(&r, "irq-flood") &&
+              rc_pair_create(&p, &r.vm.c, r.vm.pd, &r.vm.c, r.vm.pd,
+                             NULL) == OK,
+              "a raw client with an RC QP pair of its own");
+    call = r.fds[VMMBIBD_HELLO_FD_CALL];
+    kick = r.fds[VMMBIBD_HELLO_FD_KICK];
+    TAP_CHECK(fcntl(call, F_SETFL, 0) == 0 && fcntl(kick, F_SETFL, 0) == 0,
+              "it clears O_NONBLOCK on its KICK eventfd and CALL pipe");
+    before = traffic_rounds(t);
+    for (int i = 0; i < rounds; i++) {
+        cq_arm(&p.a_scq, VMMBIB_DB_ARM_NEXT);
+        cq_arm(&p.b_rcq, VMMBIB_DB_ARM_NEXT);
+        s = buf_sge(&r.vm, 0, 64);
+        qp_post_recv(&p.b, i, &s, 1);
+        post_send(&p.a, i, VMMBIB_WR_SEND, &s, 1, 0, 0);
+        good += cq_wait(&p.a_scq, &e, 1) == 1 &&
+                cqe_is(&e, i, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS) &&
+                cq_wait(&p.b_rcq, &e, 1) == 1 &&
+                cqe_is(&e, i, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS);
+    }
+    printf("# %d of %d rounds, the good VMs' traffic %lu rounds meanwhile\n",
+           good, rounds, traffic_rounds(t) - before);
+    TAP_CHECK(good == rounds,
+              "its guest's SENDs all complete while nobody reads its events");
+    TAP_CHECK(traffic_rounds(t) > before && traffic_flows(t, before, 1),
+              "the good VMs' traffic went on during the flood, data checked");
+    TAP_CHECK(raw_transact(&r, VMMBIBD_MSG_STATS, NULL, 0, NULL, 0, &st,
+                           sizeof(st), &len) == VMMBIBD_OK &&
+              len == sizeof(st) && st.events >= 2u * rounds,
+              "STATS: the daemon raised every interrupt");
+    memcpy(&prod, r.ring + VMMBIBD_RING_PRODUCER, sizeof(prod));
+    memcpy(&dropped, r.ring + VMMBIBD_RING_DROPPED, sizeof(dropped));
+    printf("# events %llu, ring producer %u, dropped %u\n",
+           (unsigned long long)st.events, prod, dropped);
+    TAP_CHECK(prod == r.r.event_ring_entries && prod + dropped == st.events,
+              "the ring filled, the rest was dropped and counted");
+    pipe_size = fcntl(call, F_GETPIPE_SZ);
+    TAP_CHECK(ioctl(call, FIONREAD, &queued) == 0 && queued == pipe_size,
+              "the CALL pipe is full: the daemon's writes found it so and "
+              "went on");
+    printf("# CALL pipe: %d of %d bytes\n", queued, pipe_size);
+
+    /* Now requests without reading a reply. */
+    before = traffic_rounds(t);
+    for (; sent < 100000; sent++) {
+        struct vmmbibd_hdr hdr = { .type = VMMBIBD_MSG_STATS, .seq = sent };
+        struct pollfd pfd = { .fd = r.sock, .events = POLLOUT };
+
+        if (poll(&pfd, 1, 2000) != 1 ||
+            send(r.sock, &hdr, sizeof(hdr), MSG_NOSIGNAL | MSG_DONTWAIT) !=
+            sizeof(hdr)) {
+            break;
+        }
+    }
+    printf("# %d requests sent unread\n", sent);
+    TAP_CHECK(log_wait("VM irq-flood: a reply could not be sent; "
+                       "disconnected", 1) && closed_by_daemon(r.sock),
+              "a client that does not read its replies is disconnected");
+    TAP_CHECK(traffic_flows(t, before, 20),
+              "the good VMs' traffic goes on, data checked");
+    raw_close(&r);
+}
+
+/* The hostile clients, while two good VMs keep moving data. */
+static void test_hostile(struct client_vm *a, struct client_vm *b)
+{
+    struct traffic t = { .src = a, .dst = b };
+    unsigned long before;
+
+    TAP_CHECK(rc_pair_create(&t.p, &a->vm.c, a->vm.pd, &b->vm.c, b->vm.pd,
+                             NULL) == OK &&
+              pthread_create(&t.thread, NULL, traffic_thread, &t) == 0 &&
+              traffic_flows(&t, 0, 10),
+              "hostile clients: traffic between two good VMs, data checked");
+    before = traffic_rounds(&t);
+    test_old_version();
+    test_wrong_fds();
+    TAP_CHECK(traffic_flows(&t, before, 20),
+              "the good VMs' traffic went on through the bad HELLOs and fds");
+    test_irq_flood(&t);
+    __atomic_store_n(&t.stop, true, __ATOMIC_RELEASE);
+    pthread_join(t.thread, NULL);
+    printf("# the good VMs' traffic: %lu rounds, %lu bad\n", t.rounds,
+           t.bad);
+    TAP_CHECK(!t.bad, "no round of the good VMs' traffic went wrong");
+}
+
 static void test_bad_memory(struct client_vm *b)
 {
     struct vmmbib_client_region r = { .gpa = 0x40000000, .size = 4096 };
@@ -923,6 +1583,8 @@ int main(int argc, char **argv)
     test_disconnect(&a, &b);
     test_killed(&b);
     test_malformed(&b);
+    test_hostile(&a, &b);
+    test_hole(&a, &b);
     test_bad_memory(&b);
     test_shutdown(&b);
     vm_stop(&a);

@@ -85,8 +85,9 @@ static int vmmbib_be_kick_fd(VMMBypassIB *vib)
 
 /*
  * KICK of every slot becomes an ioeventfd on the backend's kick eventfd:
- * a kick wakes the engine (embedded, or vmmbibd's, which got the same
- * eventfd with HELLO) without running device code or the main loop.
+ * a kick wakes the engine (embedded, or vmmbibd's, which made the eventfd
+ * and passed it with its HELLO reply) without running device code or the
+ * main loop.
  * Under KVM it does not even leave the kernel; under TCG the vCPU thread
  * writes the eventfd in its MMIO dispatch.  The engine reads the eventfd,
  * so it counts the kicks (stats-kicks).  BQL held.
@@ -993,6 +994,7 @@ static void vmmbib_client_readable(void *opaque)
 static void vmmbib_client_watch(VMMBypassIB *vib)
 {
     /*
+     * The event fd is the daemon's CALL pipe: readable when events wait.
      * Between requests the daemon sends nothing on the socket: readable
      * means it is gone.  (While the command thread waits for a reply the
      * client ignores it.)
