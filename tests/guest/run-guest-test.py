@@ -214,6 +214,7 @@ class Results:
         self.host_requests = []    # ("qom-set", NAME, VALUE) or ("rss", NAME), not yet done
         self.qemu_rss = {}         # NAME: QEMU's VmRSS in KiB when the guest asked
         self.snapshots = {}        # NAME: counters read when the guest asked
+        self.hang = None           # lines: the CPU and counters when the run timed out
         self._partial = ""
 
     def feed(self, text):
@@ -370,6 +371,30 @@ def read_stats(logdir, ids, quit_after=True):
         qmp.close()
 
 
+def hang_state(logdir, ids):
+    """When a run times out (with --stats): QEMU's run state, the vCPU's
+    registers and local APIC (a halted CPU with a vector stuck in service
+    explains a guest that stopped without a word), and the device counters.
+    Also written to LOGDIR/hang.txt."""
+    qmp = Qmp(os.path.join(logdir, "qmp.sock"))
+    try:
+        lines = [f"QEMU run state: {qmp.cmd('query-status').get('status')}"]
+        for hmp in ("info registers", "info lapic"):
+            text = qmp.cmd("human-monitor-command", **{"command-line": hmp})
+            lines.append(f"{hmp}:")
+            # The vector and FPU registers say nothing about a hang.
+            lines += [l for l in text.replace("\r", "").splitlines()
+                      if l.strip() and not re.match(r"(YMM|XMM|FPR|ZMM|Opmask)", l)]
+        for dev_id, values in qmp_stats(qmp, ids).items():
+            lines.append(f"{dev_id} counters at the timeout: " +
+                         " ".join(f"{k[len('stats-'):]}={v}" for k, v in values.items()))
+    finally:
+        qmp.close()
+    with open(os.path.join(logdir, "hang.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return lines
+
+
 def qemu_rss_kib(pid):
     """QEMU's resident memory (VmRSS) in KiB."""
     with open(f"/proc/{pid}/status") as f:
@@ -480,6 +505,11 @@ def run_guest(cmd, logdir, results, timeout, stats_ids=None, reboots=0):
                 break
             if now - start > timeout:
                 why = f"timed out after {timeout:.0f} s"
+                if stats_ids and results.rc is None:
+                    try:
+                        results.hang = hang_state(logdir, stats_ids)
+                    except (OSError, ValueError, RuntimeError, ConnectionError) as e:
+                        results.hang = [f"reading the guest's state over QMP failed: {e}"]
                 break
             time.sleep(0.1)
     finally:
@@ -595,6 +625,9 @@ def report_tap(results, qemu_rc, why, elapsed, logdir, args, cmd):
         if trouble:
             out.extend(f"# {l}" for l in trouble[:20])
 
+    if results.hang:
+        out.append("# ---- state at the timeout (also in hang.txt):")
+        out.extend(f"# {l}" for l in results.hang)
     boot = f"init started at {results.boot_uptime} s guest uptime, " if results.boot_uptime else ""
     out.append(f"# {boot}{elapsed:.1f} s wall time in all")
     if failed:
