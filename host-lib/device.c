@@ -305,11 +305,12 @@ void vmmbib_dev_get_stats(struct vmmbib_dev *dev,
                           struct vmmbib_dev_stats *stats)
 {
     vmmbib_engine_enter(dev->engine);
-    /* Kicks the engine has not read yet count too; it still wakes. */
-    if (vmmbib_engine_take_kicks(dev)) {
-        vmmbib_engine_wake(dev->engine);
-    }
+    /*
+     * Read-only: kicks the engine has not read yet count too, but they
+     * stay in the eventfd for the engine, which they wake.
+     */
     *stats = dev->stats;
+    stats->kicks += vmmbib_engine_pending_kicks(dev);
     stats->ucontexts = dev->ucontexts.used;
     stats->pds = dev->pds.used;
     stats->mrs = dev->mrs.used;

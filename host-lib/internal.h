@@ -293,6 +293,8 @@ struct vmmbib_dev *vmmbib_engine_find_guid(struct vmmbib_engine *eng,
 void vmmbib_engine_wake(struct vmmbib_engine *eng);
 /* Count the kicks @dev's eventfd holds; engine lock held. */
 uint64_t vmmbib_engine_take_kicks(struct vmmbib_dev *dev);
+/* The kicks @dev's eventfd holds, left there; engine lock held. */
+uint64_t vmmbib_engine_pending_kicks(struct vmmbib_dev *dev);
 uint16_t vmmbib_engine_assign_lid(struct vmmbib_engine *eng);
 pthread_mutex_t *vmmbib_engine_lock(struct vmmbib_engine *eng);
 /* Take and release the engine lock from outside the engine thread. */
