@@ -19,6 +19,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "guest.h"
@@ -968,6 +969,66 @@ static void test_query_device(struct two_vms *t)
     }
 }
 
+/*
+ * Private guest RAM (QEMU's memory-backend-ram) cannot be mapped a second
+ * time: an MR of scattered pages is NOT_SUPPORTED there, a contiguous one
+ * still works.
+ */
+static void test_private_ram(struct vmmbib_engine *eng)
+{
+    static const uint8_t order[] = { 3, 1 };
+    struct vmmbib_dev_config cfg;
+    struct vm z;
+    struct smr zs;
+    struct gmr m;
+
+    verbs_config(&cfg);
+    memset(&z, 0, sizeof(z));
+    z.g.ram = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    z.g.base = GUEST_RAM_BASE;
+    z.g.size = 1 << 20;
+    pthread_mutex_init(&z.g.lock, NULL);
+    z.dev = guest_dev_new(&z.g, eng, &cfg);
+    if (z.g.ram == MAP_FAILED || !z.dev ||
+        ctx_create(&z.c, z.dev, &z.g) != OK || pd_create(&z.c, &z.pd) != OK) {
+        TAP_CHECK(false, "private RAM: a device on private guest RAM");
+        return;
+    }
+    TAP_CHECK(smr_reg(&z, order, 2, 0x10000, 8192, &zs) ==
+              VMMBIB_STATUS_NOT_SUPPORTED,
+              "private RAM: an MR of scattered pages is NOT_SUPPORTED");
+    gbuf_alloc(&z.g, 3 * 4096, &z.buf);
+    TAP_CHECK(mr_reg(&z.c, z.pd, z.buf.gpa + 100, 10000,
+                     VMMBIB_ACCESS_LOCAL_WRITE, &m) == OK,
+              "private RAM: an MR of contiguous pages is registered");
+    vm_fini(&z);
+}
+
+/*
+ * A hostile MR of one-page runs (two pages, alternating): more host
+ * mappings than a device may hold is NO_RESOURCES, nothing pinned.
+ */
+static void test_alias_budget(struct two_vms *t)
+{
+    const uint32_t n = 16385;
+    uint64_t *pages = calloc(n, sizeof(*pages));
+    uint64_t a = guest_alloc(&t->y.g, 3 * 4096), before = pinned(&t->y);
+    struct vmmbib_page_list pl;
+    struct gmr m;
+
+    for (uint32_t i = 0; i < n; i++) {
+        pages[i] = a + (i & 1 ? 2 * 4096 : 0);
+    }
+    guest_page_list(&t->y.g, pages, n, 2, &pl);
+    TAP_CHECK(mr_reg_pages(&t->y.c, t->y.pd, 0x40000000, (uint64_t)n * 4096,
+                           &pl, VMMBIB_ACCESS_LOCAL_WRITE, &m) ==
+              VMMBIB_STATUS_NO_RESOURCES && pinned(&t->y) == before,
+              "alias: an MR of 16,385 one-page runs is NO_RESOURCES (at "
+              "most 16,384 host mappings per device), nothing pinned");
+    free(pages);
+}
+
 static void run_tests(void)
 {
     struct two_vms t;
@@ -993,6 +1054,8 @@ static void run_tests(void)
     test_scattered(&t, &p);
     test_dma_mr(&t);
     test_dma_quota(t.eng);
+    test_private_ram(t.eng);
+    test_alias_budget(&t);
     test_bad_lkey(&t);
     test_bad_rkey(&t);
     test_loopback(&t);
