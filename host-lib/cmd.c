@@ -166,7 +166,8 @@ size_t vmmbib_dev_execute(struct vmmbib_dev *dev,
     size_t body_len = 0;
     int status;
 
-    vmmbib_engine_enter(dev->engine);
+    /* No copy without the lock may use what the command changes. */
+    vmmbib_engine_enter_dev(dev);
     dev->stats.commands++;
     if (reply_cap < sizeof(hdr)) {
         dev->stats.command_errors++;

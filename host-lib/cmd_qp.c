@@ -234,6 +234,7 @@ static void apply_attrs(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
         qp->rnr_deadline_ns = 0;
         qp->sq_draining = false;
         qp->comm_est = false;
+        qp->recv_busy = false;
         qp->state = VMMBIB_QPS_RESET;
         break;
     case VMMBIB_QPS_ERR:

@@ -56,7 +56,21 @@ enum vmmbib_deliver {
     VMMBIB_RNR,             /* no receive WQE: retry later */
     VMMBIB_NO_PEER,         /* nobody answers: the requester times out */
     VMMBIB_REMOTE_ERROR,    /* the responder rejected it: status given */
+    VMMBIB_BUSY,            /* another thread's delivery holds the RQ */
 };
+
+/*
+ * engine.c: copy as vmmbib_sg_copy does, for a WQE of @sq (the requester
+ * @dev's) into or from the memory of @pdev; @rq is the receive ring the
+ * copy delivers to, or NULL.  With several engine threads a large copy
+ * runs without the engine lock: the caller must check again, after, what
+ * other threads may have changed (a QP gone to ERR).
+ */
+int vmmbib_engine_copy(struct vmmbib_dev *dev, struct vmmbib_ring *sq,
+                       struct vmmbib_dev *pdev, struct vmmbib_ring *rq,
+                       const struct vmmbib_seg *dst, unsigned int ndst,
+                       uint64_t dst_skip, const struct vmmbib_seg *src,
+                       unsigned int nsrc, uint64_t len);
 
 /* responder.c */
 /* The QP @qpn at the port @av routes to: by dgid with a GRH, else dlid. */

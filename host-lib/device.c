@@ -250,7 +250,7 @@ static void reset_locked(struct vmmbib_dev *dev)
 
 void vmmbib_dev_reset(struct vmmbib_dev *dev)
 {
-    vmmbib_engine_enter(dev->engine);
+    vmmbib_engine_enter_dev(dev);
     reset_locked(dev);
     /* The driver that comes next is told the port is up again. */
     dev->port_active_raised = false;
@@ -263,7 +263,8 @@ void vmmbib_dev_free(struct vmmbib_dev *dev)
         return;
     }
     if (dev->engine) {
-        vmmbib_engine_enter(dev->engine);
+        /* Copies of other devices' turns may still use its memory. */
+        vmmbib_engine_enter_dev(dev);
         reset_locked(dev);
         vmmbib_engine_detach(dev->engine, dev);
         vmmbib_engine_leave(dev->engine);

@@ -1,10 +1,11 @@
 /*
- * The engine: one thread that serves every device attached to it.  It
- * drains the doorbell rings of all contexts, runs the SQs of the QPs that
- * have work (lists, so idle QPs cost nothing), and when it has found no
- * work for idle_poll_us (its config, or the device config of a device
- * with an engine of its own) it marks itself asleep in every doorbell page
- * and blocks until a kick (docs/spec.md section 4).
+ * The engine: threads (one by default, up to 64) that serve every device
+ * attached to it.  Each drains the doorbell rings of all contexts and runs
+ * the SQs of the QPs that have work (lists, so idle QPs cost nothing).
+ * When all have found no work for idle_poll_us (its config, or the device
+ * config of a device with an engine of its own) the engine marks itself
+ * asleep in every doorbell page and blocks until a kick (docs/spec.md
+ * section 4).
  *
  * Kicks are eventfds, one per device, which the engine thread itself
  * waits on while it sleeps: a VMM registers it as an ioeventfd on the KICK
@@ -16,12 +17,22 @@
  * send WQEs, which its QPs share round-robin.  A VM with many busy QPs
  * therefore gets as much of the engine as a VM with one, not more.
  *
+ * Several threads.  A thread takes a whole device turn off the list of
+ * devices with work (dev->in_turn keeps the device off the list until
+ * the turn ends), so one QP's SQ is only ever run by one thread and RC's
+ * order holds per QP.  Everything runs under the engine lock except
+ * large guest-memory copies (vmmbib_engine_copy, "Copies without the
+ * lock" below).  Idle threads park; only when all are idle does the last
+ * one mark the pages ASLEEP and wait on the eventfds, and a thread whose
+ * pass leaves devices waiting for a turn wakes one parked thread.
+ *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
+#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +42,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "data.h"
 
 /* Send WQEs one QP runs before the next QP of its device gets a turn. */
 #define QP_BUDGET 16
@@ -38,12 +50,23 @@
 #define DEV_BUDGET 32
 /* Doorbells taken from one context's ring per pass. */
 #define DB_BUDGET 64
+/* Copies at least this long run without the lock (several threads). */
+#define UNLOCKED_COPY_MIN 1024
 
 struct vmmbib_engine {
     pthread_mutex_t lock;
     int wake_fd;            /* eventfd: vmmbib_engine_wake, a new device... */
-    pthread_t thread;
-    bool running;
+    pthread_t *threads;
+    unsigned int nthreads;
+    unsigned int running;   /* threads started */
+    /* Idle threads wait on park_sem while another thread is awake. */
+    sem_t park_sem;
+    unsigned int parked;    /* threads parked, or woken and not back yet */
+    unsigned int unparking; /* of those, woken */
+    /* vmmbib_engine_enter_dev waits here for a device's copies to end. */
+    pthread_cond_t quiet_cond;
+    unsigned int copies;    /* copies without the lock, now */
+    struct vmmbib_engine_stats stats;
     bool stop;
     bool kicked;
     uint32_t idle_poll_us;
@@ -58,6 +81,8 @@ struct vmmbib_engine {
     uint32_t state;         /* VMMBIB_ENGINE_*, as the pages show it */
     unsigned int waiters;   /* threads other than the engine's, waiting */
     unsigned int entries;   /* times one of them got the lock */
+    unsigned int engine_waiters;    /* the same for engine threads */
+    unsigned int engine_entries;
 };
 
 static uint64_t now_ns(void)
@@ -74,6 +99,7 @@ struct vmmbib_engine *vmmbib_engine_new(const struct vmmbib_engine_config *cfg,
                                         char *err, size_t err_len)
 {
     struct vmmbib_engine *eng;
+    unsigned int threads = cfg->threads ? cfg->threads : 1;
     int ret;
 
     if (cfg->idle_poll_us > VMMBIB_IDLE_POLL_US_MAX) {
@@ -82,11 +108,25 @@ struct vmmbib_engine *vmmbib_engine_new(const struct vmmbib_engine_config *cfg,
                  VMMBIB_IDLE_POLL_US_DEFAULT, VMMBIB_IDLE_POLL_US_MAX);
         return NULL;
     }
+    if (threads > VMMBIB_ENGINE_THREADS_MAX) {
+        snprintf(err, err_len, "engine-threads=%u is out of range: use 1 "
+                 "(the default) to %u", cfg->threads,
+                 VMMBIB_ENGINE_THREADS_MAX);
+        return NULL;
+    }
     eng = calloc(1, sizeof(*eng));
     if (!eng) {
         snprintf(err, err_len, "out of memory");
         return NULL;
     }
+    eng->threads = calloc(threads, sizeof(*eng->threads));
+    if (!eng->threads) {
+        snprintf(err, err_len, "out of memory");
+        free(eng);
+        return NULL;
+    }
+    eng->nthreads = threads;
+    eng->stats.threads = threads;
     eng->idle_poll_us = cfg->idle_poll_us ? cfg->idle_poll_us :
                         VMMBIB_IDLE_POLL_US_DEFAULT;
     eng->next_lid = 1;
@@ -94,25 +134,30 @@ struct vmmbib_engine *vmmbib_engine_new(const struct vmmbib_engine_config *cfg,
     if (eng->wake_fd < 0) {
         snprintf(err, err_len, "cannot create the engine's eventfd: %s",
                  strerror(errno));
+        free(eng->threads);
         free(eng);
         return NULL;
     }
     pthread_mutex_init(&eng->lock, NULL);
-    ret = pthread_create(&eng->thread, NULL, engine_thread, eng);
-    if (ret) {
-        snprintf(err, err_len, "cannot start the engine thread: %s",
-                 strerror(ret));
-        pthread_mutex_destroy(&eng->lock);
-        close(eng->wake_fd);
-        free(eng);
-        return NULL;
+    pthread_cond_init(&eng->quiet_cond, NULL);
+    sem_init(&eng->park_sem, 0, 0);
+    for (eng->running = 0; eng->running < threads; eng->running++) {
+        ret = pthread_create(&eng->threads[eng->running], NULL, engine_thread,
+                             eng);
+        if (ret) {
+            snprintf(err, err_len, "cannot start engine thread %u of %u: %s",
+                     eng->running + 1, threads, strerror(ret));
+            vmmbib_engine_free(eng);
+            return NULL;
+        }
     }
-    eng->running = true;
     return eng;
 }
 
 void vmmbib_engine_free(struct vmmbib_engine *eng)
 {
+    unsigned int i;
+
     if (!eng) {
         return;
     }
@@ -120,13 +165,28 @@ void vmmbib_engine_free(struct vmmbib_engine *eng)
     eng->stop = true;
     vmmbib_engine_wake(eng);
     pthread_mutex_unlock(&eng->lock);
-    if (eng->running) {
-        pthread_join(eng->thread, NULL);
+    /* Parked threads see stop once woken; one post each is enough. */
+    for (i = 0; i < eng->running; i++) {
+        sem_post(&eng->park_sem);
     }
+    for (i = 0; i < eng->running; i++) {
+        pthread_join(eng->threads[i], NULL);
+    }
+    sem_destroy(&eng->park_sem);
+    pthread_cond_destroy(&eng->quiet_cond);
     pthread_mutex_destroy(&eng->lock);
     close(eng->wake_fd);
     free(eng->pfds);
+    free(eng->threads);
     free(eng);
+}
+
+void vmmbib_engine_get_stats(struct vmmbib_engine *eng,
+                             struct vmmbib_engine_stats *stats)
+{
+    vmmbib_engine_enter(eng);
+    *stats = eng->stats;
+    vmmbib_engine_leave(eng);
 }
 
 pthread_mutex_t *vmmbib_engine_lock(struct vmmbib_engine *eng)
@@ -147,23 +207,43 @@ void vmmbib_engine_enter(struct vmmbib_engine *eng)
 }
 
 /*
- * Called by the engine thread, lock held: if another thread waits for the
- * lock, give it up until one of them has had it.  Unlocking and locking
- * again is not enough: the waiter must first be scheduled, and on a
- * machine whose other CPU runs a vCPU the engine wins the lock back every
- * time, which starved commands and trapped doorbells for seconds.
+ * An engine thread takes the lock back (after a copy, a park, a sleep):
+ * counted apart from the threads outside the engine, which come first.
+ */
+static void relock(struct vmmbib_engine *eng)
+{
+    __atomic_add_fetch(&eng->engine_waiters, 1, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&eng->lock);
+    __atomic_sub_fetch(&eng->engine_waiters, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&eng->engine_entries, 1, __ATOMIC_RELEASE);
+}
+
+/*
+ * Called by an engine thread between passes, lock held: if another thread
+ * waits for the lock, give it up until one of them has had it.  Unlocking
+ * and locking again is not enough: the waiter must first be scheduled,
+ * and on a machine whose other CPU runs a vCPU the engine wins the lock
+ * back every time, which starved commands and trapped doorbells for
+ * seconds.  Threads outside the engine (commands) go first; then engine
+ * threads that wait to finish a copy's WQE.
  */
 static void let_waiters_in(struct vmmbib_engine *eng)
 {
-    unsigned int entries = __atomic_load_n(&eng->entries, __ATOMIC_ACQUIRE);
+    unsigned int *entries = &eng->entries, *waiters = &eng->waiters;
+    unsigned int seen;
 
-    if (!__atomic_load_n(&eng->waiters, __ATOMIC_RELAXED)) {
-        return;
+    if (!__atomic_load_n(waiters, __ATOMIC_RELAXED)) {
+        entries = &eng->engine_entries;
+        waiters = &eng->engine_waiters;
+        if (!__atomic_load_n(waiters, __ATOMIC_RELAXED)) {
+            return;
+        }
     }
+    seen = __atomic_load_n(entries, __ATOMIC_ACQUIRE);
     pthread_mutex_unlock(&eng->lock);
     /* A waiter counted itself before it locks, so one will get in. */
-    while (__atomic_load_n(&eng->entries, __ATOMIC_ACQUIRE) == entries &&
-           __atomic_load_n(&eng->waiters, __ATOMIC_RELAXED)) {
+    while (__atomic_load_n(entries, __ATOMIC_ACQUIRE) == seen &&
+           __atomic_load_n(waiters, __ATOMIC_RELAXED)) {
         sched_yield();
     }
     pthread_mutex_lock(&eng->lock);
@@ -172,6 +252,94 @@ static void let_waiters_in(struct vmmbib_engine *eng)
 void vmmbib_engine_leave(struct vmmbib_engine *eng)
 {
     pthread_mutex_unlock(&eng->lock);
+}
+
+/*
+ * Copies without the lock.  With several threads, a copy of at least
+ * UNLOCKED_COPY_MIN bytes runs with the engine lock released, so that
+ * threads serving other devices copy at the same time.  During it:
+ *
+ * - Nothing it reads may change or go away: its segments are the
+ *   thread's own, naming MRs of the two devices, whose pages (and, for a
+ *   DMA MR, the VMM's guest_ptr mappings) live until a control path of
+ *   their device frees them.  Every control path enters with
+ *   vmmbib_engine_enter_dev, which waits for dev->copies to drop to 0 and
+ *   meanwhile (dev->quiesce) makes new copies for the device keep the
+ *   lock, so it cannot starve.  Commands, RESET and vmmbib_dev_free all
+ *   do; the daemon unmaps a VM's RAM only after RESET or free.
+ * - Other threads do run, under the lock: they may move the two QPs to
+ *   ERR (the only state change that needs no command), and they may run
+ *   other devices, deliver to other queues, ring doorbells.  The rings the
+ *   copy serves are marked inflight: a flush skips them (the copying thread
+ *   flushes after, so a WQE's buffers are never completed while copied
+ *   and completions stay in ring order), and another delivery to the same
+ *   receive ring returns VMMBIB_BUSY and retries its WQE later.
+ * - The device whose turn runs the copy stays in_turn: no other thread
+ *   runs its SQs.
+ */
+int vmmbib_engine_copy(struct vmmbib_dev *dev, struct vmmbib_ring *sq,
+                       struct vmmbib_dev *pdev, struct vmmbib_ring *rq,
+                       const struct vmmbib_seg *dst, unsigned int ndst,
+                       uint64_t dst_skip, const struct vmmbib_seg *src,
+                       unsigned int nsrc, uint64_t len)
+{
+    struct vmmbib_engine *eng = dev->engine;
+    int ret;
+
+    if (eng->nthreads < 2 || len < UNLOCKED_COPY_MIN) {
+        return vmmbib_sg_copy(dst, ndst, dst_skip, src, nsrc, len);
+    }
+    if (dev->quiesce || pdev->quiesce || sq->inflight ||
+        (rq && rq->inflight)) {
+        eng->stats.locked_copies++;
+        return vmmbib_sg_copy(dst, ndst, dst_skip, src, nsrc, len);
+    }
+    dev->copies++;
+    pdev->copies++;
+    sq->inflight = true;
+    if (rq) {
+        rq->inflight = true;
+    }
+    eng->stats.unlocked_copies++;
+    if (++eng->copies > eng->stats.max_parallel_copies) {
+        eng->stats.max_parallel_copies = eng->copies;
+    }
+    pthread_mutex_unlock(&eng->lock);
+    ret = vmmbib_sg_copy(dst, ndst, dst_skip, src, nsrc, len);
+    relock(eng);
+    eng->copies--;
+    sq->inflight = false;
+    if (rq) {
+        rq->inflight = false;
+    }
+    dev->copies--;
+    pdev->copies--;
+    if ((!dev->copies && dev->quiesce) || (!pdev->copies && pdev->quiesce)) {
+        pthread_cond_broadcast(&eng->quiet_cond);
+    }
+    return ret;
+}
+
+void vmmbib_engine_enter_dev(struct vmmbib_dev *dev)
+{
+    struct vmmbib_engine *eng = dev->engine;
+
+    vmmbib_engine_enter(eng);
+    if (!dev->copies) {
+        return;
+    }
+    dev->quiesce++;
+    /*
+     * Counted as a waiter: an engine thread then hands the lock over
+     * between passes once the copies are done, as for vmmbib_engine_enter.
+     */
+    __atomic_add_fetch(&eng->waiters, 1, __ATOMIC_RELAXED);
+    while (dev->copies) {
+        pthread_cond_wait(&eng->quiet_cond, &eng->lock);
+    }
+    __atomic_sub_fetch(&eng->waiters, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&eng->entries, 1, __ATOMIC_RELEASE);
+    dev->quiesce--;
 }
 
 void vmmbib_engine_attach(struct vmmbib_engine *eng, struct vmmbib_dev *dev)
@@ -205,7 +373,8 @@ static void active_dev_remove(struct vmmbib_engine *eng,
 static void active_dev_append(struct vmmbib_engine *eng,
                               struct vmmbib_dev *dev)
 {
-    if (dev->on_active_list) {
+    /* A device in a turn goes back on the list when the turn ends. */
+    if (dev->on_active_list || dev->in_turn) {
         return;
     }
     dev->on_active_list = true;
@@ -423,12 +592,14 @@ static unsigned int poll_doorbells(struct vmmbib_engine *eng)
  */
 static unsigned int run_device(struct vmmbib_engine *eng,
                                struct vmmbib_dev *dev, uint64_t now,
-                               uint64_t *next_deadline)
+                               uint64_t *next_deadline, bool *retry)
 {
     unsigned int budget = DEV_BUDGET, work = 0, idle_turns = 0;
     struct vmmbib_qp *qp;
 
-    while (budget && (qp = dev->active_head) && idle_turns < dev->nactive) {
+    /* A control path waits for the device: end the turn early. */
+    while (budget && !dev->quiesce && (qp = dev->active_head) &&
+           idle_turns < dev->nactive) {
         unsigned int n = vmmbib_qp_run_sq(dev, qp, budget < QP_BUDGET ?
                                           budget : QP_BUDGET, now);
 
@@ -436,6 +607,11 @@ static unsigned int run_device(struct vmmbib_engine *eng,
         budget -= n < budget ? n : budget;
         if (n) {
             idle_turns = 0;
+        }
+        if (qp->recv_busy) {
+            /* Its destination's receive ring was busy: soon again. */
+            eng->stats.busy_retries++;
+            *retry = true;
         }
         if (qp->active) {
             vmmbib_engine_qp_forget(eng, qp);
@@ -451,6 +627,10 @@ static unsigned int run_device(struct vmmbib_engine *eng,
             }
         }
     }
+    if (dev->quiesce && dev->active_head) {
+        /* Its work waits for the command: not idle, come back soon. */
+        *retry = true;
+    }
     return work;
 }
 
@@ -459,10 +639,14 @@ static unsigned int run_device(struct vmmbib_engine *eng,
  * device whose QPs are done leaves the list (vmmbib_engine_qp_forget);
  * one with work left goes to the back.  Turns may make other devices'
  * QPs active or not (a send to a QP in error): the list is re-read for
- * every turn, never held across one.
+ * every turn, never held across one.  Other threads take turns from the
+ * same list meanwhile; a device in a turn is on no list, so no two
+ * threads run one device.  *retry: a WQE waits for another thread.
  */
+static void recruit(struct vmmbib_engine *eng);
+
 static unsigned int run_active(struct vmmbib_engine *eng, uint64_t now,
-                               uint64_t *next_deadline)
+                               uint64_t *next_deadline, bool *retry)
 {
     unsigned int turns = 0, work = 0;
     struct vmmbib_dev *dev;
@@ -472,7 +656,12 @@ static unsigned int run_active(struct vmmbib_engine *eng, uint64_t now,
     }
     while (turns-- && (dev = eng->active_dev_head)) {
         active_dev_remove(eng, dev);
-        work += run_device(eng, dev, now, next_deadline);
+        dev->in_turn = true;
+        eng->stats.turns++;
+        /* Others wait for a turn: a parked thread can take the next. */
+        recruit(eng);
+        work += run_device(eng, dev, now, next_deadline, retry);
+        dev->in_turn = false;
         if (dev->active_head) {
             active_dev_append(eng, dev);
         }
@@ -599,7 +788,7 @@ static void engine_sleep(struct vmmbib_engine *eng, uint64_t deadline)
     pthread_mutex_unlock(&eng->lock);
     /* Level-triggered: a write since the checks under the lock shows. */
     ppoll(n ? eng->pfds : NULL, n, timeout, NULL);
-    pthread_mutex_lock(&eng->lock);
+    relock(eng);
 }
 
 uint32_t vmmbib_engine_state(struct vmmbib_engine *eng)
@@ -624,26 +813,74 @@ static void set_engine_state(struct vmmbib_engine *eng, uint32_t state)
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
+/*
+ * Lock held: devices wait for a turn that a parked thread could take.
+ * Wake one; it wakes another if there is still more, and so on.
+ */
+static void recruit(struct vmmbib_engine *eng)
+{
+    if (eng->active_dev_head && eng->parked > eng->unparking) {
+        eng->unparking++;
+        eng->stats.unparks++;
+        sem_post(&eng->park_sem);
+    }
+}
+
+/* Lock held, released while parked: wait until recruited or stopped. */
+static void park(struct vmmbib_engine *eng)
+{
+    eng->parked++;
+    eng->stats.parks++;
+    pthread_mutex_unlock(&eng->lock);
+    while (sem_wait(&eng->park_sem) && errno == EINTR) {
+        continue;
+    }
+    relock(eng);
+    /* Woken by recruit (counted) or by vmmbib_engine_free. */
+    if (eng->unparking) {
+        eng->unparking--;
+    }
+    eng->parked--;
+}
+
 static void *engine_thread(void *opaque)
 {
     struct vmmbib_engine *eng = opaque;
     uint64_t idle_since = now_ns();
 
-    pthread_mutex_lock(&eng->lock);
+    relock(eng);
     while (!eng->stop) {
         uint64_t now = now_ns(), deadline = 0;
         unsigned int work;
+        bool retry = false;
 
-        work = poll_doorbells(eng) + run_active(eng, now, &deadline);
-        if (work) {
+        work = poll_doorbells(eng) + run_active(eng, now, &deadline, &retry);
+        if (work || retry) {
             idle_since = now;
+            recruit(eng);
             /* A command or a trapped doorbell waits: let it in. */
             let_waiters_in(eng);
+            if (!work) {
+                /* Only waiting for another thread's copy: give it the CPU. */
+                pthread_mutex_unlock(&eng->lock);
+                sched_yield();
+                relock(eng);
+            }
         } else if (now - idle_since < (uint64_t)eng->idle_poll_us * 1000) {
             /* Polling without work: others may use the CPU meanwhile. */
             let_waiters_in(eng);
+            pthread_mutex_unlock(&eng->lock);
             sched_yield();
+            relock(eng);
+        } else if (eng->nthreads - eng->parked > 1) {
+            /*
+             * Another thread is awake (or sleeps on the eventfds): this
+             * one parks.  Only the last idle thread sleeps below.
+             */
+            park(eng);
+            idle_since = now_ns();
         } else {
+            eng->stats.sleeps++;
             set_engine_state(eng, VMMBIB_ENGINE_ASLEEP);
             /*
              * Count the kicks so far and clear the wake eventfd: every
@@ -712,8 +949,9 @@ void vmmbib_dev_doorbell(struct vmmbib_dev *dev, uint32_t slot,
             /* Trapped doorbells run at once, in the trapping thread. */
             if (eng->active_dev_head) {
                 uint64_t deadline = 0;
+                bool retry = false;
 
-                run_active(eng, now_ns(), &deadline);
+                run_active(eng, now_ns(), &deadline, &retry);
             }
             if (eng->active_dev_head) {
                 vmmbib_engine_wake(eng);

@@ -4,7 +4,10 @@
  * Locking: one mutex per device (dev->lock) serialises its control
  * commands; the engine (engine.c) takes the engine lock, which every
  * device attached to it shares as dev->lock, so a work request that
- * crosses devices sees both consistent.
+ * crosses devices sees both consistent.  With several engine threads the
+ * lock is released only around large guest-memory copies
+ * (vmmbib_engine_copy); what such a copy uses is protected as engine.c
+ * explains ("Copies without the lock").
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -125,6 +128,12 @@ struct vmmbib_ring {
     uint32_t stride_shift;
     uint32_t producer;      /* from doorbells, free-running */
     uint32_t consumer;      /* the engine's, free-running */
+    /*
+     * A copy for the WQE at (SQ) or just before (RQ, SRQ) the consumer
+     * runs without the engine lock: the ring is not flushed meanwhile,
+     * and no other delivery takes from it (completions stay in order).
+     */
+    bool inflight;
 };
 
 struct vmmbib_srq {
@@ -163,6 +172,9 @@ struct vmmbib_qp {
     bool active;            /* on its device's list of QPs with work */
     bool sq_draining;       /* in SQD, the WQE begun before still runs */
     bool comm_est;          /* COMM_EST was raised since RESET */
+    bool recv_busy;         /* the SQ head waits for a busy receive ring */
+    bool recv_inflight;     /* a delivery to it copies without the lock */
+    bool last_wqe_pending;  /* LAST_WQE_REACHED waits for a copy */
     struct vmmbib_qp *next_active;
     uint32_t rnr_retries;   /* left for the WQE at the SQ head */
     uint64_t rnr_deadline_ns;
@@ -190,6 +202,14 @@ struct vmmbib_dev {
     struct vmmbib_qp *active_tail;
     unsigned int nactive;
     bool on_active_list;
+    bool in_turn;           /* a thread runs its QPs: not on the list */
+    /*
+     * Copies without the engine lock that use this device's memory, and
+     * control paths waiting for them to end (vmmbib_engine_enter_dev):
+     * while one waits, new copies for the device keep the lock.
+     */
+    unsigned int copies;
+    unsigned int quiesce;
     struct vmmbib_dev *next_active_dev;
     /* The eventfd the guest's KICK writes (the engine reads it). */
     int kick_fd;
@@ -299,6 +319,12 @@ uint16_t vmmbib_engine_assign_lid(struct vmmbib_engine *eng);
 pthread_mutex_t *vmmbib_engine_lock(struct vmmbib_engine *eng);
 /* Take and release the engine lock from outside the engine thread. */
 void vmmbib_engine_enter(struct vmmbib_engine *eng);
+/*
+ * Take the engine lock for a control path of @dev (a command, a reset,
+ * the device's end): also waits until no copy without the lock uses the
+ * device's memory, so nothing it frees or changes is in use.
+ */
+void vmmbib_engine_enter_dev(struct vmmbib_dev *dev);
 void vmmbib_engine_leave(struct vmmbib_engine *eng);
 /* What a new doorbell page must show: the engine may already sleep. */
 uint32_t vmmbib_engine_state(struct vmmbib_engine *eng);

@@ -149,13 +149,47 @@ static int responder_error(struct vmmbib_dev *pdev, struct vmmbib_qp *peer,
     return requester_status;
 }
 
+static bool can_receive(const struct vmmbib_qp *qp)
+{
+    return qp->state == VMMBIB_QPS_RTR || qp->state == VMMBIB_QPS_RTS ||
+           qp->state == VMMBIB_QPS_SQD ||
+           (qp->state == VMMBIB_QPS_SQE && vmmbib_qpt_is_ud(qp->type));
+}
+
+/* The receive ring a delivery to @qp takes from. */
+static struct vmmbib_ring *recv_ring(struct vmmbib_qp *qp)
+{
+    return qp->srq ? &qp->srq->rq : &qp->rq;
+}
+
 /*
- * Deliver a SEND or an immediate to @peer: take a receive WQE, scatter
- * @src into it after @skip bytes, complete it.  With @grh (UD), @skip is
- * the GRH area and the @grh bytes go there.  *status is the requester's
- * completion status when the result is REMOTE_ERROR.
+ * After a copy to @peer without the lock: another thread may have moved
+ * it to ERR meanwhile, and left to us what the copy kept it from doing.
  */
-static enum vmmbib_deliver deliver(struct vmmbib_dev *pdev,
+static void peer_after_copy(struct vmmbib_dev *pdev, struct vmmbib_qp *peer)
+{
+    if (peer->state != VMMBIB_QPS_ERR) {
+        return;
+    }
+    vmmbib_qp_flush(pdev, peer);
+    if (peer->last_wqe_pending) {
+        peer->last_wqe_pending = false;
+        vmmbib_dev_event(pdev, VMMBIB_EVENT_QP_LAST_WQE_REACHED,
+                         peer->handle, peer->uctx);
+    }
+}
+
+/*
+ * Deliver a SEND or an immediate from @dev's SQ @sq to @peer: take a
+ * receive WQE, scatter @src into it after @skip bytes, complete it.  With
+ * @grh (UD), @skip is the GRH area and the @grh bytes go there.  *status
+ * is the requester's completion status when the result is REMOTE_ERROR.
+ * NO_PEER if @peer no longer receives (another thread moved it to ERR),
+ * BUSY if another thread's delivery to its receive ring is in flight.
+ */
+static enum vmmbib_deliver deliver(struct vmmbib_dev *dev,
+                                   struct vmmbib_ring *sq,
+                                   struct vmmbib_dev *pdev,
                                    struct vmmbib_qp *peer,
                                    const struct vmmbib_seg *src,
                                    unsigned int nsrc, uint64_t skip,
@@ -168,8 +202,16 @@ static enum vmmbib_deliver deliver(struct vmmbib_dev *pdev,
     struct vmmbib_seg grh_seg = {
         .dev = pdev, .len = skip, .inline_data = grh,
     };
-    int got = vmmbib_recv_take(pdev, peer, &recv);
+    struct vmmbib_ring *ring = recv_ring(peer);
+    int got, failed;
 
+    if (!can_receive(peer)) {
+        return VMMBIB_NO_PEER;
+    }
+    if (ring->inflight) {
+        return VMMBIB_BUSY;
+    }
+    got = vmmbib_recv_take(pdev, peer, &recv);
     if (got == 0) {
         return VMMBIB_RNR;
     }
@@ -180,23 +222,31 @@ static enum vmmbib_deliver deliver(struct vmmbib_dev *pdev,
                                   VMMBIB_WC_REM_OP_ERR);
         return VMMBIB_REMOTE_ERROR;
     }
-    if (copy && (skip + len > vmmbib_sg_len(recv.segs, recv.nsegs) ||
-                 (grh && vmmbib_sg_copy(recv.segs, recv.nsegs, 0, &grh_seg,
-                                        1, skip)) ||
-                 vmmbib_sg_copy(recv.segs, recv.nsegs, skip, src, nsrc,
-                                len))) {
+    failed = copy && (skip + len > vmmbib_sg_len(recv.segs, recv.nsegs) ||
+                      (grh && vmmbib_sg_copy(recv.segs, recv.nsegs, 0,
+                                             &grh_seg, 1, skip)));
+    if (copy && !failed) {
+        peer->recv_inflight = true;
+        failed = vmmbib_engine_copy(dev, sq, pdev, ring, recv.segs,
+                                    recv.nsegs, skip, src, nsrc, len);
+        peer->recv_inflight = false;
+    }
+    if (failed) {
         cqe->status = VMMBIB_WC_LOC_LEN_ERR;
         cqe->byte_len = 0;
         vmmbib_recv_complete(pdev, peer, &recv, cqe, true);
         if (vmmbib_qpt_is_ud(peer->type)) {
+            peer_after_copy(pdev, peer);
             return VMMBIB_DELIVERED;    /* UD: only that receive fails */
         }
         *status = responder_error(pdev, peer, VMMBIB_EVENT_QP_REQ_ERR,
                                   VMMBIB_WC_REM_INV_REQ_ERR);
+        peer_after_copy(pdev, peer);
         return VMMBIB_REMOTE_ERROR;
     }
     cqe->status = VMMBIB_WC_SUCCESS;
     vmmbib_recv_complete(pdev, peer, &recv, cqe, solicited);
+    peer_after_copy(pdev, peer);
     return VMMBIB_DELIVERED;
 }
 
@@ -253,8 +303,8 @@ static enum vmmbib_deliver exec_rc(struct vmmbib_dev *dev,
         rcqe.byte_len = htole32(len);
         rcqe.wc_flags = h->opcode == VMMBIB_WR_SEND_WITH_IMM ?
                         VMMBIB_WC_F_WITH_IMM : 0;
-        return deliver(pdev, peer, segs, n, 0, NULL, &rcqe, solicited, true,
-                       status);
+        return deliver(dev, &qp->sq, pdev, peer, segs, n, 0, NULL, &rcqe,
+                       solicited, true, status);
     case VMMBIB_WR_RDMA_WRITE:
     case VMMBIB_WR_RDMA_WRITE_WITH_IMM:
         if (remote_seg(pdev, peer, rkey, raddr, len,
@@ -265,24 +315,30 @@ static enum vmmbib_deliver exec_rc(struct vmmbib_dev *dev,
         }
         if (h->opcode == VMMBIB_WR_RDMA_WRITE_WITH_IMM) {
             /* The immediate needs a receive WQE before anything lands. */
-            struct vmmbib_ring *ring = peer->srq ? &peer->srq->rq : &peer->rq;
+            struct vmmbib_ring *ring = recv_ring(peer);
 
+            if (ring->inflight) {
+                return VMMBIB_BUSY;
+            }
             if (ring->consumer == ring->producer) {
                 return VMMBIB_RNR;
             }
         }
-        if (len && vmmbib_sg_copy(&rseg, 1, 0, segs, n, len)) {
+        if (len && vmmbib_engine_copy(dev, &qp->sq, pdev, NULL, &rseg, 1, 0,
+                                      segs, n, len)) {
             *status = VMMBIB_WC_LOC_PROT_ERR;
             return VMMBIB_REMOTE_ERROR;
         }
-        if (h->opcode == VMMBIB_WR_RDMA_WRITE) {
+        if (h->opcode == VMMBIB_WR_RDMA_WRITE ||
+            qp->state == VMMBIB_QPS_ERR) {
+            /* In ERR (moved there during the copy) run_one flushes it. */
             return VMMBIB_DELIVERED;
         }
         rcqe.opcode = VMMBIB_WC_RECV_RDMA_WITH_IMM;
         rcqe.byte_len = htole32(len);
         rcqe.wc_flags = VMMBIB_WC_F_WITH_IMM;
-        return deliver(pdev, peer, NULL, 0, 0, NULL, &rcqe, solicited, false,
-                       status);
+        return deliver(dev, &qp->sq, pdev, peer, NULL, 0, 0, NULL, &rcqe,
+                       solicited, false, status);
     case VMMBIB_WR_RDMA_READ:
         if (remote_seg(pdev, peer, rkey, raddr, len,
                        VMMBIB_ACCESS_REMOTE_READ, &rseg)) {
@@ -290,7 +346,8 @@ static enum vmmbib_deliver exec_rc(struct vmmbib_dev *dev,
                                       VMMBIB_WC_REM_ACCESS_ERR);
             return VMMBIB_REMOTE_ERROR;
         }
-        if (len && vmmbib_sg_copy(segs, n, 0, &rseg, 1, len)) {
+        if (len && vmmbib_engine_copy(dev, &qp->sq, pdev, NULL, segs, n, 0,
+                                      &rseg, 1, len)) {
             *status = VMMBIB_WC_LOC_PROT_ERR;
             return VMMBIB_REMOTE_ERROR;
         }
@@ -434,9 +491,9 @@ static bool sa_exchange(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
     if (global) {
         build_grh(grh, dev, av, VMMBIB_MAD_SIZE, false);
     }
-    /* No receive posted: the response is lost, as on a wire. */
-    deliver(dev, qp, &resp_seg, 1, VMMBIB_GRH_SIZE, global ? grh : NULL,
-            &cqe, false, true, &status);
+    /* No receive posted (or busy): the response is lost, as on a wire. */
+    deliver(dev, &qp->sq, dev, qp, &resp_seg, 1, VMMBIB_GRH_SIZE,
+            global ? grh : NULL, &cqe, false, true, &status);
     return true;
 }
 
@@ -510,10 +567,17 @@ static enum vmmbib_deliver exec_ud(struct vmmbib_dev *dev,
      * The receiver's first 40 bytes are the GRH area, then the payload.
      * Without a GRH on the wire the area is left as it was (IBA 11.4.1.1).
      */
-    if (deliver(pdev, peer, segs, n, VMMBIB_GRH_SIZE, global ? grh : NULL,
-                &rcqe, h->flags & VMMBIB_WQE_SOLICITED, true, status) ==
-        VMMBIB_RNR) {
-        *status = VMMBIB_WC_SUCCESS;
+    switch (deliver(dev, &qp->sq, pdev, peer, segs, n, VMMBIB_GRH_SIZE,
+                    global ? grh : NULL, &rcqe,
+                    h->flags & VMMBIB_WQE_SOLICITED, true, status)) {
+    case VMMBIB_BUSY:
+        return VMMBIB_BUSY;     /* another thread delivers there: retry */
+    case VMMBIB_RNR:
+    case VMMBIB_NO_PEER:
+        *status = VMMBIB_WC_SUCCESS;    /* dropped */
+        break;
+    default:
+        break;
     }
     return VMMBIB_DELIVERED;
 }
@@ -546,12 +610,19 @@ static bool run_one(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
     } else {
         result = exec_ud(dev, qp, &w, stride, &byte_len, &status);
     }
+    qp->recv_busy = result == VMMBIB_BUSY;
     if (qp->state == VMMBIB_QPS_ERR) {
         /*
          * The QP was its own responder (loopback) and a bad receive WQE
-         * moved it to ERR: its SQ, this WQE included, is flushed already.
+         * moved it to ERR, or another thread did during a copy: its SQ,
+         * this WQE included, is flushed (here, if the copy kept it from
+         * being flushed then).
          */
+        vmmbib_qp_flush(dev, qp);
         return true;
+    }
+    if (result == VMMBIB_BUSY) {
+        return false;   /* the WQE stays at the head; soon again */
     }
 
     if (result == VMMBIB_RNR || result == VMMBIB_NO_PEER) {
@@ -652,6 +723,7 @@ unsigned int vmmbib_qp_run_sq(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
 {
     unsigned int done = 0;
 
+    qp->recv_busy = false;
     switch (qp->state) {
     case VMMBIB_QPS_ERR:
         vmmbib_qp_flush(dev, qp);
@@ -687,6 +759,14 @@ unsigned int vmmbib_qp_run_sq(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
 static void flush_ring(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
                        struct vmmbib_ring *ring, bool send)
 {
+    if (ring->inflight) {
+        /*
+         * A copy without the lock serves this ring's WQE: the thread that
+         * runs it flushes when it is done (run_one, peer_after_copy), so
+         * that no buffer completes while copied and CQEs stay in order.
+         */
+        return;
+    }
     while (ring->consumer != ring->producer) {
         const uint8_t *wqe = vmmbib_pages_at(&ring->pages,
                                              (uint64_t)(ring->consumer &
@@ -748,8 +828,13 @@ void vmmbib_qp_to_error(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
         vmmbib_dev_event(dev, event, qp->handle, qp->uctx);
     }
     if (!was_error && qp->srq) {
-        vmmbib_dev_event(dev, VMMBIB_EVENT_QP_LAST_WQE_REACHED, qp->handle,
-                         qp->uctx);
+        if (qp->recv_inflight) {
+            /* After the SRQ WQE being delivered to it completes. */
+            qp->last_wqe_pending = true;
+        } else {
+            vmmbib_dev_event(dev, VMMBIB_EVENT_QP_LAST_WQE_REACHED,
+                             qp->handle, qp->uctx);
+        }
     }
 }
 

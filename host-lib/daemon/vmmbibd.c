@@ -1129,6 +1129,8 @@ static void usage(FILE *f)
 "  -m, --max-vms=N        VMs served at once (default %u)\n"
 "  -p, --idle-poll-us=US  the engine polls this long without work, then\n"
 "                         sleeps (default %u, at most %u)\n"
+"  -t, --engine-threads=N  engine threads serving all VMs, each taking one\n"
+"                         VM's turn at a time (default 1, at most %u)\n"
 "      --backend=soft|verbs  the software engine (default), or a host RDMA\n"
 "                         device that moves the data (docs/design-verbs.md)\n"
 "      --verbs-device=NAME  that device, as ibv_devices lists it (default:\n"
@@ -1140,7 +1142,7 @@ static void usage(FILE *f)
 "Logs go to stderr.  SIGTERM, SIGINT or SIGHUP stop the daemon; its VMs'\n"
 "devices then report a fatal error.  See docs/daemon.md.\n",
             DEFAULT_MAX_VMS, VMMBIB_IDLE_POLL_US_DEFAULT,
-            VMMBIB_IDLE_POLL_US_MAX);
+            VMMBIB_IDLE_POLL_US_MAX, VMMBIB_ENGINE_THREADS_MAX);
 }
 
 static bool parse_uint(const char *s, unsigned long max, unsigned int *out)
@@ -1171,6 +1173,7 @@ int main(int argc, char **argv)
         { "socket", required_argument, NULL, 's' },
         { "max-vms", required_argument, NULL, 'm' },
         { "idle-poll-us", required_argument, NULL, 'p' },
+        { "engine-threads", required_argument, NULL, 't' },
         { "help", no_argument, NULL, 'h' },
         { "backend", required_argument, NULL, OPT_BACKEND },
         { "verbs-device", required_argument, NULL, OPT_VERBS_DEVICE },
@@ -1185,7 +1188,7 @@ int main(int argc, char **argv)
     sigset_t sigs;
     int opt;
 
-    while ((opt = getopt_long(argc, argv, "s:m:p:h", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "s:m:p:t:h", options, NULL)) != -1) {
         switch (opt) {
         case 's':
             d.socket_path = optarg;
@@ -1202,6 +1205,14 @@ int main(int argc, char **argv)
                             &ecfg.idle_poll_us)) {
                 log_line("--idle-poll-us=%s is not a number from 0 to %u",
                          optarg, VMMBIB_IDLE_POLL_US_MAX);
+                return 2;
+            }
+            break;
+        case 't':
+            if (!parse_uint(optarg, VMMBIB_ENGINE_THREADS_MAX,
+                            &ecfg.threads) || !ecfg.threads) {
+                log_line("--engine-threads=%s is not a number from 1 to %u",
+                         optarg, VMMBIB_ENGINE_THREADS_MAX);
                 return 2;
             }
             break;

@@ -127,13 +127,31 @@ struct vmmbib_dev_stats {
     uint64_t pinned_pages;
 };
 
+/* Engine threads: at most this many (vmmbibd --engine-threads). */
+#define VMMBIB_ENGINE_THREADS_MAX 64
+
 /*
  * An engine executes the work requests of every device attached to it, on
- * its own thread; its devices form one InfiniBand subnet.
+ * threads of its own; its devices form one InfiniBand subnet.
  */
 struct vmmbib_engine_config {
     /* Poll this long without work, then sleep; 0: the default. */
     uint32_t idle_poll_us;
+    /* Threads that run the devices' work, 1 to 64; 0: one. */
+    uint32_t threads;
+};
+
+/* How an engine's threads shared the work (docs/daemon.md, Scheduling). */
+struct vmmbib_engine_stats {
+    uint32_t threads;
+    uint64_t turns;             /* device turns run */
+    uint64_t unlocked_copies;   /* data copies run without the lock */
+    uint64_t locked_copies;     /* large copies that had to keep it */
+    uint64_t busy_retries;      /* a receive queue was busy: WQE retried */
+    uint32_t max_parallel_copies;   /* most copies in flight at once */
+    uint64_t parks;             /* an idle thread stopped for the others */
+    uint64_t unparks;           /* a parked thread was woken for work */
+    uint64_t sleeps;            /* all idle: one thread slept on eventfds */
 };
 
 struct vmmbib_engine;
@@ -142,6 +160,8 @@ struct vmmbib_engine *vmmbib_engine_new(const struct vmmbib_engine_config *cfg,
                                         char *err, size_t err_len);
 /* All devices must be freed first. */
 void vmmbib_engine_free(struct vmmbib_engine *eng);
+void vmmbib_engine_get_stats(struct vmmbib_engine *eng,
+                             struct vmmbib_engine_stats *stats);
 
 struct vmmbib_dev;
 

@@ -1057,10 +1057,29 @@ bool pattern_check(const uint8_t *p, size_t len, unsigned int seed)
 
 /* ---- one VM ---- */
 
+unsigned int test_engine_threads(void)
+{
+    const char *s = getenv("VMMBIB_TEST_ENGINE_THREADS");
+
+    return s ? strtoul(s, NULL, 10) : 0;
+}
+
 void vm_dev(struct vm *v, struct vmmbib_engine *eng,
             const struct vmmbib_dev_config *cfg)
 {
     guest_init(&v->g, GUEST_RAM_SIZE);
+    v->own_eng = NULL;
+    if (!eng && test_engine_threads() > 1) {
+        /* The device's engine of its own, with the threads asked for. */
+        struct vmmbib_engine_config ecfg = {
+            .idle_poll_us = cfg ? cfg->idle_poll_us : 0,
+            .threads = test_engine_threads(),
+        };
+        char err[128] = "";
+
+        eng = v->own_eng = vmmbib_engine_new(&ecfg, err, sizeof(err));
+        HARNESS_ASSERT(eng);
+    }
     v->dev = guest_dev_new(&v->g, eng, cfg);
 }
 
@@ -1094,6 +1113,7 @@ bool vm_init(struct vm *v)
 void vm_fini(struct vm *v)
 {
     vmmbib_dev_free(v->dev);
+    vmmbib_engine_free(v->own_eng);
     guest_fini(&v->g);
 }
 
@@ -1104,7 +1124,9 @@ struct vmmbib_sge buf_sge(struct vm *v, uint64_t off, uint32_t len)
 
 struct vmmbib_engine *engine_new(void)
 {
-    struct vmmbib_engine_config cfg = { .idle_poll_us = 50 };
+    struct vmmbib_engine_config cfg = {
+        .idle_poll_us = 50, .threads = test_engine_threads(),
+    };
     char err[128] = "";
     struct vmmbib_engine *eng = vmmbib_engine_new(&cfg, err, sizeof(err));
 

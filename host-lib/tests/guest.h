@@ -283,6 +283,7 @@ bool pattern_check(const uint8_t *p, size_t len, unsigned int seed);
 struct vm {
     struct guest g;
     struct vmmbib_dev *dev;
+    struct vmmbib_engine *own_eng;  /* NULL, or the device's (threads) */
     struct gctx c;
     uint32_t pd;
     struct gbuf buf;
@@ -306,6 +307,11 @@ struct vmmbib_sge buf_sge(struct vm *v, uint64_t off, uint32_t len);
 
 /* An engine for several devices (idle_poll_us 50); NULL, said why, on error. */
 struct vmmbib_engine *engine_new(void);
+/*
+ * The environment's VMMBIB_TEST_ENGINE_THREADS, or 0: engine_new's engines
+ * and those vm_dev makes for a device alone run that many threads.
+ */
+unsigned int test_engine_threads(void);
 /* Two 16-entry CQs and a UD QP using them, in RTS with @qkey. */
 int make_ud(struct gctx *c, uint32_t pd, struct gcq *scq, struct gcq *rcq,
             struct gqp *qp, uint32_t qkey);

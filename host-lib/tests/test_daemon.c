@@ -119,11 +119,14 @@ static bool daemon_start(void)
     daemon_pid = fork();
     if (daemon_pid == 0) {
         int log = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        char arg[160];
+        char arg[160], threads[48];
 
         dup2(log, STDERR_FILENO);
         snprintf(arg, sizeof(arg), "--socket=%s", sock_path);
-        execl(daemon_exe, daemon_exe, arg, "--idle-poll-us=200",
+        /* VMMBIB_TEST_ENGINE_THREADS: the daemon's --engine-threads. */
+        snprintf(threads, sizeof(threads), "--engine-threads=%u",
+                 test_engine_threads() ? test_engine_threads() : 1);
+        execl(daemon_exe, daemon_exe, arg, "--idle-poll-us=200", threads,
               (char *)NULL);
         fprintf(stderr, "cannot run %s: %s\n", daemon_exe, strerror(errno));
         _exit(127);

@@ -720,8 +720,7 @@ static void test_context_while_asleep(void)
     struct vmmbib_cqe c;
     struct vmmbib_sge s;
 
-    guest_init(&v.g, GUEST_RAM_SIZE);
-    v.dev = guest_dev_new(&v.g, NULL, NULL);
+    vm_dev(&v, NULL, NULL);
     msleep(20);     /* the engine has gone to sleep: no context yet */
     TAP_CHECK(vm_ctx(&v, BUF_SIZE, ACCESS_ALL_RIGHTS) &&
               rc_pair_create(&p, &v.c, v.pd, &v.c, v.pd, NULL) == OK,
