@@ -45,6 +45,14 @@
 #define DEFAULT_MAX_VMS     64
 /* Mappings of guest RAM one VM may keep (current and replaced ones). */
 #define MAX_MAPPINGS        (4 * VMMBIBD_MAX_REGIONS)
+/*
+ * Address space those mappings may take, one VM's and all VMs': a sparse
+ * memfd costs a client nothing, and a daemon whose address space is full
+ * fails every allocation.  All VMs together stay within half of x86-64's
+ * 128 TiB of user address space.
+ */
+#define MAX_VM_MAPPED       (4ull << 40)
+#define MAX_ALL_MAPPED      (64ull << 40)
 /* Messages taken from one client before the others get their turn. */
 #define MESSAGE_BUDGET      16
 /* Unicast LIDs are 1..0xbfff. */
@@ -93,6 +101,7 @@ struct vm {
     pthread_mutex_t mem_lock;
     struct mapping maps[MAX_MAPPINGS];
     unsigned int nmaps;
+    uint64_t mapped;            /* bytes of maps[] */
     struct region regions[VMMBIBD_MAX_REGIONS];
     unsigned int nregions;
 
@@ -186,6 +195,9 @@ static bool vm_guest_ram(void *opaque, uint32_t index, uint64_t *gpa,
     return found;
 }
 
+/* Bytes of guest RAM all VMs' mappings take (the main thread's). */
+static uint64_t all_mapped;
+
 /* Unmap what the current table does not use; no object may use it. */
 static void drop_unused_mappings(struct vm *vm)
 {
@@ -203,6 +215,8 @@ static void drop_unused_mappings(struct vm *vm)
             vm->maps[kept++] = *map;
         } else {
             munmap(map->hva, map->size);
+            vm->mapped -= map->size;
+            all_mapped -= map->size;
         }
     }
     vm->nmaps = kept;
@@ -265,6 +279,16 @@ static uint8_t *map_region(struct vm *vm, const struct vmmbibd_region *r,
             return map->hva;
         }
     }
+    if (r->size > MAX_VM_MAPPED - vm->mapped ||
+        r->size > MAX_ALL_MAPPED - all_mapped) {
+        snprintf(err, err_len, "region at gpa %#llx: mapping its %llu MiB "
+                 "would take the daemon past %llu GiB of guest RAM mappings "
+                 "for this VM (%llu GiB for all VMs; a reset drops replaced "
+                 "ones)", (unsigned long long)r->gpa,
+                 (unsigned long long)(r->size >> 20), MAX_VM_MAPPED >> 30,
+                 MAX_ALL_MAPPED >> 30);
+        return NULL;
+    }
     if (vm->nmaps == MAX_MAPPINGS) {
         snprintf(err, err_len, "the VM changed its memory layout too often "
                  "since its last reset: at most %u mappings", MAX_MAPPINGS);
@@ -277,6 +301,8 @@ static uint8_t *map_region(struct vm *vm, const struct vmmbibd_region *r,
         return NULL;
     }
     pthread_mutex_lock(&vm->mem_lock);
+    vm->mapped += r->size;
+    all_mapped += r->size;
     vm->maps[vm->nmaps++] = (struct mapping) {
         .hva = p, .size = r->size, .offset = r->offset,
         .st_dev = st.st_dev, .st_ino = st.st_ino,

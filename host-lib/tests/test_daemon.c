@@ -1340,6 +1340,25 @@ static void test_wrong_fds(void)
     close(pfd[1]);
     close(sv[1]);
 
+    /* A sparse memfd costs the client nothing; its mappings are bounded. */
+    fd = memfd_create("sparse", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    ok = fd >= 0 && ftruncate(fd, 8ull << 40) == 0 &&
+         fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) == 0;
+    TAP_CHECK(ok && raw_memory(&r, GUEST_RAM_BASE, 8ull << 40, 0, fd) ==
+              VMMBIBD_ERR_INVALID && strstr(r.why, "past 4096 GiB"),
+              "MEMORY of 8 TiB from a sparse memfd: refused (a VM's "
+              "mappings take at most 4 TiB of the daemon's address space)");
+    printf("# %s\n", r.why);
+    TAP_CHECK(ok && raw_memory(&r, GUEST_RAM_BASE, 3ull << 40, 0, fd) ==
+              VMMBIBD_OK &&
+              raw_memory(&r, GUEST_RAM_BASE, 3ull << 40, 3ull << 40, fd) ==
+              VMMBIBD_ERR_INVALID && strstr(r.why, "past 4096 GiB"),
+              "3 TiB of it is taken; another 3 TiB, while the first is "
+              "kept until a reset, is refused");
+    if (fd >= 0) {
+        close(fd);
+    }
+
     /* The one thing the daemon relies on: the seal stops a shrink. */
     TAP_CHECK(memfd_ram(&r.vm.g, &r.memfd) &&
               raw_memory(&r, GUEST_RAM_BASE, VM_RAM_SIZE, 0, r.memfd) ==
