@@ -65,8 +65,13 @@ if [[ $target == qemu ]]; then
     # so a change of the script reaches an old corpus).
     /usr/bin/python3 "$VMMBIB_ROOT/scripts/fuzz-qemu-seeds.py" "$corpus"
     log "fuzz: QEMU generic-fuzz on vmmbypass-ib for ${what}s (corpus $corpus)"
+    # A unit that runs 120 s (libFuzzer's default: 1200) or a process past
+    # 2 GiB (30-minute runs stay under 800 MB, docs/security.md) is a
+    # finding: the run (or -jobs worker) stops with the stalled unit's
+    # stack or the heap profile of the largest live allocations, and keeps
+    # the input as qemu-timeout-* or qemu-oom-*.
     "$bin" --fuzz-target=generic-fuzz -max_total_time="$what" \
-        -rss_limit_mb=4096 -artifact_prefix="$out/qemu-" \
+        -rss_limit_mb=2048 -timeout=120 -artifact_prefix="$out/qemu-" \
         -print_final_stats=1 "$@" "$corpus"
     exit
 fi
