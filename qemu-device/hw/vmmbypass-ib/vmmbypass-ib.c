@@ -870,16 +870,12 @@ static void vmmbib_get_config(VirtIODevice *vdev, uint8_t *config)
 static uint64_t vmmbib_get_features(VirtIODevice *vdev, uint64_t features,
                                     Error **errp)
 {
-    VMMBypassIB *vib = VMMBYPASS_IB(vdev);
-
     /*
-     * The soft engine implements all of them (docs/spec.md, feature bits);
-     * the verbs backend relays no SRQs and no UD yet (docs/design-verbs.md).
+     * Both backends implement all of them (docs/spec.md, feature bits;
+     * docs/design-verbs.md: the verbs backend relays SRQs, UD and AHs).
      */
-    if (vib->conf.backend == VMMBIB_BACKEND_SOFT) {
-        virtio_add_feature(&features, VMMBIB_F_SRQ);
-        virtio_add_feature(&features, VMMBIB_F_UD);
-    }
+    virtio_add_feature(&features, VMMBIB_F_SRQ);
+    virtio_add_feature(&features, VMMBIB_F_UD);
     virtio_add_feature(&features, VMMBIB_F_ATOMIC);
     return features;
 }
