@@ -194,6 +194,7 @@ if [[ ! -f "$QBUILD/build.ninja" || "$(cat "$QBUILD/.vmmbib-config" 2>/dev/null 
         die "QEMU configure failed; full output in $conf_log"
     }
     printf '%s\n' "$config_id" >"$QBUILD/.vmmbib-config"
+    printf '%s\n' "$PKG_CONFIG_PATH" >"$QBUILD/.vmmbib-pkg-config-path"
 fi
 
 # meson takes PKG_CONFIG_PATH from the environment of the first configure
