@@ -919,7 +919,7 @@ static void test_query_device(struct two_vms *t)
     struct vmmbib_resp_query_device r;
     struct ibv_device_attr h;
     const struct vmmbib_limits *l = &cfg.limits;
-    int lowered = 0;
+    bool ok = true;
 
     verbs_config(&cfg);
     TAP_CHECK(host_attr(&h) &&
@@ -934,32 +934,27 @@ static void test_query_device(struct two_vms *t)
             ok = false;                                                    \
         }                                                                  \
     } while (0)
-    {
-        bool ok = true;
-
-        SAME(max_qp, min_u(l->max_qp, h.max_qp));
-        SAME(max_qp_wr, min_u(l->max_qp_wr, h.max_qp_wr));
-        SAME(max_send_sge, min_u(l->max_send_sge, h.max_sge));
-        SAME(max_recv_sge, min_u(l->max_recv_sge, h.max_sge));
-        SAME(max_cq, min_u(l->max_cq, h.max_cq));
-        SAME(max_cqe, min_u(l->max_cqe, h.max_cqe));
-        SAME(max_mr, min_u(l->max_mr, h.max_mr));
-        SAME(max_pd, min_u(l->max_pd, h.max_pd));
-        SAME(max_srq, min_u(l->max_srq, h.max_srq));
-        SAME(max_srq_wr, min_u(l->max_srq_wr, h.max_srq_wr));
-        SAME(max_srq_sge, min_u(l->max_srq_sge, h.max_srq_sge));
-        SAME(max_ah, min_u(l->max_ah, h.max_ah));
-        SAME(max_qp_rd_atom, min_u(min_u(l->max_qp_rd_atom, h.max_qp_rd_atom),
-                                   h.max_qp_init_rd_atom));
-        SAME(max_mr_pages, min_u(l->max_mr_pages,
-                                 h.max_mr_size >> VMMBIB_PAGE_SHIFT));
-        TAP_CHECK(ok, "QUERY_DEVICE: every limit is min(configured, host)");
-    }
+    SAME(max_qp, min_u(l->max_qp, h.max_qp));
+    SAME(max_qp_wr, min_u(l->max_qp_wr, h.max_qp_wr));
+    SAME(max_send_sge, min_u(l->max_send_sge, h.max_sge));
+    SAME(max_recv_sge, min_u(l->max_recv_sge, h.max_sge));
+    SAME(max_cq, min_u(l->max_cq, h.max_cq));
+    SAME(max_cqe, min_u(l->max_cqe, h.max_cqe));
+    SAME(max_mr, min_u(l->max_mr, h.max_mr));
+    SAME(max_pd, min_u(l->max_pd, h.max_pd));
+    SAME(max_srq, min_u(l->max_srq, h.max_srq));
+    SAME(max_srq_wr, min_u(l->max_srq_wr, h.max_srq_wr));
+    SAME(max_srq_sge, min_u(l->max_srq_sge, h.max_srq_sge));
+    SAME(max_ah, min_u(l->max_ah, h.max_ah));
+    SAME(max_qp_rd_atom, min_u(min_u(l->max_qp_rd_atom, h.max_qp_rd_atom),
+                               h.max_qp_init_rd_atom));
+    SAME(max_mr_pages, min_u(l->max_mr_pages,
+                             h.max_mr_size >> VMMBIB_PAGE_SHIFT));
+    TAP_CHECK(ok, "QUERY_DEVICE: every limit is min(configured, host)");
 #undef SAME
-    lowered = le32toh(r.max_cqe) < l->max_cqe;
     printf("# host max_cqe %d, configured %u, reported %u\n", h.max_cqe,
            l->max_cqe, le32toh(r.max_cqe));
-    if (lowered) {
+    if (le32toh(r.max_cqe) < l->max_cqe) {
         /* The guest-side check now refuses what the host could not make. */
         struct gcq cq;
 

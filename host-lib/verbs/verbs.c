@@ -112,16 +112,17 @@ static bool query_port(struct vmmbib_verbs *v, const char *name, char *err,
 /*
  * The device's limits are the configured ones where the host device has
  * as much, else the host's (ibv_query_device): QUERY_DEVICE reports them
- * and the command handlers enforce them, so a guest that stays within
- * what it was told never meets a host refusal.
+ * and the command handlers enforce them, so what the guest is told is
+ * what the host device can do.
  */
-static void clamp_limits(struct vmmbib_limits *l, const struct ibv_device_attr *h)
+static void clamp_limits(struct vmmbib_limits *l,
+                         const struct ibv_device_attr *h)
 {
 #define CLAMP(field, host)                                  \
     do {                                                    \
-        uint64_t hv = (uint64_t)(host) > 0 ? (uint64_t)(host) : 0; \
-        if (hv < l->field) {                                \
-            l->field = hv;                                  \
+        int64_t hv = (int64_t)(host);                       \
+        if (hv < (int64_t)l->field) {                       \
+            l->field = hv < 0 ? 0 : (uint32_t)hv;           \
         }                                                   \
     } while (0)
     CLAMP(max_pd, h->max_pd);
@@ -293,7 +294,8 @@ static uint32_t run_end(const struct vmmbib_mr *mr, uint32_t i)
  */
 static bool map_again(uint8_t *src, size_t len, uint8_t *dst)
 {
-    return mremap(src, 0, len, MREMAP_MAYMOVE | MREMAP_FIXED, dst) != MAP_FAILED;
+    return mremap(src, 0, len, MREMAP_MAYMOVE | MREMAP_FIXED, dst) !=
+           MAP_FAILED;
 }
 
 /*
@@ -843,7 +845,10 @@ int vmmbib_verbs_srq_create(struct vmmbib_dev *dev, struct vmmbib_srq *srq)
     };
     struct vverbs_srq *vs = calloc(1, sizeof(*vs));
 
-    if (!vs || !(vs->rq = calloc(srq->rq.entries, sizeof(*vs->rq)))) {
+    if (vs) {
+        vs->rq = calloc(srq->rq.entries, sizeof(*vs->rq));
+    }
+    if (!vs || !vs->rq) {
         free(vs);
         return VMMBIB_STATUS_NO_RESOURCES;
     }
