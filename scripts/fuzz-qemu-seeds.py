@@ -72,6 +72,10 @@ def controlq_up():
         common(QUEUE_DRIVER, SIZE_QUAD, AVAIL),
         common(QUEUE_DEVICE, SIZE_QUAD, USED),
         common(QUEUE_ENABLE, SIZE_WORD, 1),
+        # At DRIVER_OK the device takes the requests already queued: guest
+        # RAM is not cleared between inputs, so without a pattern it would
+        # find the ring an earlier input left.  Zeros: avail->idx 0, empty.
+        dma_pattern(b"\0\0"),
         common(DEVICE_STATUS, SIZE_BYTE,
                ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK),
     ]
@@ -114,9 +118,10 @@ SEEDS = {
     "objects": [
         cmd(CREATE_UCONTEXT),
         cmd(CREATE_PD, ctx=1),
-        # 64 CQEs in one level-0 page (struct vmmbib_page_list)
+        # 32 CQEs of 64 bytes and the CQ header in one level-0 page
+        # (struct vmmbib_page_list)
         cmd(CREATE_CQ, ctx=1,
-            body=struct.pack("<IIQIBBH", 64, 0, CQ_PAGE, 1, 0, 12, 0)),
+            body=struct.pack("<IIQIBBH", 32, 0, CQ_PAGE, 1, 0, 12, 0)),
     ],
 }
 
