@@ -1318,7 +1318,8 @@ int main(int argc, char **argv)
         vmmbib_engine_free(d.engine);
         return 1;
     }
-    log_line("listening on %s", d.socket_path);
+    log_line("listening on %s, %u engine thread%s", d.socket_path,
+             ecfg.threads ? ecfg.threads : 1, ecfg.threads > 1 ? "s" : "");
 
     run(&d);
 
