@@ -69,18 +69,26 @@ bench: build
 # It boots a guest: on a shared machine run it as
 # `flock /tmp/vmmbib-guest.lock make soak`.  The guest's console log, the
 # script's output (results.log) and QEMU's log stay in SOAK_LOG_DIR, pass
-# or fail; the script reports its progress there every minute.
+# or fail; the script reports its progress there every minute.  SOAK_VMS=N
+# (2 to 4): N guests whose devices join one vmmbibd, each running the soak
+# and traffic to every other VM (tests/guest/run-two-vms.py).
 SOAK_SECONDS ?= 1200
 SOAK_LOG_DIR ?= $(BUILD)/soak-log
-soak: build
-	@echo "make soak: $(SOAK_SECONDS) s; logs in $(SOAK_LOG_DIR) (console.log, results.log, qemu.log)"
-	tests/guest/run-guest-test.py --qemu "$(BUILD)/qemu/qemu-system-x86_64" \
-	    --log-dir "$(SOAK_LOG_DIR)" \
+SOAK_VMS ?= 1
+SOAK_ARGS = --qemu "$(BUILD)/qemu/qemu-system-x86_64" --log-dir "$(SOAK_LOG_DIR)" \
 	    --kernel "$(BUILD)/guest/vmlinuz" --initrd "$(BUILD)/guest/initramfs.cpio.zst" \
 	    --script tests/guest/soak.sh \
 	    --file vmmbib-integrity="$(BUILD)/guest-driver/provider/vmmbib-integrity" \
 	    --env VMMBIB_SOAK_SECONDS=$(SOAK_SECONDS) --timeout $$(($(SOAK_SECONDS) + 600)) \
 	    --expect-stat 'error_completions == bad_doorbells == 0'
+soak: build
+	@echo "make soak: $(SOAK_SECONDS) s, $(SOAK_VMS) VM(s); logs in $(SOAK_LOG_DIR)"
+	@if [ "$(SOAK_VMS)" -gt 1 ]; then \
+	    set -x; tests/guest/run-two-vms.py --vms $(SOAK_VMS) \
+	        --vmmbibd "$(BUILD)/host-lib/daemon/vmmbibd" $(SOAK_ARGS); \
+	else \
+	    set -x; tests/guest/run-guest-test.py $(SOAK_ARGS); \
+	fi
 
 clean:
 	rm -rf "$(BUILD)"

@@ -13,6 +13,13 @@
 # (a "#" line with the guest's uptime), so a run that dies or hangs still
 # shows on the results port where and when it stopped.
 #
+# Several VMs: run by run-two-vms.py --vms N --script soak.sh (devices on
+# one vmmbibd, a virtio-net link for the address exchange; VMMBIB_IP,
+# VMMBIB_IPS and VMMBIB_RANK set), every VM also runs one more
+# vmmbib-integrity for the same time that sends SENDs, RDMA WRITEs and
+# READs to every other VM and checks what it receives (all to all); its
+# checks count as the VM's results.  `make soak SOAK_VMS=4`.
+#
 # Run with run-guest-test.py and the file vmmbib-integrity.  Environment
 # (optional): VMMBIB_SOAK_SECONDS (default 60), VMMBIB_SOAK_PROCS (3),
 # VMMBIB_SOAK_PAIRS (4: 8 QPs a process), VMMBIB_SOAK_MESSAGES (messages
@@ -42,6 +49,36 @@ fi
 if [ ! -x "$INTEGRITY" ]; then
     tap_fail "vmmbib-integrity given to the guest" "pass --file vmmbib-integrity=PATH"
     exit 1
+fi
+
+# ---- several VMs: traffic between them too --------------------------------
+net_pid=
+if [ "$(echo "${VMMBIB_IPS:-}" | wc -w)" -gt 1 ]; then
+    ifc=
+    for n in /sys/class/net/*; do
+        n=${n##*/}
+        [ "$n" = lo ] || { ifc=$n; break; }
+    done
+    if [ -z "$ifc" ] || ! ip addr add "$VMMBIB_IP/24" dev "$ifc" ||
+        ! ip link set "$ifc" up; then
+        tap_fail "the link between the VMs (${ifc:-no interface} $VMMBIB_IP)"
+        exit 1
+    fi
+    # The other VMs may still be booting: 90 s for all of them.
+    n=90
+    for peer in $VMMBIB_IPS; do
+        [ "$peer" = "$VMMBIB_IP" ] && continue
+        while [ "$n" -gt 0 ] && ! ping -c 1 -W 1 "$peer" >/dev/null 2>&1; do
+            n=$((n - 1))
+        done
+        if [ "$n" = 0 ]; then
+            tap_fail "$VMMBIB_IP reaches the VM at $peer" "$(ip addr show "$ifc")"
+            exit 1
+        fi
+    done
+    "$INTEGRITY" -P "$(echo "$VMMBIB_IPS" | tr ' ' ,)" -R "${VMMBIB_RANK:-0}" \
+        -p 18710 -D "$seconds" "$IBDEV" >/tmp/soak-net.out 2>&1 &
+    net_pid=$!
 fi
 
 start=$(uptime_s)
@@ -81,6 +118,18 @@ while [ $(($(uptime_s) - start)) -lt "$seconds" ]; do
     fi
 done
 elapsed=$(($(uptime_s) - start))
+if [ -n "$net_pid" ]; then
+    wait "$net_pid"
+    rc=$?
+    while IFS= read -r line; do
+        case $line in
+        "ok "*) tap_ok "between the VMs: ${line#ok }" ;;
+        "not ok "*) tap_fail "between the VMs: ${line#not ok }" ;;
+        *) tap_diag "$line" ;;
+        esac
+    done </tmp/soak-net.out
+    [ "$rc" = 0 ] || tap_fail "between the VMs: vmmbib-integrity exit status is 0 (it was $rc)"
+fi
 tap_diag "$rounds rounds of $procs processes with $((2 * pairs)) RC QPs each in $elapsed s:" \
     "$total messages checked, $failed_runs of $runs runs failed"
 if [ "$failed_runs" = 0 ] && [ "$total" = $((runs * messages)) ] && [ "$runs" -gt 0 ]; then
