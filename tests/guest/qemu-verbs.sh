@@ -9,16 +9,8 @@
 # the data checked) and backend-errors (here with rxe0 listed).
 # -accel qtest: a whole inner guest under nested TCG would take too long.
 
-tap_check "modprobe rdma_rxe" modprobe rdma_rxe
-ip link add vmmbib-d0 type dummy && ip addr add 10.11.12.1/24 dev vmmbib-d0 &&
-    ip link set vmmbib-d0 up
-tap_check "rdma link add rxe0 type rxe netdev vmmbib-d0" \
-    rdma link add rxe0 type rxe netdev vmmbib-d0
-
-# The IPv4-mapped GID of 10.11.12.1 (RoCE v2), as verbs-backend.sh takes it.
-gid=$(grep -lx "0000:0000:0000:0000:0000:ffff:0a0b:0c01" /sys/class/infiniband/rxe0/ports/1/gids/* 2>/dev/null | head -n1)
-gid=${gid##*/}
-tap_diag "rxe0 GID index $gid"
+rxe_loopback_up
+gid=$RXE_GID_INDEX
 
 q=/opt/vmmbib-qemu
 export VMMBIB_QTEST_VERBS=built VMMBIB_QTEST_VERBS_DEVICE=rxe0 VMMBIB_QTEST_VERBS_GID_INDEX="$gid"
@@ -44,17 +36,9 @@ else
         # shellcheck disable=SC2086  # one word per argument
         VMMBIB_VERBS_DEBUG=1 timeout 300 "$q/bin/qos-test" --tap -k $args >/tmp/qos.log 2>&1
         rc=$?
-        while IFS= read -r line; do
-            case $line in
-            "ok "*) tap_ok "qtest: ${line#ok * - }" ;;
-            "not ok "*) tap_fail "qtest: ${line#not ok * - }" ;;
-            "1.."*) ;;
-            *) tap_diag "$line" ;;
-            esac
-        done </tmp/qos.log
+        tap_relay qtest /tmp/qos.log
         [ "$rc" = 0 ] || tap_fail "qos-test exit status is 0 (it was $rc)"
     fi
 fi
 
-rdma link delete rxe0 >/dev/null 2>&1
-ip link delete vmmbib-d0 2>/dev/null
+rxe_loopback_down

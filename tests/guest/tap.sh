@@ -75,6 +75,40 @@ wait_path() {
     return 1
 }
 
+# Relays the TAP lines a program wrote to FILE as this test's results,
+# each name prefixed "PREFIX: "; other lines become diagnostics.
+tap_relay() {
+    while IFS= read -r _tap_l; do
+        case $_tap_l in
+        "ok "*) tap_ok "$1: ${_tap_l#ok * - }" ;;
+        "not ok "*) tap_fail "$1: ${_tap_l#not ok * - }" ;;
+        "1.."*) ;;
+        *) tap_diag "$_tap_l" ;;
+        esac
+    done <"$2"
+}
+
+# Soft-RoCE on a dummy netdev (10.11.12.1): packets to its own address loop
+# back inside rxe, so both ends of every connection live in this VM.  Sets
+# RXE_GID_INDEX to the index of its IPv4-mapped GID (RoCE v2).
+rxe_loopback_up() {
+    tap_check "modprobe rdma_rxe" modprobe rdma_rxe
+    ip link add vmmbib-d0 type dummy &&
+        ip addr add 10.11.12.1/24 dev vmmbib-d0 &&
+        ip link set vmmbib-d0 up
+    tap_check "rdma link add rxe0 type rxe netdev vmmbib-d0" \
+        rdma link add rxe0 type rxe netdev vmmbib-d0
+    RXE_GID_INDEX=$(grep -lx "0000:0000:0000:0000:0000:ffff:0a0b:0c01" \
+        /sys/class/infiniband/rxe0/ports/1/gids/* 2>/dev/null | head -n1)
+    RXE_GID_INDEX=${RXE_GID_INDEX##*/}
+    tap_diag "rxe0 GID index $RXE_GID_INDEX"
+}
+
+rxe_loopback_down() {
+    rdma link delete rxe0 >/dev/null 2>&1
+    ip link delete vmmbib-d0 2>/dev/null
+}
+
 # True when any result so far was "not ok"; /init uses it for the exit status.
 tap_any_failed() {
     [ -e "$VMMBIB_TAP_STATE.failed" ]

@@ -8,19 +8,8 @@
 #   VMMBIB_VERBS_BENCH  N: after the tests, the relay's round-trip latency
 #                       against rxe0 used directly, N round trips
 
-tap_check "modprobe rdma_rxe" modprobe rdma_rxe
-
-# rxe needs an Ethernet netdev; on a dummy one, packets to its own address
-# loop back inside rxe, so both ends of every connection live in this VM.
-ip link add vmmbib-d0 type dummy && ip addr add 10.11.12.1/24 dev vmmbib-d0 &&
-    ip link set vmmbib-d0 up
-tap_check "rdma link add rxe0 type rxe netdev vmmbib-d0" \
-    rdma link add rxe0 type rxe netdev vmmbib-d0
-
-# The IPv4-mapped GID of 10.11.12.1 (RoCE v2), as smoke.sh takes it.
-gid=$(grep -lx "0000:0000:0000:0000:0000:ffff:0a0b:0c01" /sys/class/infiniband/rxe0/ports/1/gids/* 2>/dev/null | head -n1)
-export VMMBIB_VERBS_GID_INDEX=${gid##*/}
-tap_diag "rxe0 GID index $VMMBIB_VERBS_GID_INDEX"
+rxe_loopback_up
+export VMMBIB_VERBS_GID_INDEX="$RXE_GID_INDEX"
 
 prog=test-host-lib-verbs
 if ! command -v "$prog" >/dev/null; then
@@ -28,14 +17,7 @@ if ! command -v "$prog" >/dev/null; then
 else
     VMMBIB_VERBS_DEVICE=rxe0 VMMBIB_VERBS_DEBUG=1 timeout 300 "$prog" >/tmp/verbs.log 2>&1
     rc=$?
-    while IFS= read -r line; do
-        case $line in
-        "ok "*) tap_ok "verbs: ${line#ok * - }" ;;
-        "not ok "*) tap_fail "verbs: ${line#not ok * - }" ;;
-        "1.."*) ;;
-        *) tap_diag "$line" ;;
-        esac
-    done </tmp/verbs.log
+    tap_relay verbs /tmp/verbs.log
     [ "$rc" = 0 ] || tap_fail "$prog exit status is 0 (it was $rc)"
 fi
 if [ -n "${VMMBIB_VERBS_BENCH:-}" ] && command -v "$prog" >/dev/null; then
@@ -49,5 +31,4 @@ if [ -n "${VMMBIB_VERBS_BENCH:-}" ] && command -v "$prog" >/dev/null; then
     done </tmp/bench.log
 fi
 
-rdma link delete rxe0 >/dev/null 2>&1
-ip link delete vmmbib-d0 2>/dev/null
+rxe_loopback_down
