@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "guest.h"
+#include "internal.h"
 #include "tap.h"
 
 
@@ -868,11 +869,17 @@ static void test_fairness(void)
               "fairness: device A with 8 RC QPs, device B with 1, one engine");
     fair_dev_fill(a, b);
     fair_dev_fill(b, b);
-    /* Interleaved, so neither device starts long before the other. */
+    /*
+     * Both devices start together: the engine reads doorbells under its
+     * lock, so while this thread holds it no device can run alone (this
+     * thread, preempted between doorbells, once let B finish first).
+     */
+    vmmbib_engine_enter(eng);
     qp_sq_doorbell(&b->snd[0]);
     for (unsigned int i = 0; i < FAIR_A_QPS; i++) {
         qp_sq_doorbell(&a->snd[i]);
     }
+    vmmbib_engine_leave(eng);
     for (int i = 0; i < FAIR_A_QPS && got_a < FAIR_A_QPS; i++) {
         got_a += cq_wait(&a->scq, c + got_a, FAIR_A_QPS - got_a);
     }
