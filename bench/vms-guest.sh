@@ -29,13 +29,11 @@
 role=${VMMBIB_ROLE:?VMMBIB_ROLE must be server, client or solo}
 # Seconds a program may take: a hung figure fails and the next one runs.
 run_timeout=${VMMBIB_BENCH_TIMEOUT:-120}
-. /run/vmmbib/files/guest-link.sh
 
 if [ "$role" = solo ]; then
     peer=127.0.0.1
     tap_ok "solo: the pair is two processes of this VM, over lo"
-    link_ifc=$(ls /sys/class/net | grep -v '^lo$' | head -n 1)
-    ip addr add "$VMMBIB_IP/24" dev "$link_ifc" && ip link set "$link_ifc" up
+    link_up "$VMMBIB_IP" || exit 1
 else
     peer=$VMMBIB_PEER_IP
     link_up "$VMMBIB_IP" "$VMMBIB_PEER_IP" || exit 1
@@ -46,6 +44,7 @@ rxe_gid=
 setup_rxe() {
     [ -n "$rxe_gid" ] && return 0
     modprobe rdma_rxe || return 1
+    # shellcheck disable=SC2154 # link_ifc: set by link_up (tap.sh)
     rdma link add rxe0 type rxe netdev "$link_ifc" || return 1
     # RoCE v2 GID of our IPv4 address (its index is what perftest's -x takes).
     _hex=$(echo "$VMMBIB_IP" | awk -F. '{printf "%02x%02x:%02x%02x", $1, $2, $3, $4}')

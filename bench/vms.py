@@ -397,8 +397,7 @@ def run_boot(args, nvms, plan, device_args, memory, top, n, profile):
                 vargs = r2v.vm_args(targs, name, role, ips[k], ips[1 - k], sock,
                                     (ports[k], ports[1 - k]), logdir)
                 vargs.device_args = [device_args]
-                vargs.file = [f"guest-link.sh={os.path.join(HERE, 'guest-link.sh')}",
-                              f"vmmbib-reg-mr={args.reg_mr}"]
+                vargs.file = [f"vmmbib-reg-mr={args.reg_mr}"]
                 vargs.qemu_arg += [
                     "-chardev", f"socket,id=go,path={logdir}/go.sock,server=on,wait=off",
                     "-serial", "chardev:go"]

@@ -54,28 +54,8 @@ fi
 # ---- several VMs: traffic between them too --------------------------------
 net_pid=
 if [ "$(echo "${VMMBIB_IPS:-}" | wc -w)" -gt 1 ]; then
-    ifc=
-    for n in /sys/class/net/*; do
-        n=${n##*/}
-        [ "$n" = lo ] || { ifc=$n; break; }
-    done
-    if [ -z "$ifc" ] || ! ip addr add "$VMMBIB_IP/24" dev "$ifc" ||
-        ! ip link set "$ifc" up; then
-        tap_fail "the link between the VMs (${ifc:-no interface} $VMMBIB_IP)"
-        exit 1
-    fi
-    # The other VMs may still be booting: 90 s for all of them.
-    n=90
-    for peer in $VMMBIB_IPS; do
-        [ "$peer" = "$VMMBIB_IP" ] && continue
-        while [ "$n" -gt 0 ] && ! ping -c 1 -W 1 "$peer" >/dev/null 2>&1; do
-            n=$((n - 1))
-        done
-        if [ "$n" = 0 ]; then
-            tap_fail "$VMMBIB_IP reaches the VM at $peer" "$(ip addr show "$ifc")"
-            exit 1
-        fi
-    done
+    # shellcheck disable=SC2086 # one address a word
+    link_up "$VMMBIB_IP" $VMMBIB_IPS || exit 1
     "$INTEGRITY" -P "$(echo "$VMMBIB_IPS" | tr ' ' ,)" -R "${VMMBIB_RANK:-0}" \
         -p 18710 -D "$seconds" "$IBDEV" >/tmp/soak-net.out 2>&1 &
     net_pid=$!

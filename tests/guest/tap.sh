@@ -88,6 +88,44 @@ tap_relay() {
     done <"$2"
 }
 
+# link_up IP [PEER_IP...]: the L2 link between VMs (virtio-net), for the
+# programs' TCP address exchange.  Gives the first interface besides lo
+# the address IP/24, brings it up and waits (90 pings in all: the other
+# VMs may still be booting) until every PEER_IP but IP answers, one
+# result each.  Sets link_ifc; returns 1, having failed a result, if not.
+link_up() {
+    _lu_ip=$1
+    shift
+    link_ifc=
+    for _lu_n in /sys/class/net/*; do
+        _lu_n=${_lu_n##*/}
+        [ "$_lu_n" = lo ] || { link_ifc=$_lu_n; break; }
+    done
+    if [ -z "$link_ifc" ]; then
+        tap_fail "a network interface between the VMs" \
+            "no interface besides lo: is virtio_net in the image?"
+        return 1
+    fi
+    if ! ip addr add "$_lu_ip/24" dev "$link_ifc" ||
+        ! ip link set "$link_ifc" up; then
+        tap_fail "$link_ifc takes the address $_lu_ip/24" "$(ip addr show "$link_ifc")"
+        return 1
+    fi
+    _lu_n=90
+    for _lu_peer in "$@"; do
+        [ "$_lu_peer" = "$_lu_ip" ] && continue
+        while [ "$_lu_n" -gt 0 ] && ! ping -c 1 -W 1 "$_lu_peer" >/dev/null 2>&1; do
+            _lu_n=$((_lu_n - 1))
+        done
+        if [ "$_lu_n" = 0 ]; then
+            tap_fail "$link_ifc $_lu_ip reaches the VM at $_lu_peer" \
+                "$(ip addr show "$link_ifc")"
+            return 1
+        fi
+        tap_ok "$link_ifc $_lu_ip reaches the VM at $_lu_peer"
+    done
+}
+
 # Soft-RoCE on a dummy netdev (10.11.12.1): packets to its own address loop
 # back inside rxe, so both ends of every connection live in this VM.  Sets
 # RXE_GID_INDEX to the index of its IPv4-mapped GID (RoCE v2).

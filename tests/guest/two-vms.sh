@@ -39,34 +39,10 @@ iters=${VMMBIB_ITERS:-20}
 role=${VMMBIB_ROLE:?VMMBIB_ROLE must be server or client}
 
 # ---- the L2 link -------------------------------------------------------------
-ifc=
-for n in /sys/class/net/*; do
-    n=${n##*/}
-    [ "$n" = lo ] || { ifc=$n; break; }
-done
-if [ -z "$ifc" ]; then
-    tap_fail "a network interface for the pingpongs' TCP exchange" \
-        "no interface besides lo: is virtio_net in the image?"
-    exit 1
-fi
-ip addr add "$VMMBIB_IP/24" dev "$ifc" && ip link set "$ifc" up
 ips=${VMMBIB_IPS:-$VMMBIB_IP $VMMBIB_PEER_IP}
 rank=${VMMBIB_RANK:-0}
-# The other VMs may still be booting: wait for each (90 s in all).
-_n=90
-for _peer in $ips; do
-    [ "$_peer" = "$VMMBIB_IP" ] && continue
-    while [ "$_n" -gt 0 ] && ! ping -c 1 -W 1 "$_peer" >/dev/null 2>&1; do
-        _n=$((_n - 1))
-    done
-    if [ "$_n" -gt 0 ]; then
-        tap_ok "$ifc $VMMBIB_IP reaches the VM at $_peer"
-    else
-        tap_fail "$ifc $VMMBIB_IP reaches the VM at $_peer" \
-            "$(ip addr show "$ifc")"
-        exit 1
-    fi
-done
+# shellcheck disable=SC2086 # one address a word
+link_up "$VMMBIB_IP" $ips || exit 1
 tap_diag "$dev: $(ibv_devinfo -d "$dev" | grep -E 'port_lid|node_guid' | tr -s ' \t' ' ')"
 
 echo VMMBIB-STATS-BASELINE
