@@ -314,6 +314,33 @@ static void test_dereg_mr(void)
 }
 
 /*
+ * After a fault: a new RC pair from @x to @y works, one SEND of pattern
+ * @seed from @x's READ_SRC landing byte for byte at @land in @y.
+ */
+static void new_pair_send(const char *test, struct vm *x, struct vm *y,
+                          uint64_t land, unsigned int seed)
+{
+    struct rc_pair r;
+    struct vmmbib_cqe e[2];
+    struct vmmbib_sge sg;
+
+    TAP_CHECK(rc_pair_create(&r, &x->c, x->pd, &y->c, y->pd, NULL) == OK,
+              "%s: a new pair from x to y", test);
+    pattern_fill(x->buf.p + READ_SRC, MSG, seed);
+    memset(y->buf.p + land, 0, MSG);
+    sg = buf_sge(y, land, MSG);
+    qp_post_recv(&r.b, 1, &sg, 1);
+    sg = buf_sge(x, READ_SRC, MSG);
+    post_send(&r.a, 2, VMMBIB_WR_SEND, &sg, 1, 0, 0);
+    TAP_CHECK(cq_wait(&r.a_scq, &e[0], 1) == 1 &&
+              cqe_is(&e[0], 2, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS) &&
+              cq_wait(&r.b_rcq, &e[1], 1) == 1 &&
+              cqe_is(&e[1], 1, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
+              pattern_check(y->buf.p + land, MSG, seed),
+              "%s: the new pair's SEND arrives byte for byte", test);
+}
+
+/*
  * DESTROY_QP of a receiver while other threads deliver to it, and of a
  * sender while its SQ runs: the receive buffers stay untouched after the
  * command; the other side times out; a new pair then works.
@@ -323,8 +350,7 @@ static void test_destroy_qp(void)
     struct vmmbib_engine *eng = threads_engine();
     static struct vmmbib_cqe c[BIG_WQES];
     struct vm x = { 0 }, y = { 0 };
-    struct rc_pair p, q, r;
-    struct vmmbib_cqe e[2];
+    struct rc_pair p, q;
     struct vmmbib_sge sg;
     int ok;
 
@@ -372,20 +398,7 @@ static void test_destroy_qp(void)
               "DESTROY_QP returned");
 
     /* A new pair on the same devices works, every byte checked. */
-    TAP_CHECK(rc_pair_create(&r, &x.c, x.pd, &y.c, y.pd, NULL) == OK,
-              "destroy: a new pair between x and y");
-    pattern_fill(x.buf.p + READ_SRC, MSG, 13);
-    memset(y.buf.p + READ_DST, 0, MSG);
-    sg = buf_sge(&y, READ_DST, MSG);
-    qp_post_recv(&r.b, 1, &sg, 1);
-    sg = buf_sge(&x, READ_SRC, MSG);
-    post_send(&r.a, 2, VMMBIB_WR_SEND, &sg, 1, 0, 0);
-    TAP_CHECK(cq_wait(&r.a_scq, &e[0], 1) == 1 &&
-              cqe_is(&e[0], 2, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS) &&
-              cq_wait(&r.b_rcq, &e[1], 1) == 1 &&
-              cqe_is(&e[1], 1, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
-              pattern_check(y.buf.p + READ_DST, MSG, 13),
-              "destroy: the new pair's SEND arrives byte for byte");
+    new_pair_send("destroy", &x, &y, READ_DST, 13);
     vm_fini(&x);
     vm_fini(&y);
     vmmbib_engine_free(eng);
@@ -403,8 +416,7 @@ static void test_detach(void)
     struct vmmbib_engine *eng = threads_engine();
     static struct vmmbib_cqe c[2 * BIG_WQES];
     struct vm x = { 0 }, y = { 0 }, z = { 0 };
-    struct rc_pair p, r;
-    struct vmmbib_cqe e[2];
+    struct rc_pair p;
     struct vmmbib_sge sg;
     int ok;
 
@@ -436,20 +448,7 @@ static void test_detach(void)
     TAP_CHECK(ok >= 0, "detach: successes, then RETRY_EXC_ERR, then "
               "flushes");
 
-    TAP_CHECK(rc_pair_create(&r, &x.c, x.pd, &y.c, y.pd, NULL) == OK,
-              "detach: x connects to y");
-    pattern_fill(x.buf.p + READ_SRC, MSG, 22);
-    memset(y.buf.p + LAND_OFF, 0, MSG);
-    sg = buf_sge(&y, LAND_OFF, MSG);
-    qp_post_recv(&r.b, 1, &sg, 1);
-    sg = buf_sge(&x, READ_SRC, MSG);
-    post_send(&r.a, 2, VMMBIB_WR_SEND, &sg, 1, 0, 0);
-    TAP_CHECK(cq_wait(&r.a_scq, &e[0], 1) == 1 &&
-              cqe_is(&e[0], 2, VMMBIB_WC_SEND, VMMBIB_WC_SUCCESS) &&
-              cq_wait(&r.b_rcq, &e[1], 1) == 1 &&
-              cqe_is(&e[1], 1, VMMBIB_WC_RECV, VMMBIB_WC_SUCCESS) &&
-              pattern_check(y.buf.p + LAND_OFF, MSG, 22),
-              "detach: x's SEND to y arrives byte for byte");
+    new_pair_send("detach", &x, &y, LAND_OFF, 22);
     vm_fini(&x);
     vm_fini(&y);
     vmmbib_engine_free(eng);

@@ -467,6 +467,49 @@ static int vmmbib_modify(VmmbibObjs *o, uint32_t qp, uint32_t mask,
     return vmmbib_obj_cmd(o, VMMBIB_CMD_MODIFY_QP, &m, sizeof(m), &r);
 }
 
+/*
+ * RC QP @qp: RESET -> INIT (remote @access) -> RTR -> RTS, connected to
+ * @dest_qpn at @lid; @retry is its retry and RNR retry count.
+ */
+static void vmmbib_qp_connect_rc(VmmbibObjs *o, uint32_t qp,
+                                 uint32_t dest_qpn, uint16_t lid,
+                                 uint32_t access, uint8_t retry)
+{
+    struct vmmbib_qp_attr attr = {
+        .qp_state = VMMBIB_QPS_INIT,
+        .port_num = 1,
+        .qp_access_flags = cpu_to_le32(access),
+    };
+
+    g_assert_cmpint(vmmbib_modify(o, qp, VMMBIB_QP_STATE |
+                                  VMMBIB_QP_PKEY_INDEX | VMMBIB_QP_PORT |
+                                  VMMBIB_QP_ACCESS_FLAGS, &attr), ==,
+                    VMMBIB_STATUS_OK);
+    attr.qp_state = VMMBIB_QPS_RTR;
+    attr.path_mtu = VMMBIB_MTU_1024;
+    attr.dest_qp_num = cpu_to_le32(dest_qpn);
+    attr.max_dest_rd_atomic = 1;
+    attr.min_rnr_timer = 1;
+    attr.ah_attr.dlid = cpu_to_le16(lid);
+    attr.ah_attr.port_num = 1;
+    g_assert_cmpint(vmmbib_modify(o, qp, VMMBIB_QP_STATE | VMMBIB_QP_AV |
+                                  VMMBIB_QP_PATH_MTU | VMMBIB_QP_DEST_QPN |
+                                  VMMBIB_QP_RQ_PSN |
+                                  VMMBIB_QP_MAX_DEST_RD_ATOMIC |
+                                  VMMBIB_QP_MIN_RNR_TIMER, &attr), ==,
+                    VMMBIB_STATUS_OK);
+    attr.qp_state = VMMBIB_QPS_RTS;
+    attr.timeout = 14;
+    attr.retry_cnt = retry;
+    attr.rnr_retry = retry;
+    attr.max_rd_atomic = 1;
+    g_assert_cmpint(vmmbib_modify(o, qp, VMMBIB_QP_STATE |
+                                  VMMBIB_QP_SQ_PSN | VMMBIB_QP_TIMEOUT |
+                                  VMMBIB_QP_RETRY_CNT | VMMBIB_QP_RNR_RETRY |
+                                  VMMBIB_QP_MAX_QP_RD_ATOMIC, &attr), ==,
+                    VMMBIB_STATUS_OK);
+}
+
 /* An RC QP of one context connected to itself, with a CQ and an MR. */
 typedef struct VmmbibLoop {
     VmmbibObjs o;
@@ -540,36 +583,8 @@ static void vmmbib_loop_init(VmmbibLoop *l, QVmmbibPCI *dev,
     attr.qp_state = VMMBIB_QPS_RTR;
     g_assert_cmpint(vmmbib_modify(o, l->qp, VMMBIB_QP_STATE, &attr), ==,
                     VMMBIB_STATUS_BAD_STATE);
-    attr.qp_state = VMMBIB_QPS_INIT;
-    attr.port_num = 1;
-    attr.qp_access_flags = cpu_to_le32(VMMBIB_ACCESS_REMOTE_WRITE);
-    g_assert_cmpint(vmmbib_modify(o, l->qp, VMMBIB_QP_STATE |
-                                  VMMBIB_QP_PKEY_INDEX | VMMBIB_QP_PORT |
-                                  VMMBIB_QP_ACCESS_FLAGS, &attr), ==,
-                    VMMBIB_STATUS_OK);
-    attr.qp_state = VMMBIB_QPS_RTR;
-    attr.path_mtu = VMMBIB_MTU_1024;
-    attr.dest_qp_num = cpu_to_le32(l->qpn);
-    attr.max_dest_rd_atomic = 1;
-    attr.min_rnr_timer = 1;
-    attr.ah_attr.dlid = cpu_to_le16(lid);
-    attr.ah_attr.port_num = 1;
-    g_assert_cmpint(vmmbib_modify(o, l->qp, VMMBIB_QP_STATE | VMMBIB_QP_AV |
-                                  VMMBIB_QP_PATH_MTU | VMMBIB_QP_DEST_QPN |
-                                  VMMBIB_QP_RQ_PSN |
-                                  VMMBIB_QP_MAX_DEST_RD_ATOMIC |
-                                  VMMBIB_QP_MIN_RNR_TIMER, &attr), ==,
-                    VMMBIB_STATUS_OK);
-    attr.qp_state = VMMBIB_QPS_RTS;
-    attr.timeout = 14;
-    attr.retry_cnt = 1;
-    attr.rnr_retry = 1;
-    attr.max_rd_atomic = 1;
-    g_assert_cmpint(vmmbib_modify(o, l->qp, VMMBIB_QP_STATE |
-                                  VMMBIB_QP_SQ_PSN | VMMBIB_QP_TIMEOUT |
-                                  VMMBIB_QP_RETRY_CNT | VMMBIB_QP_RNR_RETRY |
-                                  VMMBIB_QP_MAX_QP_RD_ATOMIC, &attr), ==,
-                    VMMBIB_STATUS_OK);
+    vmmbib_qp_connect_rc(o, l->qp, l->qpn, lid, VMMBIB_ACCESS_REMOTE_WRITE,
+                         1);
 }
 
 /*
@@ -1736,46 +1751,6 @@ static void vmmbib_verbs_qp_create(VmmbibLoop *l, uint32_t pd,
     q->qpn = ldl_le_p(r.raw + 4);
 }
 
-/* RESET -> INIT -> RTR -> RTS, connected to @dest_qpn at @lid. */
-static void vmmbib_verbs_qp_connect(VmmbibObjs *o, VmmbibVerbsQP *q,
-                                    uint32_t dest_qpn, uint16_t lid)
-{
-    struct vmmbib_qp_attr attr = {
-        .qp_state = VMMBIB_QPS_INIT,
-        .port_num = 1,
-        .qp_access_flags = cpu_to_le32(VMMBIB_ACCESS_REMOTE_WRITE |
-                                       VMMBIB_ACCESS_REMOTE_READ),
-    };
-
-    g_assert_cmpint(vmmbib_modify(o, q->qp, VMMBIB_QP_STATE |
-                                  VMMBIB_QP_PKEY_INDEX | VMMBIB_QP_PORT |
-                                  VMMBIB_QP_ACCESS_FLAGS, &attr), ==,
-                    VMMBIB_STATUS_OK);
-    attr.qp_state = VMMBIB_QPS_RTR;
-    attr.path_mtu = VMMBIB_MTU_1024;
-    attr.dest_qp_num = cpu_to_le32(dest_qpn);
-    attr.max_dest_rd_atomic = 1;
-    attr.min_rnr_timer = 1;
-    attr.ah_attr.dlid = cpu_to_le16(lid);
-    attr.ah_attr.port_num = 1;
-    g_assert_cmpint(vmmbib_modify(o, q->qp, VMMBIB_QP_STATE | VMMBIB_QP_AV |
-                                  VMMBIB_QP_PATH_MTU | VMMBIB_QP_DEST_QPN |
-                                  VMMBIB_QP_RQ_PSN |
-                                  VMMBIB_QP_MAX_DEST_RD_ATOMIC |
-                                  VMMBIB_QP_MIN_RNR_TIMER, &attr), ==,
-                    VMMBIB_STATUS_OK);
-    attr.qp_state = VMMBIB_QPS_RTS;
-    attr.timeout = 14;
-    attr.retry_cnt = 7;
-    attr.rnr_retry = 7;
-    attr.max_rd_atomic = 1;
-    g_assert_cmpint(vmmbib_modify(o, q->qp, VMMBIB_QP_STATE |
-                                  VMMBIB_QP_SQ_PSN | VMMBIB_QP_TIMEOUT |
-                                  VMMBIB_QP_RETRY_CNT | VMMBIB_QP_RNR_RETRY |
-                                  VMMBIB_QP_MAX_QP_RD_ATOMIC, &attr), ==,
-                    VMMBIB_STATUS_OK);
-}
-
 /* A signaled send WQE of one SGE (@local, @len) on @q's SQ, rung. */
 static void vmmbib_verbs_post_send(VmmbibLoop *l, VmmbibVerbsQP *q,
                                    uint8_t opcode, uint64_t wr_id,
@@ -1912,8 +1887,10 @@ static void test_verbs_rc(void *obj, void *data, QGuestAllocator *alloc)
     vmmbib_verbs_qp_create(&l, pd, &a);
     vmmbib_verbs_qp_create(&l, pd, &b);
     g_assert_cmpuint(a.qpn, !=, b.qpn);
-    vmmbib_verbs_qp_connect(o, &a, b.qpn, lid);
-    vmmbib_verbs_qp_connect(o, &b, a.qpn, lid);
+    vmmbib_qp_connect_rc(o, a.qp, b.qpn, lid, VMMBIB_ACCESS_REMOTE_WRITE |
+                         VMMBIB_ACCESS_REMOTE_READ, 7);
+    vmmbib_qp_connect_rc(o, b.qp, a.qpn, lid, VMMBIB_ACCESS_REMOTE_WRITE |
+                         VMMBIB_ACCESS_REMOTE_READ, 7);
 
     /* RDMA WRITE across the MR's page boundary. */
     vmmbib_fill(pattern, sizeof(pattern), 7);
