@@ -311,9 +311,11 @@ struct vmmbib_client *vmmbib_client_new(int fd, const char *vm_id,
 {
     struct vmmbib_client *c;
 
-    if (cfg->lid || cfg->node_guid || cfg->idle_poll_us || cfg->db_pages) {
-        set_err(err, err_len, "lid, node-guid and idle-poll-us are the "
-                "daemon's to choose: leave them 0");
+    if (cfg->lid || cfg->node_guid || cfg->idle_poll_us || cfg->db_pages ||
+        cfg->restart_handles) {
+        set_err(err, err_len, "lid, node-guid, idle-poll-us and "
+                "x-restart-handles are the daemon's to choose: leave them "
+                "unset");
         close(fd);
         return NULL;
     }

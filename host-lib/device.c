@@ -109,6 +109,18 @@ static bool init_tables(struct vmmbib_dev *dev)
            vmmbib_table_init(&dev->ahs, l->max_ah);
 }
 
+/* After a reset (which emptied them): the handles of a new device again. */
+static void restart_tables(struct vmmbib_dev *dev)
+{
+    vmmbib_table_restart(&dev->ucontexts);
+    vmmbib_table_restart(&dev->pds);
+    vmmbib_table_restart(&dev->mrs);
+    vmmbib_table_restart(&dev->cqs);
+    vmmbib_table_restart(&dev->qps);
+    vmmbib_table_restart(&dev->srqs);
+    vmmbib_table_restart(&dev->ahs);
+}
+
 static void fini_tables(struct vmmbib_dev *dev)
 {
     vmmbib_table_fini(&dev->ucontexts);
@@ -252,6 +264,9 @@ void vmmbib_dev_reset(struct vmmbib_dev *dev)
 {
     vmmbib_engine_enter_dev(dev);
     reset_locked(dev);
+    if (dev->cfg.restart_handles) {
+        restart_tables(dev);
+    }
     /* The driver that comes next is told the port is up again. */
     dev->port_active_raised = false;
     vmmbib_engine_leave(dev->engine);

@@ -62,6 +62,8 @@ void *vmmbib_table_remove(struct vmmbib_table *t, uint32_t handle);
 /* The object at @index whatever its generation, for reset and doorbells. */
 void *vmmbib_table_at(const struct vmmbib_table *t, uint32_t index);
 uint8_t vmmbib_table_gen(const struct vmmbib_table *t, uint32_t index);
+/* An empty table hands out the handles of a new one again (tests only). */
+void vmmbib_table_restart(struct vmmbib_table *t);
 
 /* ---- pages.c: guest page lists, translated once at creation ---- */
 struct vmmbib_pages {

@@ -6,6 +6,7 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -79,6 +80,14 @@ void *vmmbib_table_lookup(const struct vmmbib_table *t, uint32_t handle)
         return NULL;
     }
     return t->objs[index];
+}
+
+void vmmbib_table_restart(struct vmmbib_table *t)
+{
+    if (t->used == 0) {
+        memset(t->gens, 0, (size_t)t->size + 1);
+        t->hint = 1;
+    }
 }
 
 void *vmmbib_table_remove(struct vmmbib_table *t, uint32_t handle)

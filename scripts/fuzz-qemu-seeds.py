@@ -35,6 +35,7 @@ REGION_NOTIFY = 7       # virtio-pci-notify-vmmbypass-ib (BAR 4)
 # Guest-physical layout of the controlq in the seed.
 DESC, AVAIL, USED = 0x100000, 0x101000, 0x102000
 REQUEST, REPLY, CQ_PAGE = 0x103000, 0x104000, 0x105000
+MR_PAGE, SQ_PAGE, RQ_PAGE = 0x106000, 0x107000, 0x108000
 
 # virtio 1.2, 4.1.4.3: struct virtio_pci_common_cfg
 DRIVER_FEATURE_SELECT, DRIVER_FEATURE = 8, 12
@@ -109,19 +110,52 @@ def cmd(opcode, ctx=0, body=b""):
     return struct.pack("<HHI", opcode, 0, ctx) + body
 
 
-# Opcodes and request bodies of include/vmmbypass_ib_abi.h.  The first
-# context's handle is assumed to be 1; the fuzzer mutates it anyway.
-QUERY_DEVICE, QUERY_PORT, CREATE_UCONTEXT, CREATE_PD, CREATE_CQ = 1, 2, 5, 7, 12
+def page_list(addr):
+    """struct vmmbib_page_list: one page at addr, level 0, 4 KiB pages."""
+    return struct.pack("<QIBBH", addr, 1, 0, 12, 0)
+
+
+def qp_attr(state, port, access):
+    """struct vmmbib_qp_attr (its address vector all zeros)."""
+    return (struct.pack("<5IHBBBBBBBBBBBBB5x", 0, 0, 0, 0, access, 0, state,
+                        0, 0, 0, 0, 0, 0, 0, 0, port, 0, 0, 0) +
+            bytes(40))
+
+
+# Opcodes and request bodies of include/vmmbypass_ib_abi.h.  Handles are
+# those of a new device (index 1, generation 0): scripts/fuzz.sh sets
+# x-restart-handles, so they are the same after generic-fuzz's resets.
+QUERY_DEVICE, QUERY_PORT, CREATE_UCONTEXT, CREATE_PD = 1, 2, 5, 7
+REG_MR, CREATE_CQ, CREATE_QP, MODIFY_QP = 10, 12, 15, 16
+QPT_RC, QPS_INIT = 2, 1
+ACCESS_LOCAL_WRITE, ACCESS_REMOTE_WRITE = 1, 2
+QP_STATE, QP_ACCESS_FLAGS, QP_PKEY_INDEX, QP_PORT = 1, 8, 16, 32
+OBJECTS = [
+    cmd(CREATE_UCONTEXT),
+    cmd(CREATE_PD, ctx=1),
+    # 32 CQEs of 64 bytes and the CQ header in one level-0 page
+    # (struct vmmbib_page_list)
+    cmd(CREATE_CQ, ctx=1, body=struct.pack("<II", 32, 0) + page_list(CQ_PAGE)),
+]
 SEEDS = {
     "query-device": [cmd(QUERY_DEVICE)],
     "query-port": [cmd(QUERY_PORT, body=struct.pack("<B7x", 1))],
-    "objects": [
-        cmd(CREATE_UCONTEXT),
-        cmd(CREATE_PD, ctx=1),
-        # 32 CQEs of 64 bytes and the CQ header in one level-0 page
-        # (struct vmmbib_page_list)
-        cmd(CREATE_CQ, ctx=1,
-            body=struct.pack("<IIQIBBH", 32, 0, CQ_PAGE, 1, 0, 12, 0)),
+    "objects": OBJECTS,
+    # One page registered; an RC QP of 8 + 8 WQEs (128- and 32-byte
+    # strides) on the CQ, taken to INIT.
+    "qp": OBJECTS + [
+        cmd(REG_MR, ctx=1,
+            body=struct.pack("<IIQQII", 1,
+                             ACCESS_LOCAL_WRITE | ACCESS_REMOTE_WRITE,
+                             MR_PAGE, 4096, 0, 0) + page_list(MR_PAGE)),
+        cmd(CREATE_QP, ctx=1,
+            body=struct.pack("<IIIIBB6x5IBB2x", 1, 1, 1, 0, QPT_RC, 0,
+                             8, 8, 1, 1, 0, 7, 5) +
+            page_list(SQ_PAGE) + page_list(RQ_PAGE)),
+        cmd(MODIFY_QP, ctx=1,
+            body=struct.pack("<II", 1, QP_STATE | QP_PKEY_INDEX | QP_PORT |
+                             QP_ACCESS_FLAGS) +
+            qp_attr(QPS_INIT, 1, ACCESS_REMOTE_WRITE)),
     ],
 }
 

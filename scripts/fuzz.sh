@@ -50,7 +50,9 @@ if [[ $target == qemu ]]; then
     # kick pages) and the PCI config space in play; the virtqueue rings,
     # controlq requests and page lists are guest RAM, which generic-fuzz
     # fills from its DMA patterns whenever the device reads it.
-    export QEMU_FUZZ_ARGS="-M pc -nodefaults -device vmmbypass-ib,doorbell=mmio,uar-slots=2,max-pd=4,max-mr=4,max-cq=4,max-qp=4,max-srq=2,max-ah=4,max-cqe=64,max-qp-wr=64,max-srq-wr=64,max-mr-pages=16,max-pinned-mb=8"
+    # x-restart-handles: generic-fuzz resets the machine between inputs,
+    # and a seed can name its objects only if their handles start over.
+    export QEMU_FUZZ_ARGS="-M pc -nodefaults -device vmmbypass-ib,doorbell=mmio,uar-slots=2,max-pd=4,max-mr=4,max-cq=4,max-qp=4,max-srq=2,max-ah=4,max-cqe=64,max-qp-wr=64,max-srq-wr=64,max-mr-pages=16,max-pinned-mb=8,x-restart-handles=on"
     export QEMU_FUZZ_OBJECTS="vmmbypass-ib vmmbypass-ib-device"
     # Every sanitizer report ends the run (libFuzzer keeps its input).
     export ASAN_OPTIONS=halt_on_error=1:detect_leaks=1

@@ -73,6 +73,13 @@ struct vmmbib_dev_config {
     char verbs_device[64];      /* host device name; "": the first one */
     uint32_t verbs_port;        /* host port; 0: 1 */
     uint32_t verbs_gid_index;   /* host GID for RoCE addressing */
+    /*
+     * Tests only: a reset makes handles, keys and QP numbers start over as
+     * on a new device, so that inputs replayed after a reset (QEMU's
+     * generic-fuzz) can name what they create.  Off, a handle from before
+     * a reset names nothing after it.
+     */
+    bool restart_handles;
 };
 
 #define VMMBIB_BACKEND_SOFT  0

@@ -18,6 +18,7 @@ struct reply {
         struct vmmbib_resp_query_gid gid;
         struct vmmbib_resp_query_pkey pkey;
         struct vmmbib_resp_create_ucontext uctx;
+        struct vmmbib_resp_create_pd pd;
         uint8_t raw[256];
     };
 };
@@ -77,14 +78,24 @@ static int run(struct vmmbib_dev *dev, uint16_t opcode, uint32_t ctx,
     return le16toh(r->hdr.status);
 }
 
-static struct vmmbib_dev *new_dev(uint32_t uar_slots, struct host_log *log)
+static struct vmmbib_dev *new_dev_restarting(uint32_t uar_slots,
+                                             struct host_log *log,
+                                             bool restart_handles)
 {
-    struct vmmbib_dev_config cfg = { .uar_slots = uar_slots };
+    struct vmmbib_dev_config cfg = {
+        .uar_slots = uar_slots,
+        .restart_handles = restart_handles,
+    };
     char err[128];
 
     vmmbib_limits_default(&cfg.limits);
     cfg.limits.max_qp = 123;    /* not the default, so it must come from here */
     return vmmbib_dev_new(&cfg, NULL, &log_ops, log, err, sizeof(err));
+}
+
+static struct vmmbib_dev *new_dev(uint32_t uar_slots, struct host_log *log)
+{
+    return new_dev_restarting(uar_slots, log, false);
 }
 
 static void test_config_errors(void)
@@ -466,6 +477,76 @@ static void test_ucontexts(void)
     vmmbib_dev_free(dev);
 }
 
+/*
+ * A context and a PD, another PD after the first is destroyed, a reset:
+ * the handles of the context and the first PD that follow.
+ */
+static void handles_around_reset(bool restart, uint32_t *before,
+                                 uint32_t *after)
+{
+    struct host_log log = { 0 };
+    struct vmmbib_dev *dev = new_dev_restarting(2, &log, restart);
+    struct reply r;
+    uint32_t ctx;
+
+    memset(before, 0, 3 * sizeof(*before));
+    memset(after, 0, 2 * sizeof(*after));
+    if (!dev) {
+        return;
+    }
+    if (run(dev, VMMBIB_CMD_CREATE_UCONTEXT, 0, NULL, 0, &r) ==
+        VMMBIB_STATUS_OK) {
+        ctx = le32toh(r.uctx.ctx_handle);
+        before[0] = ctx;
+        if (run(dev, VMMBIB_CMD_CREATE_PD, ctx, NULL, 0, &r) ==
+            VMMBIB_STATUS_OK) {
+            struct vmmbib_cmd_destroy destroy = { .handle = r.pd.pd_handle };
+
+            before[1] = le32toh(r.pd.pd_handle);
+            if (run(dev, VMMBIB_CMD_DESTROY_PD, ctx, &destroy,
+                    sizeof(destroy), &r) == VMMBIB_STATUS_OK &&
+                run(dev, VMMBIB_CMD_CREATE_PD, ctx, NULL, 0, &r) ==
+                VMMBIB_STATUS_OK) {
+                before[2] = le32toh(r.pd.pd_handle);
+            }
+        }
+    }
+    vmmbib_dev_reset(dev);
+    if (run(dev, VMMBIB_CMD_CREATE_UCONTEXT, 0, NULL, 0, &r) ==
+        VMMBIB_STATUS_OK) {
+        after[0] = le32toh(r.uctx.ctx_handle);
+        if (run(dev, VMMBIB_CMD_CREATE_PD, after[0], NULL, 0, &r) ==
+            VMMBIB_STATUS_OK) {
+            after[1] = le32toh(r.pd.pd_handle);
+        }
+    }
+    vmmbib_dev_free(dev);
+}
+
+/*
+ * x-restart-handles (tests only): QEMU's generic-fuzz replays inputs
+ * after a reset, and only handles that start over let them name what
+ * they create.  Without it a reset keeps the generations.
+ */
+static void test_restart_handles(void)
+{
+    uint32_t before[3], after[2];
+
+    handles_around_reset(false, before, after);
+    TAP_CHECK(before[0] && before[1] && before[2] &&
+              before[2] != before[1] && after[0] && after[1] &&
+              after[0] != before[0] && after[1] != before[1],
+              "without restart_handles a reset hands out new handles "
+              "(context %#x, then %#x; PD %#x, then %#x)",
+              before[0], after[0], before[1], after[1]);
+    handles_around_reset(true, before, after);
+    TAP_CHECK(before[0] && before[1] && before[2] &&
+              before[2] != before[1] && after[0] == before[0] &&
+              after[1] == before[1],
+              "with restart_handles the context and PD after a reset get "
+              "a new device's handles (%#x, %#x)", after[0], after[1]);
+}
+
 int main(void)
 {
     struct host_log log = { 0 };
@@ -481,5 +562,6 @@ int main(void)
     test_queries(dev);
     vmmbib_dev_free(dev);
     test_ucontexts();
+    test_restart_handles();
     return tap_done();
 }

@@ -1208,6 +1208,7 @@ static bool vmmbib_backend_create(VMMBypassIB *vib, Error **errp)
     cfg.limits.max_srq_sge = c->max_sge;
     cfg.limits.max_ah = c->max_ah;
     cfg.limits.max_inline_data = c->max_inline_data;
+    cfg.restart_handles = c->restart_handles;
 
     if (qemu_chr_fe_backend_connected(&vib->chr)) {
         if (c->backend != VMMBIB_BACKEND_SOFT) {
@@ -1616,6 +1617,8 @@ static const Property vmmbib_properties[] = {
                        0),
     DEFINE_PROP_CHR("chardev", VMMBypassIB, chr),
     DEFINE_PROP_STRING("vm-id", VMMBypassIB, vm_id),
+    DEFINE_PROP_BOOL("x-restart-handles", VMMBypassIB, conf.restart_handles,
+                     false),
 };
 
 /*
@@ -1662,6 +1665,9 @@ static const struct {
                  "own inside QEMU)" },
     { "vm-id", "this VM's name to vmmbibd, which keeps its LID and GUID "
                "(default: -name, else the UUID)" },
+    { "x-restart-handles", "tests only (QEMU's generic-fuzz): a device "
+      "reset makes handles, keys and QP numbers start over, so inputs "
+      "replayed after it can name the objects they create" },
     { "x-inject-faults", "tests only, settable at run time (qom-set): "
       "none, or a fault of every controlq reply (reply-short: half a "
       "header; reply-long: a length past the body; bad-status: an "

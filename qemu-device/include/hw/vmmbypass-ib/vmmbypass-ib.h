@@ -54,6 +54,7 @@ typedef struct VMMBypassIBConf {
     char *verbs_device;
     uint32_t verbs_port;
     uint32_t verbs_gid_index;
+    bool restart_handles;       /* tests only: x-restart-handles */
 } VMMBypassIBConf;
 
 /* A RAM section of guest memory, as the engine may touch it. */
