@@ -540,6 +540,13 @@ def run_guest(cmd, logdir, results, timeout, stats_ids=None, reboots=0):
     return proc.returncode, why, time.monotonic() - start
 
 
+def exit_on_sigterm():
+    """SIGTERM (meson's timeout, kill, a terminal's hang-up) raises
+    SystemExit, so the finally clauses stop QEMU and the daemon instead of
+    leaving them running."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def read_text(path):
     try:
         with open(path, "rb") as f:
@@ -662,6 +669,7 @@ def report_tap(results, qemu_rc, why, elapsed, logdir, args, cmd):
 
 def main(argv):
     args = parse_args(argv)
+    exit_on_sigterm()
     if args.shell:
         logdir = args.log_dir or tempfile.mkdtemp(prefix="vmmbib-guest-")
         os.makedirs(logdir, exist_ok=True)

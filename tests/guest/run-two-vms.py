@@ -280,10 +280,12 @@ def main(argv):
         failed |= not ok
         out.append(f"{'ok' if ok else 'not ok'} {n} - {name}")
 
+    rgt.exit_on_sigterm()
     daemon = {"start": (args.vmmbibd, sock, daemon_log), "events": []}
     daemon["proc"] = start_daemon(*daemon["start"])
     vms, threads = [], []
     stop = threading.Event()
+    finished = False
     try:
         # Inside: a QEMU that cannot run must not leave the daemon behind.
         check_refusals(args, sock, result, out.append)
@@ -307,7 +309,13 @@ def main(argv):
             t.start()
         for t in threads[:-1]:
             t.join()
+        finished = True
     finally:
+        if not finished:
+            # Interrupted (SIGTERM, an error): the VMs' threads wait for
+            # their QEMUs, which nothing else stops.
+            for vm in vms:
+                kill_vm(vm)
         stop.set()
         for t in threads[-1:]:
             t.join()
