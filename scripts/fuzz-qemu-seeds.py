@@ -31,6 +31,8 @@ SIZE_BYTE, SIZE_WORD, SIZE_LONG, SIZE_QUAD = range(4)
 # (ascending addresses) with the device as scripts/fuzz.sh configures it.
 REGION_COMMON = 4       # virtio-pci-common-vmmbypass-ib (BAR 4)
 REGION_NOTIFY = 7       # virtio-pci-notify-vmmbypass-ib (BAR 4)
+REGION_KICK0 = 2        # vmmbypass-ib-kick-page, UAR slot 0 (BAR 2)
+DOORBELL = 0x008        # its trapped DOORBELL register
 
 # Guest-physical layout of the controlq in the seed.
 DESC, AVAIL, USED = 0x100000, 0x101000, 0x102000
@@ -115,11 +117,15 @@ def page_list(addr):
     return struct.pack("<QIBBH", addr, 1, 0, 12, 0)
 
 
-def qp_attr(state, port, access):
-    """struct vmmbib_qp_attr (its address vector all zeros)."""
-    return (struct.pack("<5IHBBBBBBBBBBBBB5x", 0, 0, 0, 0, access, 0, state,
-                        0, 0, 0, 0, 0, 0, 0, 0, port, 0, 0, 0) +
-            bytes(40))
+def qp_attr(state, port=0, access=0, dest_qpn=0, dlid=0, path_mtu=0,
+            rd_atomic=0, min_rnr_timer=0, timeout=0, retry=0):
+    """struct vmmbib_qp_attr; of the address vector only dlid and port."""
+    attr = struct.pack("<5IHBBBBBBBBBBBBB5x", 0, 0, 0, dest_qpn, access, 0,
+                       state, 0, path_mtu, 0, 0, 0, rd_atomic, rd_atomic,
+                       min_rnr_timer, port, timeout, retry, retry)
+    av = struct.pack("<16sIHBBBBBBBB10x", bytes(16), 0, dlid, 0, 0, 0, 0, 0,
+                     0, port, 0)
+    return attr + av
 
 
 # Opcodes and request bodies of include/vmmbypass_ib_abi.h.  Handles are
@@ -127,9 +133,17 @@ def qp_attr(state, port, access):
 # x-restart-handles, so they are the same after generic-fuzz's resets.
 QUERY_DEVICE, QUERY_PORT, CREATE_UCONTEXT, CREATE_PD = 1, 2, 5, 7
 REG_MR, CREATE_CQ, CREATE_QP, MODIFY_QP = 10, 12, 15, 16
-QPT_RC, QPS_INIT = 2, 1
+QPT_RC, QPS_INIT, QPS_RTR, QPS_RTS, MTU_1024 = 2, 1, 2, 3, 3
 ACCESS_LOCAL_WRITE, ACCESS_REMOTE_WRITE = 1, 2
 QP_STATE, QP_ACCESS_FLAGS, QP_PKEY_INDEX, QP_PORT = 1, 8, 16, 32
+QP_AV, QP_PATH_MTU, QP_TIMEOUT, QP_RETRY_CNT = 1 << 7, 1 << 8, 1 << 9, 1 << 10
+QP_RNR_RETRY, QP_RQ_PSN, QP_MAX_QP_RD_ATOMIC = 1 << 11, 1 << 12, 1 << 13
+QP_MIN_RNR_TIMER, QP_SQ_PSN, QP_MAX_DEST_RD_ATOMIC = 1 << 15, 1 << 16, 1 << 17
+QP_DEST_QPN = 1 << 20
+# The device's LID on a new embedded engine, and the QP's number
+# (handle index + 1): the QP is connected to itself.
+LID, QPN = 1, 2
+DB_VALID, DB_KIND_SQ = 1 << 63, 1
 OBJECTS = [
     cmd(CREATE_UCONTEXT),
     cmd(CREATE_PD, ctx=1),
@@ -141,9 +155,10 @@ SEEDS = {
     "query-device": [cmd(QUERY_DEVICE)],
     "query-port": [cmd(QUERY_PORT, body=struct.pack("<B7x", 1))],
     "objects": OBJECTS,
-    # One page registered; an RC QP of 8 + 8 WQEs (128- and 32-byte
-    # strides) on the CQ, taken to INIT.
-    "qp": OBJECTS + [
+}
+# One page registered; an RC QP of 8 + 8 WQEs (128- and 32-byte strides)
+# on the CQ, taken to INIT.
+SEEDS["qp"] = OBJECTS + [
         cmd(REG_MR, ctx=1,
             body=struct.pack("<IIQQII", 1,
                              ACCESS_LOCAL_WRITE | ACCESS_REMOTE_WRITE,
@@ -152,11 +167,28 @@ SEEDS = {
             body=struct.pack("<IIIIBB6x5IBB2x", 1, 1, 1, 0, QPT_RC, 0,
                              8, 8, 1, 1, 0, 7, 5) +
             page_list(SQ_PAGE) + page_list(RQ_PAGE)),
-        cmd(MODIFY_QP, ctx=1,
-            body=struct.pack("<II", 1, QP_STATE | QP_PKEY_INDEX | QP_PORT |
-                             QP_ACCESS_FLAGS) +
-            qp_attr(QPS_INIT, 1, ACCESS_REMOTE_WRITE)),
-    ],
+    cmd(MODIFY_QP, ctx=1,
+        body=struct.pack("<II", 1, QP_STATE | QP_PKEY_INDEX | QP_PORT |
+                         QP_ACCESS_FLAGS) +
+        qp_attr(QPS_INIT, port=1, access=ACCESS_REMOTE_WRITE)),
+]
+# That QP connected to itself (RTR, RTS); after the commands a trapped SQ
+# doorbell (wqe_ops) runs the WQE that the SQ page holds.
+SEEDS["wqe"] = SEEDS["qp"] + [
+    cmd(MODIFY_QP, ctx=1,
+        body=struct.pack("<II", 1, QP_STATE | QP_AV | QP_PATH_MTU |
+                         QP_DEST_QPN | QP_RQ_PSN | QP_MAX_DEST_RD_ATOMIC |
+                         QP_MIN_RNR_TIMER) +
+        qp_attr(QPS_RTR, port=1, dest_qpn=QPN, dlid=LID, path_mtu=MTU_1024,
+                rd_atomic=1, min_rnr_timer=1)),
+    cmd(MODIFY_QP, ctx=1,
+        body=struct.pack("<II", 1, QP_STATE | QP_SQ_PSN | QP_TIMEOUT |
+                         QP_RETRY_CNT | QP_RNR_RETRY | QP_MAX_QP_RD_ATOMIC) +
+        qp_attr(QPS_RTS, timeout=14, retry=1, rd_atomic=1)),
+]
+SEED_TAILS = {
+    "wqe": [write(REGION_KICK0, DOORBELL, SIZE_QUAD,
+                  DB_VALID | DB_KIND_SQ << 56 | 1 << 32 | 1)],
 }
 
 
@@ -169,6 +201,7 @@ def main():
         ops = controlq_up()
         for nth, request in enumerate(requests, 1):
             ops += request_ops(request, nth)
+        ops += SEED_TAILS.get(name, [])
         with open(os.path.join(out, "seed-" + name), "wb") as f:
             f.write(SEPARATOR.join(ops))
 
