@@ -420,22 +420,37 @@ static int vmmbib_resize_cq(struct ib_cq *ibcq, int entries,
 	return vmmbib_udata_out(udata, &resp, sizeof(resp));
 }
 
+/*
+ * Destroys an object that device events name through @events: out of the
+ * table first, so that no event handler sees it go; back in if the device
+ * refuses (-EBUSY: still in use).
+ */
+static int vmmbib_destroy_evented(struct vmmbib_dev *dev,
+				  struct xarray *events, void *obj,
+				  const char *what, u16 opcode, u32 ctx,
+				  u32 handle)
+{
+	int err;
+
+	xa_erase_irq(events, handle);
+	err = vmmbib_destroy_obj(dev, opcode, ctx, handle);
+	if (err && xa_insert_irq(events, handle, obj, GFP_KERNEL))
+		ibdev_warn(&dev->ibdev, "%s %#x gets no more events\n", what,
+			   handle);
+	return err;
+}
+
 static int vmmbib_destroy_cq(struct ib_cq *ibcq, struct ib_udata *udata)
 {
 	struct vmmbib_dev *dev = to_vmmbib_dev(ibcq->device);
 	struct vmmbib_cq *cq = to_vmmbib_cq(ibcq);
 	int err;
 
-	/* No event handler sees the CQ once it is out of the table. */
-	xa_erase_irq(&dev->cqs, cq->handle);
-	err = vmmbib_destroy_obj(dev, VMMBIB_CMD_DESTROY_CQ, cq->ctx_handle,
-				 cq->handle);
-	if (err) {
-		if (xa_insert_irq(&dev->cqs, cq->handle, cq, GFP_KERNEL))
-			ibdev_warn(&dev->ibdev, "CQ %#x gets no more events\n",
-				   cq->handle);
+	err = vmmbib_destroy_evented(dev, &dev->cqs, cq, "CQ",
+				     VMMBIB_CMD_DESTROY_CQ, cq->ctx_handle,
+				     cq->handle);
+	if (err)
 		return err;
-	}
 	ib_umem_release(cq->umem);
 	vmmbib_kbuf_free(dev, &cq->kbuf);
 	return 0;
@@ -1094,15 +1109,11 @@ static int vmmbib_destroy_srq(struct ib_srq *ibsrq, struct ib_udata *udata)
 	struct vmmbib_srq *srq = to_vmmbib_srq(ibsrq);
 	int err;
 
-	xa_erase_irq(&dev->srqs, srq->handle);
-	err = vmmbib_destroy_obj(dev, VMMBIB_CMD_DESTROY_SRQ, srq->ctx_handle,
-				 srq->handle);
-	if (err) {
-		if (xa_insert_irq(&dev->srqs, srq->handle, srq, GFP_KERNEL))
-			ibdev_warn(&dev->ibdev, "SRQ %#x gets no more events\n",
-				   srq->handle);
+	err = vmmbib_destroy_evented(dev, &dev->srqs, srq, "SRQ",
+				     VMMBIB_CMD_DESTROY_SRQ, srq->ctx_handle,
+				     srq->handle);
+	if (err)
 		return err;
-	}
 	ib_umem_release(srq->umem);
 	vmmbib_kbuf_free(dev, &srq->kbuf);
 	return 0;

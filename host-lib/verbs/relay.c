@@ -305,10 +305,37 @@ static void recv_failed(struct vmmbib_dev *dev, struct vmmbib_qp *qp,
     vmmbib_qp_to_error(dev, qp, VMMBIB_EVENT_QP_ACCESS_ERR);
 }
 
+/*
+ * Copy the receive WQE at @rq's consumer once (the guest may rewrite the
+ * ring meanwhile) and translate its scatter list into @sg for the host.
+ * False if it is malformed: too many SGEs for @max_sge or the stride, or
+ * an SGE that @pd's MRs do not cover for local write.
+ */
+static bool take_recv_wqe(struct vmmbib_dev *dev, struct vmmbib_pd *pd,
+                          const struct vmmbib_ring *rq, uint32_t max_sge,
+                          struct ibv_sge *sg, uint32_t *nsg, uint64_t *wr_id)
+{
+    uint32_t stride = 1u << rq->stride_shift;
+    uint8_t wqe[VMMBIB_PAGE_SIZE];
+    struct vmmbib_recv_wqe hdr;
+    uint64_t total;
+    uint32_t n;
+
+    memcpy(wqe, ring_slot(rq, rq->consumer), stride);
+    memcpy(&hdr, wqe, sizeof(hdr));
+    *wr_id = vmmbib_le64(hdr.wr_id);
+    n = vmmbib_le32(hdr.num_sge);
+    return n <= max_sge &&
+           sizeof(hdr) + (uint64_t)n * sizeof(struct vmmbib_sge) <= stride &&
+           translate_sges(dev, pd,
+                          (const struct vmmbib_sge *)(wqe + sizeof(hdr)), n,
+                          VMMBIB_ACCESS_LOCAL_WRITE, sg, nsg, &total) ==
+           VMMBIB_WC_SUCCESS;
+}
+
 void vmmbib_verbs_post_recvs(struct vmmbib_dev *dev, struct vmmbib_qp *qp)
 {
     struct vverbs_qp *vq = vqp(dev, qp);
-    uint32_t stride = 1u << qp->rq.stride_shift;
     uint32_t max_sge = vmmbib_le32(qp->caps.max_recv_sge);
 
     /* A host QP in RESET takes no receives (IBA 10.8.2.2): they wait. */
@@ -316,35 +343,23 @@ void vmmbib_verbs_post_recvs(struct vmmbib_dev *dev, struct vmmbib_qp *qp)
         return;
     }
     while (qp->rq.consumer != qp->rq.producer) {
-        uint8_t wqe[VMMBIB_PAGE_SIZE];
-        struct vmmbib_recv_wqe hdr;
         struct ibv_sge sg[VMMBIB_MAX_WQE_SGE];
         struct ibv_recv_wr wr = { 0 }, *bad;
-        uint32_t n, nout;
-        uint64_t total;
-        int ret;
+        uint32_t nsg;
+        uint64_t wr_id;
 
-        memcpy(wqe, ring_slot(&qp->rq, qp->rq.consumer), stride);
-        memcpy(&hdr, wqe, sizeof(hdr));
-        n = vmmbib_le32(hdr.num_sge);
-        if (n > max_sge ||
-            sizeof(hdr) + (uint64_t)n * sizeof(struct vmmbib_sge) > stride ||
-            translate_sges(dev, qp->pd,
-                           (const struct vmmbib_sge *)(wqe + sizeof(hdr)), n,
-                           VMMBIB_ACCESS_LOCAL_WRITE, sg, &nout, &total) !=
-            VMMBIB_WC_SUCCESS) {
-            recv_failed(dev, qp, vmmbib_le64(hdr.wr_id));
+        if (!take_recv_wqe(dev, qp->pd, &qp->rq, max_sge, sg, &nsg,
+                           &wr_id)) {
+            recv_failed(dev, qp, wr_id);
             return;
         }
         wr.wr_id = host_wr_id(true, qp, qp->rq.consumer);
         wr.sg_list = sg;
-        wr.num_sge = nout;
-        ret = ibv_post_recv(vq->qp, &wr, &bad);
-        if (ret) {
+        wr.num_sge = nsg;
+        if (ibv_post_recv(vq->qp, &wr, &bad)) {
             break;  /* host RQ full: the rest go when receives complete */
         }
-        vq->rq[qp->rq.consumer & (qp->rq.entries - 1)] =
-            vmmbib_le64(hdr.wr_id);
+        vq->rq[qp->rq.consumer & (qp->rq.entries - 1)] = wr_id;
         vq->rq_pending++;
         qp->rq.consumer++;
         dev->stats.wqes++;
@@ -361,28 +376,18 @@ void vmmbib_verbs_post_srq_recvs(struct vmmbib_dev *dev,
 {
     uint32_t si = VMMBIB_HANDLE_INDEX(srq->handle);
     struct vverbs_srq *vs = dev->verbs->srqs[si];
-    uint32_t stride = 1u << srq->rq.stride_shift;
 
     if (!vs || vs->error) {
         return;
     }
     while (srq->rq.consumer != srq->rq.producer) {
-        uint8_t wqe[VMMBIB_PAGE_SIZE];
-        struct vmmbib_recv_wqe hdr;
         struct ibv_sge sg[VMMBIB_MAX_WQE_SGE];
         struct ibv_recv_wr wr = { 0 }, *bad;
-        uint32_t n, nout;
-        uint64_t total;
+        uint32_t nsg;
+        uint64_t wr_id;
 
-        memcpy(wqe, ring_slot(&srq->rq, srq->rq.consumer), stride);
-        memcpy(&hdr, wqe, sizeof(hdr));
-        n = vmmbib_le32(hdr.num_sge);
-        if (n > srq->max_sge ||
-            sizeof(hdr) + (uint64_t)n * sizeof(struct vmmbib_sge) > stride ||
-            translate_sges(dev, srq->pd,
-                           (const struct vmmbib_sge *)(wqe + sizeof(hdr)), n,
-                           VMMBIB_ACCESS_LOCAL_WRITE, sg, &nout, &total) !=
-            VMMBIB_WC_SUCCESS) {
+        if (!take_recv_wqe(dev, srq->pd, &srq->rq, srq->max_sge, sg, &nsg,
+                           &wr_id)) {
             vs->error = true;
             vmmbib_dev_event(dev, VMMBIB_EVENT_SRQ_ERR, srq->handle,
                              srq->uctx);
@@ -391,12 +396,11 @@ void vmmbib_verbs_post_srq_recvs(struct vmmbib_dev *dev,
         wr.wr_id = WRID_RECV | WRID_SRQ | (uint64_t)si << WRID_QP_SHIFT |
                    srq->rq.consumer;
         wr.sg_list = sg;
-        wr.num_sge = nout;
+        wr.num_sge = nsg;
         if (ibv_post_srq_recv(vs->srq, &wr, &bad)) {
             break;  /* host SRQ full: the rest go when receives complete */
         }
-        vs->rq[srq->rq.consumer & (srq->rq.entries - 1)] =
-            vmmbib_le64(hdr.wr_id);
+        vs->rq[srq->rq.consumer & (srq->rq.entries - 1)] = wr_id;
         srq->rq.consumer++;
         dev->stats.wqes++;
     }
