@@ -269,8 +269,16 @@ static void test_uar_window(void *obj, void *data, QGuestAllocator *alloc)
     uint64_t db;
 
     g_assert_cmpuint(bar_size, ==, 64 * VMMBIB_UAR_SLOT_SIZE);
-    /* No context yet: slot 0 has no doorbell page. */
+    /*
+     * No context yet: slot 0's doorbell page is blank, and what the guest
+     * stores there (a producer past a doorbell) is no doorbell: the
+     * engine reads only the pages of contexts.
+     */
     g_assert_cmpuint(qpci_io_readl(pdev, uar, VMMBIB_DB_RING_SIZE), ==, 0);
+    qpci_io_writeq(pdev, uar, VMMBIB_DB_RING,
+                   VMMBIB_DB(VMMBIB_DB_KIND_SQ, 1, 1));
+    qpci_io_writel(pdev, uar, VMMBIB_DB_PRODUCER, 1);
+    qpci_io_writel(pdev, uar, VMMBIB_DB_CONSUMER, 0x5a5a);
 
     g_assert_cmpint(vmmbib_cmd(vib, VMMBIB_CMD_CREATE_UCONTEXT, 0, NULL, 0,
                                &r, alloc), ==, VMMBIB_STATUS_OK);
@@ -280,6 +288,11 @@ static void test_uar_window(void *obj, void *data, QGuestAllocator *alloc)
     db = (uint64_t)slot * VMMBIB_UAR_SLOT_SIZE;
     g_assert_cmpuint(qpci_io_readl(pdev, uar, db + VMMBIB_DB_RING_SIZE), ==,
                      VMMBIB_DB_RING_ENTRIES);
+    /* CREATE_UCONTEXT cleared what the guest stored before. */
+    g_assert_cmpuint(qpci_io_readl(pdev, uar, db + VMMBIB_DB_PRODUCER), ==, 0);
+    g_assert_cmpuint(qpci_io_readl(pdev, uar, db + VMMBIB_DB_CONSUMER), ==, 0);
+    g_assert_cmpuint(qpci_io_readq(pdev, uar, db + VMMBIB_DB_RING), ==, 0);
+    g_assert_cmpuint(vmmbib_stat("stats-bad-doorbells"), ==, 0);
     /*
      * The engine has had no work since realize, so it sleeps, and a new
      * doorbell page must say so or the guest would never kick it.
@@ -298,11 +311,22 @@ static void test_uar_window(void *obj, void *data, QGuestAllocator *alloc)
     qpci_io_writel(pdev, uar, db + VMMBIB_UAR_KICK_PAGE_OFFSET + 0x104, 1);
     g_assert_cmpuint(vmmbib_stat("stats-bad-register-accesses"), ==, bad + 2);
 
+    /*
+     * The page stays in the BAR after DESTROY_UCONTEXT (the memory map
+     * never changes per context); the next context of the slot finds it
+     * cleared again.
+     */
     g_assert_cmpint(vmmbib_cmd(vib, VMMBIB_CMD_DESTROY_UCONTEXT, ctx, NULL, 0,
                                &r, alloc), ==, VMMBIB_STATUS_OK);
-    g_assert_cmpuint(qpci_io_readl(pdev, uar, db + VMMBIB_DB_RING_SIZE), ==,
-                     0);
     g_assert_cmpuint(vmmbib_stat("stats-ucontexts"), ==, 0);
+    qpci_io_writel(pdev, uar, db + VMMBIB_DB_PRODUCER, 7);
+    g_assert_cmpint(vmmbib_cmd(vib, VMMBIB_CMD_CREATE_UCONTEXT, 0, NULL, 0,
+                               &r, alloc), ==, VMMBIB_STATUS_OK);
+    g_assert_cmpuint(le32_to_cpu(r.uctx.uar_slot), ==, slot);
+    g_assert_cmpuint(qpci_io_readl(pdev, uar, db + VMMBIB_DB_PRODUCER), ==, 0);
+    g_assert_cmpint(vmmbib_cmd(vib, VMMBIB_CMD_DESTROY_UCONTEXT,
+                               le32_to_cpu(r.uctx.ctx_handle), NULL, 0, &r,
+                               alloc), ==, VMMBIB_STATUS_OK);
     qpci_iounmap(pdev, uar);
 }
 

@@ -163,76 +163,27 @@ struct VMMBypassIBCmd {
     uint8_t reply[VMMBIB_MAX_REPLY_SIZE] QEMU_ALIGNED(8);
 };
 
-/* A UAR change a command made, applied by the completion BH. */
-struct VMMBypassIBUarOp {
-    uint32_t slot;
-    bool map;
-    QSIMPLEQ_ENTRY(VMMBypassIBUarOp) next;
-};
-
-static void vmmbib_uar_apply(VMMBypassIB *vib, uint32_t slot, bool map)
-{
-    hwaddr offset = (hwaddr)slot * VMMBIB_UAR_SLOT_SIZE +
-                    VMMBIB_UAR_DB_PAGE_OFFSET;
-
-    assert(slot < vib->conf.uar_slots && vib->slot_mapped[slot] != map);
-    if (map) {
-        memory_region_add_subregion(&vib->uar_window, offset,
-                                    &vib->db_alias[slot]);
-        trace_vmmbib_uar_map(vib, slot);
-    } else {
-        memory_region_del_subregion(&vib->uar_window, &vib->db_alias[slot]);
-        trace_vmmbib_uar_unmap(vib, slot);
-    }
-    vib->slot_mapped[slot] = map;
-}
-
-/* Apply queued UAR changes, oldest first; BQL held. */
-static void vmmbib_uar_apply_pending(VMMBypassIB *vib)
-{
-    VMMBypassIBUarOp *op;
-
-    qemu_mutex_lock(&vib->cmd_lock);
-    while ((op = QSIMPLEQ_FIRST(&vib->uar_ops))) {
-        QSIMPLEQ_REMOVE_HEAD(&vib->uar_ops, next);
-        qemu_mutex_unlock(&vib->cmd_lock);
-        vmmbib_uar_apply(vib, op->slot, op->map);
-        g_free(op);
-        qemu_mutex_lock(&vib->cmd_lock);
-    }
-    qemu_mutex_unlock(&vib->cmd_lock);
-}
-
 /*
  * libvmmbib callbacks: a context's doorbell page enters or leaves its
- * slot.  Memory regions change only under the BQL, so a change asked for
- * by the command thread waits for the completion BH.
+ * slot.  Every slot's page stays mapped in the UAR window from realize on
+ * (vmmbib_db_pages_map), so a context changes no memory region: each
+ * change of the memory map rebuilds the flat views and flushes every
+ * vCPU's TLB (a KVM memory slot update under KVM), and QEMU 10.0's TCG
+ * resolves MMIO through a stale TLB entry against the new map until that
+ * flush runs, so a vCPU's store can reach the wrong device (a guest's APIC
+ * EOI went to the LPC bridge and its timer interrupt stayed in service:
+ * docs/security.md, Soak).  Which process may store to a slot's page is
+ * the guest kernel's choice, and a doorbell names only objects of the
+ * slot's own context (libvmmbib checks).
  */
-static void vmmbib_uar_change(VMMBypassIB *vib, uint32_t slot, bool map)
-{
-    VMMBypassIBUarOp *op;
-
-    if (bql_locked()) {
-        vmmbib_uar_apply_pending(vib);
-        vmmbib_uar_apply(vib, slot, map);
-        return;
-    }
-    op = g_new0(VMMBypassIBUarOp, 1);
-    op->slot = slot;
-    op->map = map;
-    qemu_mutex_lock(&vib->cmd_lock);
-    QSIMPLEQ_INSERT_TAIL(&vib->uar_ops, op, next);
-    qemu_mutex_unlock(&vib->cmd_lock);
-}
-
 static void vmmbib_uar_map(void *opaque, uint32_t slot, void *db_page)
 {
-    vmmbib_uar_change(opaque, slot, true);
+    trace_vmmbib_uar_map(opaque, slot);
 }
 
 static void vmmbib_uar_unmap(void *opaque, uint32_t slot)
 {
-    vmmbib_uar_change(opaque, slot, false);
+    trace_vmmbib_uar_unmap(opaque, slot);
 }
 
 static void *vmmbib_cmd_thread(void *opaque)
@@ -404,8 +355,6 @@ static void vmmbib_cmd_done_bh(void *opaque)
     VMMBypassIBCmd *cmd;
     bool pushed = false;
 
-    /* The UAR page must be in place before the guest learns its slot. */
-    vmmbib_uar_apply_pending(vib);
     for (;;) {
         const struct vmmbib_resp_hdr *hdr;
 
@@ -554,7 +503,6 @@ static void vmmbib_cmd_flush(VMMBypassIB *vib)
         g_free(cmd);
     }
     qemu_mutex_unlock(&vib->cmd_lock);
-    vmmbib_uar_apply_pending(vib);
 }
 
 /*
@@ -1085,6 +1033,8 @@ static bool vmmbib_client_create(VMMBypassIB *vib,
  * next reset.  BQL held.
  */
 static bool vmmbib_db_ram_init(VMMBypassIB *vib, Error **errp);
+static void vmmbib_db_pages_map(VMMBypassIB *vib);
+static void vmmbib_db_pages_unmap(VMMBypassIB *vib);
 
 static void vmmbib_client_reconnect(VMMBypassIB *vib)
 {
@@ -1107,10 +1057,7 @@ static void vmmbib_client_reconnect(VMMBypassIB *vib)
     vib->client = c;
     vmmbib_kick_eventfd_add(vib);
     /* The doorbell pages are the new daemon's memfd. */
-    for (i = 0; i < vib->conf.uar_slots; i++) {
-        assert(!vib->slot_mapped[i]);
-        object_unparent(OBJECT(&vib->db_alias[i]));
-    }
+    vmmbib_db_pages_unmap(vib);
     object_unparent(OBJECT(&vib->db_ram));
     if (!vmmbib_db_ram_init(vib, &local_err)) {
         /* Unlikely: then the client's own mapping of the same pages. */
@@ -1129,6 +1076,7 @@ static void vmmbib_client_reconnect(VMMBypassIB *vib)
                                      VMMBIB_PAGE_SIZE);
         }
     }
+    vmmbib_db_pages_map(vib);
     g_free(vib->ram_sent);
     vib->ram_sent = NULL;
     vib->ram_sent_count = 0;
@@ -1309,12 +1257,39 @@ static bool vmmbib_db_ram_init(VMMBypassIB *vib, Error **errp)
     return true;
 }
 
+/* Every slot's doorbell page into the UAR window, for good (see above). */
+static void vmmbib_db_pages_map(VMMBypassIB *vib)
+{
+    uint32_t i;
+
+    memory_region_transaction_begin();
+    for (i = 0; i < vib->conf.uar_slots; i++) {
+        memory_region_add_subregion(&vib->uar_window,
+                                    (hwaddr)i * VMMBIB_UAR_SLOT_SIZE +
+                                    VMMBIB_UAR_DB_PAGE_OFFSET,
+                                    &vib->db_alias[i]);
+    }
+    memory_region_transaction_commit();
+}
+
+/* Out of the window and freed: the pages' memory goes (daemon rejoin). */
+static void vmmbib_db_pages_unmap(VMMBypassIB *vib)
+{
+    uint32_t i;
+
+    memory_region_transaction_begin();
+    for (i = 0; i < vib->conf.uar_slots; i++) {
+        memory_region_del_subregion(&vib->uar_window, &vib->db_alias[i]);
+        object_unparent(OBJECT(&vib->db_alias[i]));
+    }
+    memory_region_transaction_commit();
+}
+
 /* The per-slot arrays of the UAR window. */
 static void vmmbib_uar_slots_free(VMMBypassIB *vib)
 {
     g_clear_pointer(&vib->db_alias, g_free);
     g_clear_pointer(&vib->kick_mmio, g_free);
-    g_clear_pointer(&vib->slot_mapped, g_free);
 }
 
 /* The UAR window; the PCI wrapper maps it as a BAR. */
@@ -1326,7 +1301,6 @@ static bool vmmbib_uar_window_init(VMMBypassIB *vib, Error **errp)
 
     vib->db_alias = g_new0(MemoryRegion, slots);
     vib->kick_mmio = g_new0(MemoryRegion, slots);
-    vib->slot_mapped = g_new0(bool, slots);
     if (!vmmbib_db_ram_init(vib, errp)) {
         vmmbib_uar_slots_free(vib);
         return false;
@@ -1342,6 +1316,7 @@ static bool vmmbib_uar_window_init(VMMBypassIB *vib, Error **errp)
                                     VMMBIB_UAR_KICK_PAGE_OFFSET,
                                     &vib->kick_mmio[i]);
     }
+    vmmbib_db_pages_map(vib);
     vmmbib_kick_eventfd_add(vib);
     return true;
 }
@@ -1351,10 +1326,10 @@ static void vmmbib_uar_window_fini(VMMBypassIB *vib)
     uint32_t i;
 
     vmmbib_kick_eventfd_del(vib);
+    vmmbib_db_pages_unmap(vib);
     for (i = 0; i < vib->conf.uar_slots; i++) {
         memory_region_del_subregion(&vib->uar_window, &vib->kick_mmio[i]);
         object_unparent(OBJECT(&vib->kick_mmio[i]));
-        object_unparent(OBJECT(&vib->db_alias[i]));
     }
     object_unparent(OBJECT(&vib->db_ram));
     vmmbib_uar_slots_free(vib);
@@ -1402,7 +1377,6 @@ static void vmmbib_realize(DeviceState *dev, Error **errp)
     qemu_cond_init(&vib->cmd_idle);
     QSIMPLEQ_INIT(&vib->cmd_todo);
     QSIMPLEQ_INIT(&vib->cmd_done);
-    QSIMPLEQ_INIT(&vib->uar_ops);
     qemu_thread_create(&vib->cmd_thread, "vmmbib-cmd", vmmbib_cmd_thread,
                        vib, QEMU_THREAD_JOINABLE);
     trace_vmmbib_realize(vib, vib->conf.uar_slots, vib->conf.doorbell);

@@ -29,7 +29,6 @@ struct vmmbib_dev;
 struct vmmbib_client;
 struct vmmbib_dev_config;
 typedef struct VMMBypassIBCmd VMMBypassIBCmd;
-typedef struct VMMBypassIBUarOp VMMBypassIBUarOp;
 
 typedef struct VMMBypassIBConf {
     uint32_t max_pd;
@@ -92,19 +91,17 @@ struct VMMBypassIB {
     bool cmd_busy;
     QSIMPLEQ_HEAD(, VMMBypassIBCmd) cmd_todo;
     QSIMPLEQ_HEAD(, VMMBypassIBCmd) cmd_done;
-    QSIMPLEQ_HEAD(, VMMBypassIBUarOp) uar_ops;
     QEMUBH *cmd_done_bh;
 
     /*
      * The UAR window: uar_slots slots of a doorbell page (host RAM shared
-     * with the backend, an alias of db_ram mapped while a context owns the
-     * slot) and a kick page (trapped registers, always present).
+     * with the backend, an alias of db_ram) and a kick page (trapped
+     * registers), all mapped from realize to unrealize.
      */
     MemoryRegion uar_window;
     MemoryRegion db_ram;
     MemoryRegion *db_alias;     /* [uar_slots] */
     MemoryRegion *kick_mmio;    /* [uar_slots] */
-    bool *slot_mapped;          /* [uar_slots] */
     /*
      * KICK of every slot is an ioeventfd on the backend's kick eventfd
      * (libvmmbib's or vmmbibd's, which its engine thread waits on); the
