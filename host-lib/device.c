@@ -419,7 +419,10 @@ void vmmbib_ucontext_destroy(struct vmmbib_dev *dev,
     FREE_OWNED(dev, &dev->mrs, struct vmmbib_mr, vmmbib_mr_free, uctx);
     FREE_OWNED(dev, &dev->pds, struct vmmbib_pd, vmmbib_pd_free, uctx);
 
-    /* The guest must lose its mapping before the slot is reused. */
+    /*
+     * A VMM may keep the page mapped (QEMU does): the slot's next context
+     * gets it cleared (vmmbib_ucontext_create).
+     */
     if (dev->ops.uar_unmap) {
         dev->ops.uar_unmap(dev->opaque, uctx->uar_slot);
     }

@@ -96,7 +96,11 @@ struct vmmbib_host_ops {
      * of it is guest RAM.  The address stays valid while the device exists.
      */
     void *(*guest_ptr)(void *opaque, uint64_t gpa, uint64_t len);
-    /* A context's doorbell page appears in / leaves UAR slot @slot. */
+    /*
+     * A context takes / leaves UAR slot @slot.  The VMM may map the page
+     * at uar_map and unmap it at uar_unmap, or keep every slot's page
+     * mapped (QEMU does): a new context's page is cleared first.
+     */
     void (*uar_map)(void *opaque, uint32_t slot, void *db_page);
     void (*uar_unmap)(void *opaque, uint32_t slot);
     /* An eventq entry for the guest. */

@@ -147,13 +147,10 @@ def device_ids(args):
 
 
 def tcg_accel():
-    """-accel for our one-vCPU guests: single-threaded TCG by default.
-
-    Under multi-threaded TCG, long or crowded runs (the 900-s soak, four
-    guests on two cores) lose a local APIC interrupt now and then and the
-    guest stops for good (docs/security.md, "Soak"); with one vCPU the
-    single-threaded mode runs the same code without that. Set
-    VMMBIB_TCG_THREAD=multi to run on MTTCG, e.g. to chase that hang.
+    """-accel for our one-vCPU guests: single-threaded TCG by default, as
+    the tests were measured; VMMBIB_TCG_THREAD=multi runs them on MTTCG.
+    (The hang this was first chosen against was a QEMU TCG bug that the
+    device triggered, not MTTCG: docs/security.md, "Soak".)
     """
     mode = os.environ.get("VMMBIB_TCG_THREAD", "single")
     if mode not in ("single", "multi"):
@@ -438,12 +435,13 @@ def host_request(logdir, ids, pid, results, request):
         qmp.close()
 
 
-def run_guest(cmd, logdir, results, timeout, stats_ids=None, reboots=0):
+def run_guest(cmd, logdir, results, timeout, stats_ids=None, reboots=0, stop=None):
     """Runs QEMU, following results.log; returns (qemu exit code or None, why, seconds).
 
     With stats_ids, reads the devices' counters once the script is done
-    (results.stats, or results.stats_error) and then makes QEMU quit; and
-    with reboots, lets the guest reboot that many times (results.resets)."""
+    (results.stats, or results.stats_error) and then makes QEMU quit; with
+    reboots, lets the guest reboot that many times (results.resets); with
+    stop (a threading.Event), ends QEMU when it is set."""
     start = time.monotonic()
     next_status = start
     rearm_at_boot = None       # the boot from which a reboot stops the VM again
@@ -469,6 +467,9 @@ def run_guest(cmd, logdir, results, timeout, stats_ids=None, reboots=0):
                     pos += len(data)
                 results.feed(data.decode("utf-8", "replace"))
             if exited:
+                break
+            if stop is not None and stop.is_set():
+                why = "stopped by the runner"
                 break
             if rearm_at_boot is not None and results.boots >= rearm_at_boot:
                 try:
@@ -541,9 +542,8 @@ def run_guest(cmd, logdir, results, timeout, stats_ids=None, reboots=0):
 
 
 def exit_on_sigterm():
-    """SIGTERM (meson's timeout, kill, a terminal's hang-up) raises
-    SystemExit, so the finally clauses stop QEMU and the daemon instead of
-    leaving them running."""
+    """SIGTERM (meson's timeout, kill) raises SystemExit, so the finally
+    clauses stop QEMU and the daemon instead of leaving them running."""
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 

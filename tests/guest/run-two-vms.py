@@ -248,11 +248,11 @@ def check_refusals(args, sock, result, note):
             note(f"# {shlex.join(cmd)}: {err}")
 
 
-def run_vm(vm):
+def run_vm(vm, stop=None):
     vm["results"] = rgt.Results(False)
     vm["rc"], vm["why"], vm["elapsed"] = rgt.run_guest(
         vm["cmd"], vm["logdir"], vm["results"], vm["args"].timeout,
-        rgt.device_ids(vm["args"]), 0)
+        rgt.device_ids(vm["args"]), 0, stop)
 
 
 def fresh_log_dir(log_dir, prefix):
@@ -285,6 +285,7 @@ def main(argv):
     daemon["proc"] = start_daemon(*daemon["start"])
     vms, threads = [], []
     stop = threading.Event()
+    stop_vms = threading.Event()
     finished = False
     try:
         # Inside: a QEMU that cannot run must not leave the daemon behind.
@@ -303,7 +304,7 @@ def main(argv):
                             mcast=mcast, ips=ips)
             vms.append({"name": name, "args": vargs, "logdir": logdir,
                         "cmd": rgt.qemu_command(vargs, logdir, False)})
-        threads = [threading.Thread(target=run_vm, args=(vm,)) for vm in vms]
+        threads = [threading.Thread(target=run_vm, args=(vm, stop_vms)) for vm in vms]
         threads.append(threading.Thread(target=control_daemon, args=(daemon, vms, stop)))
         for t in threads:
             t.start()
@@ -312,10 +313,11 @@ def main(argv):
         finished = True
     finally:
         if not finished:
-            # Interrupted (SIGTERM, an error): the VMs' threads wait for
-            # their QEMUs, which nothing else stops.
-            for vm in vms:
-                kill_vm(vm)
+            # Interrupted (SIGTERM, an error): each VM's thread ends its
+            # QEMU (run_guest's finally) when told to.
+            stop_vms.set()
+            for t in threads[:-1]:
+                t.join(10)
         stop.set()
         for t in threads[-1:]:
             t.join()

@@ -147,9 +147,8 @@ static void vmmbib_be_get_stats(VMMBypassIB *vib,
  * The controlq runs asynchronously: the vCPU (or main loop) thread that
  * sees the notification only copies each request and queues it; the
  * command thread executes it in libvmmbib, however long that takes; a
- * bottom half in the main loop maps or unmaps UAR pages the command asked
- * for and then completes the request.  Replies go out in the order the
- * commands finish.
+ * bottom half in the main loop completes the request.  Replies go out in
+ * the order the commands finish.
  */
 struct VMMBypassIBCmd {
     VirtQueueElement *elem;
@@ -1028,20 +1027,41 @@ static bool vmmbib_client_create(VMMBypassIB *vib,
  * vmmbibd went away: join it again, restarted on the same socket path, as
  * the same VM (which keeps its LID and GUID).  The device connects by
  * itself, since the chardev closed its socket when the daemon went away.
- * At a device reset, when no guest object exists and no doorbell page is
- * mapped; if the daemon is still gone, the device stays failed until the
- * next reset.  BQL held.
+ * At a device reset, when no guest object exists; if the daemon is still
+ * gone, the device stays failed until the next reset.  BQL held.
  */
-static bool vmmbib_db_ram_init(VMMBypassIB *vib, Error **errp);
-static void vmmbib_db_pages_map(VMMBypassIB *vib);
-static void vmmbib_db_pages_unmap(VMMBypassIB *vib);
+/*
+ * The new daemon's doorbell memfd in place of the old one, at the same
+ * host address (MAP_FIXED) and under the RAM block's own fd (dup2, which
+ * drops the old memfd): the memory map does not change, so no TLB entry
+ * goes stale (see vmmbib_uar_map).
+ */
+static bool vmmbib_db_pages_remap(VMMBypassIB *vib, struct vmmbib_client *c,
+                                  Error **errp)
+{
+    void *host = memory_region_get_ram_ptr(&vib->db_ram);
+    uint64_t size = memory_region_size(&vib->db_ram);
+    int block_fd = memory_region_get_fd(&vib->db_ram);
+
+    if (block_fd < 0) {
+        error_setg(errp, "the doorbell pages are not a shared memfd");
+        return false;
+    }
+    if (mmap(host, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+             vmmbib_client_db_fd(c), 0) == MAP_FAILED ||
+        dup2(vmmbib_client_db_fd(c), block_fd) < 0) {
+        error_setg_errno(errp, errno, "cannot map vmmbibd's new doorbell "
+                         "pages");
+        return false;
+    }
+    return true;
+}
 
 static void vmmbib_client_reconnect(VMMBypassIB *vib)
 {
     struct vmmbib_client *c;
     Error *local_err = NULL;
     char err[256];
-    uint32_t i;
 
     c = vmmbib_client_connect(vib->daemon_path, vib->daemon_vm_id,
                               vib->daemon_cfg, &vmmbib_host_ops, vib, err,
@@ -1051,32 +1071,18 @@ static void vmmbib_client_reconnect(VMMBypassIB *vib)
                     "back and the device is reset again: %s", err);
         return;
     }
+    if (!vmmbib_db_pages_remap(vib, c, &local_err)) {
+        error_prepend(&local_err, "vmmbypass-ib: the device stays failed "
+                      "until the next reset: ");
+        warn_report_err(local_err);
+        vmmbib_client_free(c);
+        return;
+    }
     vmmbib_client_unwatch(vib);
     vmmbib_kick_eventfd_del(vib);
     vmmbib_client_free(vib->client);
     vib->client = c;
     vmmbib_kick_eventfd_add(vib);
-    /* The doorbell pages are the new daemon's memfd. */
-    vmmbib_db_pages_unmap(vib);
-    object_unparent(OBJECT(&vib->db_ram));
-    if (!vmmbib_db_ram_init(vib, &local_err)) {
-        /* Unlikely: then the client's own mapping of the same pages. */
-        warn_report_err(local_err);
-        local_err = NULL;
-        memory_region_init_ram_ptr(&vib->db_ram, OBJECT(vib),
-                                   "vmmbypass-ib-doorbells",
-                                   (uint64_t)vib->conf.uar_slots *
-                                   VMMBIB_PAGE_SIZE,
-                                   vmmbib_client_db_pages(c));
-        for (i = 0; i < vib->conf.uar_slots; i++) {
-            memory_region_init_alias(&vib->db_alias[i], OBJECT(vib),
-                                     "vmmbypass-ib-doorbell-page",
-                                     &vib->db_ram,
-                                     (hwaddr)i * VMMBIB_PAGE_SIZE,
-                                     VMMBIB_PAGE_SIZE);
-        }
-    }
-    vmmbib_db_pages_map(vib);
     g_free(vib->ram_sent);
     vib->ram_sent = NULL;
     vib->ram_sent_count = 0;
@@ -1173,9 +1179,21 @@ static bool vmmbib_backend_create(VMMBypassIB *vib, Error **errp)
                    "connected to the daemon)", vib->vm_id);
         return false;
     }
+    /*
+     * The doorbell pages are QEMU RAM that the engine uses: QEMU frees it
+     * only after RCU readers, so no vCPU's TLB entry outlives it.
+     */
+    if (!memory_region_init_ram_nomigrate(&vib->db_ram, OBJECT(vib),
+                                          "vmmbypass-ib-doorbells",
+                                          (uint64_t)c->uar_slots *
+                                          VMMBIB_PAGE_SIZE, errp)) {
+        return false;
+    }
+    cfg.db_pages = memory_region_get_ram_ptr(&vib->db_ram);
     vib->backend = vmmbib_dev_new(&cfg, NULL, &vmmbib_host_ops, vib, err,
                                   sizeof(err));
     if (!vib->backend) {
+        object_unparent(OBJECT(&vib->db_ram));
         g_autofree char *named = c->verbs_device ?
             g_strdup_printf("verbs-device=%s", c->verbs_device) : NULL;
 
@@ -1243,11 +1261,8 @@ static bool vmmbib_db_ram_init(VMMBypassIB *vib, Error **errp)
             close(fd);
             return false;
         }
-    } else {
-        memory_region_init_ram_ptr(&vib->db_ram, owner,
-                                   "vmmbypass-ib-doorbells", db_size,
-                                   vmmbib_dev_db_pages(vib->backend));
     }
+    /* Without a daemon, db_ram came before the backend (its db_pages). */
     for (i = 0; i < slots; i++) {
         memory_region_init_alias(&vib->db_alias[i], owner,
                                  "vmmbypass-ib-doorbell-page", &vib->db_ram,
@@ -1270,19 +1285,26 @@ static void vmmbib_db_pages_map(VMMBypassIB *vib)
                                     &vib->db_alias[i]);
     }
     memory_region_transaction_commit();
+    vib->db_pages_mapped = true;
 }
 
-/* Out of the window and freed: the pages' memory goes (daemon rejoin). */
+/*
+ * Out of the window, before the backend that uses the pages goes; the
+ * regions themselves go after it (vmmbib_uar_window_fini).
+ */
 static void vmmbib_db_pages_unmap(VMMBypassIB *vib)
 {
     uint32_t i;
 
+    if (!vib->db_pages_mapped) {
+        return;
+    }
     memory_region_transaction_begin();
     for (i = 0; i < vib->conf.uar_slots; i++) {
         memory_region_del_subregion(&vib->uar_window, &vib->db_alias[i]);
-        object_unparent(OBJECT(&vib->db_alias[i]));
     }
     memory_region_transaction_commit();
+    vib->db_pages_mapped = false;
 }
 
 /* The per-slot arrays of the UAR window. */
@@ -1330,6 +1352,7 @@ static void vmmbib_uar_window_fini(VMMBypassIB *vib)
     for (i = 0; i < vib->conf.uar_slots; i++) {
         memory_region_del_subregion(&vib->uar_window, &vib->kick_mmio[i]);
         object_unparent(OBJECT(&vib->kick_mmio[i]));
+        object_unparent(OBJECT(&vib->db_alias[i]));
     }
     object_unparent(OBJECT(&vib->db_ram));
     vmmbib_uar_slots_free(vib);
@@ -1411,8 +1434,12 @@ static void vmmbib_unrealize(DeviceState *dev)
     qemu_mutex_destroy(&vib->cmd_lock);
     qemu_bh_delete(vib->cmd_done_bh);
 
-    /* The eventfd is the backend's: no ioeventfd may outlive it. */
+    /*
+     * The eventfd is the backend's: no ioeventfd may outlive it; and no
+     * vCPU may store to doorbell pages of a backend that is gone.
+     */
     vmmbib_kick_eventfd_del(vib);
+    vmmbib_db_pages_unmap(vib);
     vmmbib_backend_destroy(vib);
     memory_listener_unregister(&vib->ram_listener);
     qemu_bh_delete(vib->event_bh);
@@ -1639,9 +1666,10 @@ static const struct {
                  "own inside QEMU)" },
     { "vm-id", "this VM's name to vmmbibd, which keeps its LID and GUID "
                "(default: -name, else the UUID)" },
-    { "x-restart-handles", "tests only (QEMU's generic-fuzz): a device "
-      "reset makes handles, keys and QP numbers start over, so inputs "
-      "replayed after it can name the objects they create" },
+    { "x-restart-handles", "tests only (QEMU's generic-fuzz), never in "
+      "production: a device reset makes handles, keys and QP numbers start "
+      "over, so inputs replayed after it can name the objects they create "
+      "(and a stale key or QPN would name a new object)" },
     { "x-inject-faults", "tests only, settable at run time (qom-set): "
       "none, or a fault of every controlq reply (reply-short: half a "
       "header; reply-long: a length past the body; bad-status: an "

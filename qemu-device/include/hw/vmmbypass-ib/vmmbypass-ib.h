@@ -102,6 +102,7 @@ struct VMMBypassIB {
     MemoryRegion db_ram;
     MemoryRegion *db_alias;     /* [uar_slots] */
     MemoryRegion *kick_mmio;    /* [uar_slots] */
+    bool db_pages_mapped;
     /*
      * KICK of every slot is an ioeventfd on the backend's kick eventfd
      * (libvmmbib's or vmmbibd's, which its engine thread waits on); the
