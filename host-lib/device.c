@@ -109,27 +109,29 @@ static bool init_tables(struct vmmbib_dev *dev)
            vmmbib_table_init(&dev->ahs, l->max_ah);
 }
 
+/* @fn on each of @dev's object tables. */
+static void each_table(struct vmmbib_dev *dev,
+                       void (*fn)(struct vmmbib_table *t))
+{
+    struct vmmbib_table *tables[] = {
+        &dev->ucontexts, &dev->pds, &dev->mrs, &dev->cqs, &dev->qps,
+        &dev->srqs, &dev->ahs,
+    };
+
+    for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
+        fn(tables[i]);
+    }
+}
+
 /* After a reset (which emptied them): the handles of a new device again. */
 static void restart_tables(struct vmmbib_dev *dev)
 {
-    vmmbib_table_restart(&dev->ucontexts);
-    vmmbib_table_restart(&dev->pds);
-    vmmbib_table_restart(&dev->mrs);
-    vmmbib_table_restart(&dev->cqs);
-    vmmbib_table_restart(&dev->qps);
-    vmmbib_table_restart(&dev->srqs);
-    vmmbib_table_restart(&dev->ahs);
+    each_table(dev, vmmbib_table_restart);
 }
 
 static void fini_tables(struct vmmbib_dev *dev)
 {
-    vmmbib_table_fini(&dev->ucontexts);
-    vmmbib_table_fini(&dev->pds);
-    vmmbib_table_fini(&dev->mrs);
-    vmmbib_table_fini(&dev->cqs);
-    vmmbib_table_fini(&dev->qps);
-    vmmbib_table_fini(&dev->srqs);
-    vmmbib_table_fini(&dev->ahs);
+    each_table(dev, vmmbib_table_fini);
 }
 
 struct vmmbib_dev *vmmbib_dev_new(const struct vmmbib_dev_config *cfg,
