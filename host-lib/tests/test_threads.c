@@ -439,8 +439,9 @@ static void test_detach(void)
     qp_sq_doorbell(&p.a);
     wait_first(&p.a_scq);
     vm_fini(&z);
-    TAP_CHECK(true, "detach: z's device freed and its RAM unmapped while "
-              "x's WQEs ran");
+    /* A touch of the freed RAM would crash here or be a sanitizer report. */
+    printf("# detach: z's device freed and its RAM unmapped while x's WQEs "
+           "ran\n");
     TAP_CHECK(wait_all(&p.a_scq, c, BIG_WQES),
               "detach: all 128 of x's WQEs completed");
     ok = tail_statuses(c, BIG_WQES, VMMBIB_WC_RETRY_EXC_ERR);
