@@ -89,13 +89,7 @@ checker() {
     fi
     timeout 180 "$_prog" "$@" >"/tmp/$_label.log" 2>&1
     _rc=$?
-    while IFS= read -r _line; do
-        case $_line in
-        "ok "*) tap_ok "$_label: ${_line#ok }" ;;
-        "not ok "*) tap_fail "$_label: ${_line#not ok }" ;;
-        *) tap_diag "$_line" ;;
-        esac
-    done <"/tmp/$_label.log"
+    tap_relay "$_label" "/tmp/$_label.log"
     [ "$_rc" = 0 ] || tap_fail "$_prog exit status is 0 (it was $_rc)"
 }
 

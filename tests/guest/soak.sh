@@ -101,13 +101,7 @@ elapsed=$(($(uptime_s) - start))
 if [ -n "$net_pid" ]; then
     wait "$net_pid"
     rc=$?
-    while IFS= read -r line; do
-        case $line in
-        "ok "*) tap_ok "between the VMs: ${line#ok }" ;;
-        "not ok "*) tap_fail "between the VMs: ${line#not ok }" ;;
-        *) tap_diag "$line" ;;
-        esac
-    done </tmp/soak-net.out
+    tap_relay "between the VMs" /tmp/soak-net.out
     [ "$rc" = 0 ] || tap_fail "between the VMs: vmmbib-integrity exit status is 0 (it was $rc)"
 fi
 tap_diag "$rounds rounds of $procs processes with $((2 * pairs)) RC QPs each in $elapsed s:" \

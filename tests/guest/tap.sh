@@ -9,6 +9,8 @@
 #   tap_diag TEXT...            a diagnostic line ("# ...")
 #   wait_path PATH SECS [!]     wait up to SECS seconds for PATH to exist (with
 #                               "!": to be gone); false if it never happened
+#   tap_relay PREFIX FILE       a program's results in FILE as ours (below)
+#   link_up IP [PEER_IP...]     the VMs' L2 link (below)
 # Each result is one line "VMMBIB-TAP: ok N - NAME" on stdout; /init forwards
 # the script's stdout to the console and to the host's results port, where
 # tests/guest/run-guest-test.py turns these lines into TAP for meson. Call the
@@ -75,17 +77,31 @@ wait_path() {
     return 1
 }
 
-# Relays the TAP lines a program wrote to FILE as this test's results,
-# each name prefixed "PREFIX: "; other lines become diagnostics.
+# Relays the results a program wrote to FILE as this test's results, each
+# name prefixed "PREFIX: ": TAP lines ("ok 3 - NAME") and the lines of our
+# guest programs ("ok NAME", "not ok NAME: WHY"); a plan line is dropped,
+# other lines become diagnostics.
 tap_relay() {
     while IFS= read -r _tap_l; do
         case $_tap_l in
-        "ok "*) tap_ok "$1: ${_tap_l#ok * - }" ;;
-        "not ok "*) tap_fail "$1: ${_tap_l#not ok * - }" ;;
-        "1.."*) ;;
+        "ok "*) tap_ok "$1: $(_tap_name "${_tap_l#ok }")" ;;
+        "not ok "*) tap_fail "$1: $(_tap_name "${_tap_l#not ok }")" ;;
+        "1.."[0-9]*) ;;
         *) tap_diag "$_tap_l" ;;
         esac
     done <"$2"
+}
+
+# A result's name without TAP's "N - " (a name that merely starts with a
+# number keeps it).
+_tap_name() {
+    _tn_digits=${1%%[!0-9]*}
+    _tn_rest=${1#"$_tn_digits"}
+    if [ -n "$_tn_digits" ] && [ "${_tn_rest# - }" != "$_tn_rest" ]; then
+        echo "${_tn_rest# - }"
+    else
+        echo "$1"
+    fi
 }
 
 # link_up IP [PEER_IP...]: the L2 link between VMs (virtio-net), for the

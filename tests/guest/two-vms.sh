@@ -171,13 +171,7 @@ integrity() {
     timeout 400 vmmbib-integrity -P "$(echo $_ips | tr ' ' ,)" -R "$_rank" \
         -p "$_port" "$@" "$dev" >"/tmp/integrity-$_port.log" 2>&1
     _rc=$?
-    while IFS= read -r _line; do
-        case $_line in
-        "ok "*) tap_ok "$_name: ${_line#ok }" ;;
-        "not ok "*) tap_fail "$_name: ${_line#not ok }" ;;
-        *) tap_diag "$_line" ;;
-        esac
-    done <"/tmp/integrity-$_port.log"
+    tap_relay "$_name" "/tmp/integrity-$_port.log"
     [ "$_rc" = 0 ] || tap_fail "$_name: vmmbib-integrity exit status is 0 (it was $_rc)"
 }
 
